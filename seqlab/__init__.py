@@ -1,0 +1,43 @@
+"""seqlab: a Lightning-style training framework on PaddlePaddle for sequence models.
+
+Public API::
+
+    from seqlab import Trainer, Task, Model, Callback, register_model, register_task
+"""
+
+from seqlab._paddle import configure_cpu_defaults, import_paddle
+
+_paddle = import_paddle()
+configure_cpu_defaults(_paddle)
+
+from seqlab.callback import Callback, Event  # noqa: E402
+from seqlab.errors import SeqlabError  # noqa: E402
+from seqlab.model import Model  # noqa: E402
+from seqlab.registry import MODELS, TASKS, register_model, register_task  # noqa: E402
+from seqlab.task import Batch, Task  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The Trainer pulls in checkpointing and callbacks; load it only when asked for.
+    if name == "Trainer":
+        from seqlab.trainer import Trainer
+
+        return Trainer
+    raise AttributeError(f"module 'seqlab' has no attribute {name!r}")
+
+
+__all__ = [
+    "Batch",
+    "Callback",
+    "Event",
+    "MODELS",
+    "Model",
+    "SeqlabError",
+    "TASKS",
+    "Task",
+    "Trainer",
+    "register_model",
+    "register_task",
+]

@@ -1,0 +1,40 @@
+"""Import Paddle once, quietly, or explain in one sentence how to install it.
+
+seqlab cannot depend on both ``paddlepaddle`` and ``paddlepaddle-gpu`` (they install the same
+module), so neither is a hard dependency and this check replaces the usual ImportError.
+"""
+
+import os
+import sys
+import warnings
+
+INSTALL_HINT = (
+    "seqlab needs PaddlePaddle and neither wheel is installed: run "
+    "`pip install 'seqlab[cpu]'` (CPU) or install `paddlepaddle-gpu` from Paddle's own index "
+    "(https://www.paddlepaddle.org.cn/packages/stable/cu126/) for a CUDA build."
+)
+
+
+def import_paddle():
+    """Return the ``paddle`` module, or exit 2 with :data:`INSTALL_HINT` when it is missing."""
+    # Paddle prints a "No ccache found" UserWarning on every import; it is noise for our users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ccache.*")
+        try:
+            import paddle
+        except ModuleNotFoundError as exc:
+            if exc.name != "paddle":
+                raise
+            print(f"error: {INSTALL_HINT}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return paddle
+
+
+def configure_cpu_defaults(paddle) -> None:
+    """Apply the CPU settings measured in benchmarks/RESULTS.md.
+
+    Strided views make transpose/slice kernels and their gradients slow on CPU (FACTS.md); the
+    variable ``SEQLAB_STRIDE_KERNEL=1`` keeps Paddle's default for anyone who wants to compare.
+    """
+    if os.environ.get("SEQLAB_STRIDE_KERNEL", "0") != "1":
+        paddle.set_flags({"FLAGS_use_stride_kernel": False})

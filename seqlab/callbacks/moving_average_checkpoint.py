@@ -1,0 +1,105 @@
+"""Keep the checkpoint with the best moving average of a metric (the seed's 100-step rule)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+from seqlab.callback import Callback
+
+
+class MovingAverageCheckpoint(Callback):
+    """Save a checkpoint whenever the moving average of a metric reaches a new best.
+
+    The seed keeps the model whose average training loss over the last 100 steps is lowest: a
+    single step's loss is noisy, and its minimum is often a lucky batch, not a better model.
+    Nothing is saved until ``window`` values have been seen; after that, a checkpoint is written
+    each time the average improves strictly. Its ``meta`` holds ``best_step``, ``best_value`` and
+    ``monitor``, which the final test reports.
+
+    A ``train/...`` metric is read at every step, a ``val/...`` metric at every validation (use a
+    small ``window``, e.g. 1, for those).
+
+    Args:
+        monitor: the metric to watch, e.g. ``train/loss`` or ``val/masked_acc``.
+        window: how many recent values are averaged.
+        mode: ``min`` (lower is better) or ``max``.
+        filename: checkpoint file name inside the run's checkpoint folder.
+    """
+
+    monitor = True
+
+    def __init__(
+        self,
+        monitor: str = "train/loss",
+        window: int = 100,
+        mode: str = "min",
+        filename: str = "best.pdckpt",
+    ):
+        if mode not in ("min", "max"):
+            raise ValueError(f"MovingAverageCheckpoint: mode must be 'min' or 'max', got {mode!r}.")
+        if window < 1:
+            raise ValueError(f"MovingAverageCheckpoint: window must be >= 1, got {window}.")
+        # The class attribute `monitor = True` marks this as a monitoring callback; the metric
+        # name lives in `metric` so the two meanings don't collide.
+        self.metric = monitor
+        self.window = int(window)
+        self.mode = mode
+        self.filename = filename
+        self.values: deque[float] = deque(maxlen=self.window)
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+
+    def _improves(self, avg: float) -> bool:
+        if math.isnan(avg):
+            return False
+        if self.best_value is None:
+            return True
+        return avg < self.best_value if self.mode == "min" else avg > self.best_value
+
+    def update(self, value: float, step: int) -> bool:
+        """Add one value; return True when the average just reached a new best."""
+        self.values.append(float(value))
+        if len(self.values) < self.window:
+            return False
+        avg = sum(self.values) / self.window
+        if not self._improves(avg):
+            return False
+        self.best_value, self.best_step = avg, int(step)
+        return True
+
+    def _observe(self, trainer, metrics: dict[str, float]) -> None:
+        if self.metric not in metrics:
+            return
+        if self.update(metrics[self.metric], trainer.global_step) and trainer.is_global_zero:
+            trainer.save_checkpoint(
+                trainer.checkpoint_dir / self.filename,
+                meta={"best_step": self.best_step, "best_value": self.best_value,
+                      "monitor": self.metric},
+            )
+
+    def on_train_batch_end(self, trainer, task, model, metrics) -> None:
+        if not self.metric.startswith("val/"):
+            self._observe(trainer, metrics)
+
+    def on_validation_end(self, trainer, task, model, metrics) -> None:
+        if self.metric.startswith("val/"):
+            self._observe(trainer, metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.metric,
+            "values": list(self.values),
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.values = deque((float(v) for v in state.get("values", [])), maxlen=self.window)
+        best = state.get("best_value")
+        self.best_value = None if best is None else float(best)
+        step = state.get("best_step")
+        self.best_step = None if step is None else int(step)

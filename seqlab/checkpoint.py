@@ -1,0 +1,151 @@
+"""Checkpoint files: one file per checkpoint, written atomically, checked when loaded.
+
+A checkpoint is a ``paddle.save``d dict. It is first written to ``<path>.tmp``, fsynced, then
+renamed over ``<path>``: a crash mid-write leaves the previous checkpoint intact, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqlab._paddle import import_paddle
+from seqlab.errors import SeqlabError
+
+paddle = import_paddle()
+
+FORMAT_VERSION = 1
+SUFFIX = ".pdckpt"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy and Paddle generator states, as plain picklable values."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        # GeneratorState objects pickle, but paddle.save accepts neither them nor bytes: store
+        # the pickle as a uint8 array.
+        "paddle": np.frombuffer(pickle.dumps(paddle.get_rng_state()), dtype=np.uint8).copy(),
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    paddle.set_rng_state(pickle.loads(np.asarray(state["paddle"], dtype=np.uint8).tobytes()))
+
+
+def optimizer_state(optimizer, model) -> dict[str, Any]:
+    """The optimizer's state keyed by the model's structural names (``e.weight``).
+
+    Paddle keys accumulators by auto-generated parameter names (``embedding_2.w_0_moment1_0``)
+    that depend on how many layers the process created before, so they differ between the
+    process that saved and the one that resumes. Paddle requires the LR scheduler's state
+    (``LR_Scheduler``) beside them, so it is kept as is.
+    """
+    by_name = {p.name: key for key, p in model.state_dict().items()}
+    names = sorted(by_name, key=len, reverse=True)  # longest first: no prefix ambiguity
+    state: dict[str, Any] = {"accumulators": {}, "other": {}}
+    for key, value in optimizer.state_dict().items():
+        owner = next((n for n in names if key.startswith(n + "_")), None)
+        if owner is None:
+            state["other"][key] = value
+        else:
+            state["accumulators"].setdefault(by_name[owner], {})[key[len(owner):]] = value
+    return state
+
+
+def load_optimizer_state(optimizer, model, state: dict[str, Any]) -> None:
+    """Inverse of :func:`optimizer_state` for this process's parameter names."""
+    params = model.state_dict()
+    restored = dict(state.get("other", {}))
+    for structural, accumulators in state.get("accumulators", {}).items():
+        name = params[structural].name
+        for suffix, value in accumulators.items():
+            restored[name + suffix] = value
+    optimizer.set_state_dict(restored)
+
+
+def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``paddle.save`` ``obj`` to ``path`` through a fsynced temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    paddle.save(obj, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint, turning every way it can be wrong into one clear :class:`SeqlabError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeqlabError(f"checkpoint '{path}' does not exist; check the path or pass --ckpt_path last|best.")
+    try:
+        ckpt = paddle.load(str(path))
+    except Exception as exc:  # paddle raises many types for a truncated or foreign file
+        raise SeqlabError(
+            f"checkpoint '{path}' is unreadable ({type(exc).__name__}); it is corrupt or not a "
+            "seqlab checkpoint: pass another --ckpt_path or delete it."
+        ) from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise SeqlabError(f"'{path}' is not a seqlab checkpoint (no format_version); pass a .pdckpt written by seqlab.")
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise SeqlabError(
+            f"checkpoint '{path}' has format {ckpt['format_version']}, newer than this seqlab "
+            f"understands ({FORMAT_VERSION}); upgrade seqlab to load it."
+        )
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, model_name: str | None,
+                     task_name: str | None, model_state: dict[str, Any]) -> None:
+    """Refuse a checkpoint made for another model or task, naming the mismatch."""
+    for what, expected in (("model", model_name), ("task", task_name)):
+        found = ckpt.get(f"{what}_name")
+        if expected and found and found != expected:
+            raise SeqlabError(
+                f"checkpoint '{path}' was written for {what} '{found}', but this run's {what} is "
+                f"'{expected}'; pass a checkpoint of this run or change --{what}."
+            )
+    saved = ckpt.get("model", {})
+    missing = sorted(set(model_state) - set(saved))
+    unexpected = sorted(set(saved) - set(model_state))
+    if missing or unexpected:
+        raise SeqlabError(
+            f"checkpoint '{path}' does not fit this model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); it was saved with another architecture or config."
+        )
+    for key, value in model_state.items():
+        if list(saved[key].shape) != list(value.shape):
+            raise SeqlabError(
+                f"checkpoint '{path}' does not fit this model: '{key}' has shape "
+                f"{list(saved[key].shape)} in the file and {list(value.shape)} in the model; "
+                "the model config differs from the one it was saved with."
+            )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> Path | None:
+    """Map ``last`` / ``best`` to files in ``checkpoint_dir``; any other value is a path."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path in ("last", "best"):
+        path = checkpoint_dir / f"{ckpt_path}{SUFFIX}"
+        if not path.is_file():
+            raise SeqlabError(
+                f"--ckpt_path {ckpt_path}: there is no '{path}'; train this run first or pass a path."
+            )
+        return path
+    return Path(ckpt_path)

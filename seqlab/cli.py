@@ -1,0 +1,442 @@
+"""The ``seqlab`` command: recipes in, runs out.
+
+    seqlab fit      --recipe recipes/reverse_digits_cpu.yaml [--runs a,b] [--trainer.max_steps N]
+    seqlab validate --recipe R --runs a [--ckpt_path last|best|PATH]
+    seqlab test     --recipe R --runs a [--ckpt_path best|last|PATH]
+    seqlab compare  runs/<experiment>
+    seqlab models | seqlab tasks
+
+A recipe is YAML with one task, shared settings and named runs::
+
+    name: reverse_digits          # experiment name (default: the file's stem)
+    task: {class_path: reverse_digits, init_args: {...}}
+    trainer: {max_steps: 2000, optimizer: {lr: 1e-3}, callbacks: [...]}
+    runs:
+      rwkv7: {model: {class_path: rwkv7}, trainer: {optimizer: {lr: 4e-3}}}
+      lstm:  {model: lstm}
+
+Each run is the shared part deep-merged with the run's overrides, then parsed by jsonargparse
+against the classes' signatures (so types and option names are checked), with the command-line
+overrides applied last. Every selected run is parsed before anything runs or is written, so a
+bad option never leaves half an experiment behind.
+
+Only this module imports jsonargparse; the library works without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from seqlab._paddle import import_paddle
+
+import_paddle()  # exits 2 with an install hint when no Paddle wheel is present
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
+
+import seqlab  # noqa: E402
+import seqlab.callbacks  # noqa: E402,F401  (makes short callback names resolvable)
+from seqlab.callback import Callback  # noqa: E402
+from seqlab.errors import SeqlabError  # noqa: E402
+from seqlab.model import Model  # noqa: E402
+from seqlab.registry import MODELS, TASKS  # noqa: E402
+from seqlab.task import Task  # noqa: E402
+from seqlab.trainer import Trainer, seed_everything  # noqa: E402
+
+log = logging.getLogger("seqlab")
+RUN_COMMANDS = ("fit", "validate", "test")
+# Flags handled by seqlab itself rather than by the per-run jsonargparse parser.
+_OWN_FLAGS = {"--recipe": True, "--runs": True, "--print_config": False}
+
+
+@dataclass
+class RunSpec:
+    """One run of a recipe, parsed and checked, not yet instantiated."""
+
+    name: str
+    config: Namespace
+    parser: ArgumentParser
+
+
+# ---------------------------------------------------------------------------- parsing
+def build_run_parser(command: str) -> ArgumentParser:
+    """The jsonargparse parser of one run: task, model, trainer and the checkpoint to use."""
+    parser = ArgumentParser(
+        prog=f"seqlab {command}",
+        description=f"seqlab {command}: see `seqlab --help`. Options below are per run; recipe "
+        "flags: --recipe FILE, --runs a,b, --print_config.",
+        exit_on_error=False,
+        allow_abbrev=False,  # otherwise --trainer.max_step is silently taken as max_steps
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="A single-run config (YAML).")
+    parser.add_subclass_arguments(Task, "task", required=True, help="The task to learn.")
+    parser.add_subclass_arguments(Model, "model", required=True, help="The model to train.")
+    parser.add_class_arguments(Trainer, "trainer", help="Loop, optimizer and callbacks.")
+    parser.add_argument(
+        "--ckpt_path", type=Optional[str], default=None,
+        help="fit: checkpoint to resume from (last, best or a path). validate/test: checkpoint "
+        "to evaluate (default: validate uses last; test uses best, else last).",
+    )
+    return parser
+
+
+def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    own: dict[str, Any] = {"--recipe": None, "--runs": None, "--print_config": False}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, eq, value = arg.partition("=")
+        if key in _OWN_FLAGS:
+            if not _OWN_FLAGS[key]:
+                own[key] = True
+            elif eq:
+                own[key] = value
+            elif i + 1 < len(argv):
+                own[key] = argv[i + 1]
+                i += 1
+            else:
+                raise SeqlabError(f"{key} needs a value; e.g. {key} {'recipes/reverse_digits_cpu.yaml' if key == '--recipe' else 'rwkv7,lstm'}.")
+        else:
+            rest.append(arg)
+        i += 1
+    return own, rest
+
+
+def load_recipe(path: str) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
+    """Read a recipe: returns (experiment name, shared config, {run name: overrides})."""
+    file = Path(path)
+    if not file.is_file():
+        raise SeqlabError(f"recipe '{path}' does not exist; pass a YAML file, e.g. recipes/reverse_digits_cpu.yaml.")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SeqlabError(f"recipe '{path}' is not valid YAML{where}; fix the syntax there.") from None
+    if not isinstance(data, dict):
+        raise SeqlabError(f"recipe '{path}' must be a mapping with task, trainer and runs keys.")
+    data = dict(data)
+    # A saved config.yaml names its experiment in trainer.experiment; keep it when resuming.
+    name = str(data.pop("name", None) or (data.get("trainer") or {}).get("experiment") or file.stem)
+    runs = data.pop("runs", None)
+    if runs is None:  # a single-run config (e.g. a saved config.yaml) is a recipe with one run
+        model = data.get("model") or {}
+        model_name = model if isinstance(model, str) else model.get("class_path", "run")
+        run_name = (data.get("trainer") or {}).get("run_name") or str(model_name).rsplit(".", 1)[-1].lower()
+        runs = {run_name: {}}
+    if not isinstance(runs, dict) or not runs:
+        raise SeqlabError(f"recipe '{path}': 'runs' must map run names to their settings.")
+    return name, data, {str(k): (v or {}) for k, v in runs.items()}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _resolve_component(section: Any, registry, where: str) -> dict[str, Any]:
+    """Accept ``rwkv7``, ``{class_path: rwkv7, init_args: ..}`` or a dotted class path."""
+    if isinstance(section, str):
+        section = {"class_path": section}
+    if not isinstance(section, dict) or "class_path" not in section:
+        raise SeqlabError(f"{where} needs a {registry.kind} name, e.g. `{registry.kind}: {{class_path: {registry.names()[0] if registry.names() else 'name'}}}`.")
+    section = dict(section)
+    class_path = str(section["class_path"])
+    if "." not in class_path:  # a registry name (entry-point plugins included)
+        cls = registry.get(class_path)
+        section["class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+    section.setdefault("init_args", {})
+    section["init_args"] = dict(section["init_args"] or {})
+    return section
+
+
+def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(merged) - {"task", "model", "trainer", "ckpt_path"})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], ["task", "model", "trainer"], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SeqlabError(f"{where}: unknown key '{unknown[0]}'{hint}; a run has task, model and trainer.")
+    if "task" not in merged or "model" not in merged:
+        raise SeqlabError(f"{where}: run '{run}' needs both a task and a model.")
+    merged["task"] = _resolve_component(merged["task"], TASKS, where)
+    merged["model"] = _resolve_component(merged["model"], MODELS, where)
+    # Models take the task's vocabulary unless the recipe pins it.
+    task_cls = _import_class(merged["task"]["class_path"])
+    model_args = merged["model"]["init_args"]
+    if "vocab_size" not in model_args and getattr(task_cls, "vocab_size", 0):
+        model_args["vocab_size"] = task_cls.vocab_size
+    trainer = dict(merged.get("trainer") or {})
+    trainer["experiment"] = experiment
+    trainer["run_name"] = run
+    merged["trainer"] = trainer
+    return merged
+
+
+def _import_class(class_path: str) -> type:
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise SeqlabError(f"cannot import '{class_path}'; check the class_path or install the plugin.") from None
+
+
+def _explain(exc: Exception, where: str) -> SeqlabError:
+    """Turn a (multi-line) jsonargparse error into one sentence naming the problem and the fix."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    m = re.search(r"unrecognized arguments: (\S+)", text)
+    if m:
+        return SeqlabError(f"{where}: unknown option {m.group(1)}; run `seqlab fit --help` for the valid options.")
+    m = re.search(r"Option '([^']+)' is not accepted", text)
+    if m:
+        cls = re.search(r"given class_path '([^']+)'", text)
+        owner = f" by {cls.group(1)}" if cls else ""
+        return SeqlabError(f"{where}: option '{m.group(1)}' is not accepted{owner}; check its spelling in the class's --help.")
+    m = re.search(r'Parser key "([^"]+)":\s*(Expected a <class \'(\w+)\'>)?.*?Got value: (.+)', text, re.S)
+    if m and m.group(3):
+        return SeqlabError(f"{where}: {m.group(1)} expects a {m.group(3)}, got {m.group(4).splitlines()[0]!r}; fix its value.")
+    m = re.search(r"Problem with given class_path '([^']+)':\s*(.+)", text)
+    if m:
+        return SeqlabError(f"{where}: {m.group(1)}: {m.group(2).splitlines()[0]}")
+    return SeqlabError(f"{where}: {' '.join(lines[:3])}")
+
+
+def parse_runs(command: str, argv: list[str]) -> tuple[str, list[RunSpec], bool]:
+    """Parse every selected run of the recipe (and the overrides) without side effects."""
+    own, overrides = _split_own_flags(argv)
+    if not own["--recipe"]:
+        raise SeqlabError(f"seqlab {command} needs --recipe FILE, e.g. `seqlab {command} --recipe recipes/reverse_digits_cpu.yaml`.")
+    recipe = own["--recipe"]
+    experiment, shared, runs = load_recipe(recipe)
+    selected = list(runs)
+    if own["--runs"]:
+        selected = [r.strip() for r in str(own["--runs"]).split(",") if r.strip()]
+        for run in selected:
+            if run not in runs:
+                close = difflib.get_close_matches(run, list(runs), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise SeqlabError(f"recipe '{recipe}' has no run '{run}'.{hint} Its runs: {', '.join(runs)}.")
+    specs = []
+    for run in selected:
+        where = f"recipe '{recipe}', run '{run}'"
+        merged = _prepare_run_dict(experiment, run, _deep_merge(shared, runs[run]), where)
+        parser = build_run_parser(command)
+        try:
+            config = parser.parse_args(["--config", yaml.safe_dump(merged, sort_keys=False), *overrides])
+        except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
+            raise _explain(exc, where) from None
+        specs.append(RunSpec(run, _with_default_callbacks(parser, config, where), parser))
+    return experiment, specs, bool(own["--print_config"])
+
+
+def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: str) -> Namespace:
+    """Write the default callbacks into the config, so the saved config shows what was used."""
+    if not config.trainer.default_callbacks:
+        return config
+    from seqlab.callbacks import default_callbacks
+
+    given = {_import_class(cb.class_path) for cb in (config.trainer.callbacks or [])}
+    data = yaml.safe_load(parser.dump(config, skip_none=False))
+    callbacks = list(data["trainer"].get("callbacks") or [])
+    for cb in default_callbacks():
+        if type(cb) not in given:
+            callbacks.append({"class_path": f"{type(cb).__module__}.{type(cb).__qualname__}"})
+    data["trainer"]["callbacks"] = callbacks
+    data["trainer"]["default_callbacks"] = False
+    data.pop("config", None)
+    try:
+        return parser.parse_args(["--config", yaml.safe_dump(data, sort_keys=False)])
+    except Exception as exc:
+        raise _explain(exc, where) from None
+
+
+def dump_config(spec: RunSpec) -> str:
+    data = yaml.safe_load(spec.parser.dump(spec.config, skip_none=False))
+    data.pop("config", None)
+    data.pop("ckpt_path", None)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- commands
+def _instantiate(spec: RunSpec) -> tuple[Task, Model, Trainer]:
+    seed_everything(spec.config.trainer.seed)  # before the model is built: its init is seeded
+    try:
+        init = spec.parser.instantiate(spec.config)
+    except SeqlabError:
+        raise
+    except Exception as exc:
+        raise SeqlabError(f"run '{spec.name}': could not build it: {str(exc).splitlines()[0]}") from None
+    init.trainer.config = yaml.safe_load(dump_config(spec))
+    return init.task, init.model, init.trainer
+
+
+def cmd_fit(argv: list[str]) -> int:
+    experiment, specs, print_config = parse_runs("fit", argv)
+    if print_config:
+        recipe = {"name": experiment, "runs": {s.name: yaml.safe_load(dump_config(s)) for s in specs}}
+        sys.stdout.write(yaml.safe_dump(recipe, sort_keys=False))
+        return 0
+    # Build every run and check every checkpoint first: a bad one fails before anything is written.
+    built = [(spec, *_instantiate(spec)) for spec in specs]
+    for spec, task, model, trainer in built:
+        _check_resumable(spec, task, model, trainer)
+    root = None
+    for spec, task, model, trainer in built:
+        root = trainer.root_dir / experiment
+        trainer.run_dir.mkdir(parents=True, exist_ok=True)
+        (trainer.run_dir / "config.yaml").write_text(dump_config(spec))
+        log.info("== run %s: %s, %d parameters -> %s", spec.name, type(model).__name__, model.num_parameters(), trainer.run_dir)
+        trainer.fit(task, model, ckpt_path=spec.config.ckpt_path)
+    if root is not None:
+        _write_report(root)
+    return 0
+
+
+def _check_resumable(spec: RunSpec, task: Task, model: Model, trainer: Trainer) -> None:
+    from seqlab.checkpoint import check_compatible, load_checkpoint, resolve_ckpt_path
+
+    path = resolve_ckpt_path(spec.config.ckpt_path, trainer.checkpoint_dir)
+    if path is not None:
+        check_compatible(load_checkpoint(path), path, MODELS.name_of(type(model)),
+                         TASKS.name_of(type(task)), model.state_dict())
+
+
+def _write_report(root: Path) -> None:
+    try:
+        from seqlab.report import write_report
+    except ModuleNotFoundError:
+        return
+    paths = write_report(root)
+    if paths:
+        log.info("report: %s", paths[0])
+
+
+def cmd_evaluate(command: str, argv: list[str]) -> int:
+    experiment, specs, print_config = parse_runs(command, argv)
+    if print_config:
+        sys.stdout.write(yaml.safe_dump({"name": experiment, "runs": {s.name: yaml.safe_load(dump_config(s)) for s in specs}}, sort_keys=False))
+        return 0
+    results = {}
+    for spec in specs:
+        task, model, trainer = _instantiate(spec)
+        results[spec.name] = trainer.evaluate_checkpoint(task, model, spec.config.ckpt_path, test=(command == "test"))
+    sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_list(registry) -> int:
+    rows = []
+    for name, cls in registry.items():
+        extra = ""
+        if registry is MODELS:
+            try:
+                seed_everything(0)
+                extra = f"{cls().num_parameters():>10,d} params"
+            except Exception as exc:  # a plugin that can't build with defaults is still listed
+                extra = f"{'(' + type(exc).__name__ + ')':>17}"
+        rows.append((name, extra, cls.summary()))
+    width = max((len(r[0]) for r in rows), default=4)
+    for name, extra, summary in rows:
+        sys.stdout.write(f"{name:<{width}}  {extra}  {summary}\n")
+    return 0
+
+
+def cmd_compare(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0].startswith("-"):
+        raise SeqlabError("usage: seqlab compare runs/<experiment> (the folder holding the runs).")
+    root = Path(argv[0])
+    if not root.is_dir():
+        raise SeqlabError(f"'{root}' is not a folder; pass runs/<experiment>, e.g. runs/reverse_digits_cpu.")
+    from seqlab.report import write_report
+
+    paths = write_report(root)
+    if not paths:
+        raise SeqlabError(f"no finished runs (metrics.json) under '{root}'; train a recipe first.")
+    for path in paths:
+        sys.stdout.write(f"{path}\n")
+    return 0
+
+
+USAGE = """usage: seqlab COMMAND [options]
+
+commands:
+  fit       train the runs of a recipe, test each on its best checkpoint, write the report
+  validate  evaluate a run's checkpoint (default: last) on the validation set
+  test      evaluate a run's checkpoint (default: best) with the task's final test
+  compare   write report.md / loss.png / accuracy.png for runs/<experiment>
+  models    list registered models with their parameter counts
+  tasks     list registered tasks
+
+recipe options (fit/validate/test):
+  --recipe FILE         the recipe (YAML); a saved runs/<exp>/<run>/config.yaml works too
+  --runs a,b            only these runs of the recipe
+  --print_config        print the resolved recipe and exit
+  --ckpt_path X         last | best | PATH (fit: resume from it)
+  --trainer.max_steps N and any other dotted override (see `seqlab fit --help`)
+"""
+
+
+def _configure_logging() -> None:
+    # Paddle installs its own root handler on import; seqlab's messages get a plain one of their own.
+    logger = logging.getLogger("seqlab")
+    if not any(getattr(h, "_seqlab", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._seqlab = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging()
+    sys.path.insert(0, str(Path.cwd()))  # user callbacks/tasks given by class_path from the cwd
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return 0 if argv else 2
+        command, rest = argv[0], argv[1:]
+        if command in RUN_COMMANDS and any(a in ("-h", "--help") for a in rest):
+            build_run_parser(command).print_help()
+            return 0
+        if command == "fit":
+            return cmd_fit(rest)
+        if command in ("validate", "test"):
+            return cmd_evaluate(command, rest)
+        if command == "models":
+            return cmd_list(MODELS)
+        if command == "tasks":
+            return cmd_list(TASKS)
+        if command == "compare":
+            return cmd_compare(rest)
+        close = difflib.get_close_matches(command, [*RUN_COMMANDS, "compare", "models", "tasks"], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise SeqlabError(f"unknown command '{command}'.{hint} Run `seqlab --help` for the list.")
+    except SeqlabError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; the last checkpoint is intact (resume with --ckpt_path last).\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,12 @@
+"""Errors a user can cause.
+
+Everything a user can get wrong (an unknown model, a typo'd option, a missing or incompatible
+checkpoint) raises :class:`SeqlabError`. The CLI turns it into one line on stderr and exit code 2,
+with no traceback, so the message itself must say what was wrong and what to do.
+"""
+
+
+class SeqlabError(Exception):
+    """A problem caused by the user's input; its message is shown as is, without a traceback."""
+
+    exit_code = 2

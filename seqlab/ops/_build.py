@@ -1,0 +1,179 @@
+"""Build and load seqlab's custom Paddle ops, once per process.
+
+Why this module exists:
+
+* ``paddle.utils.cpp_extension.load`` JIT-compiles C++/CUDA sources (~15 s the first time, ~1 s
+  from its cache). We key the cache folder on a hash of the sources, the flags, the Paddle and
+  Python versions, so an edited source or a new Paddle never loads a stale library.
+* Custom op names are global to the process and registering one twice ABORTS the process (no
+  Python exception). Each extension is therefore loaded at most once per process and kept in
+  ``_LOADED``; a failed build is remembered too, so we do not retry (and re-warn) on every call.
+* Several processes (pytest workers, other engineers) may build the same extension at once:
+  a file lock in the cache folder serialises them.
+
+All CPU ops live in ONE extension (``seqlab_cpu_ops``: the WKV7 recurrence plus the fused
+RWKV-7 block ops when present) so a process pays for one build/load only.
+
+Environment: ``SEQLAB_CACHE_DIR`` (default ``~/.cache/seqlab``); ops go to ``<dir>/ops/<name>-<hash>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+log = logging.getLogger("seqlab.ops")
+
+_HERE = Path(__file__).resolve().parent
+
+CPU_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-std=c++17"]
+CPU_LDFLAGS = ["-fopenmp"]
+CUDA_CFLAGS = ["-O3", "--use_fast_math", "-Xptxas=-O3", "--extra-device-vectorization"]
+
+_LOADED: dict[str, object] = {}
+_FAILED: dict[str, BaseException] = {}
+_LOCK = threading.Lock()
+
+
+class OpBuildError(RuntimeError):
+    """A custom op could not be compiled or loaded (compiler missing, compile error, ...)."""
+
+
+def cpu_sources() -> list[Path]:
+    """The C++ sources of the single CPU extension (fused ops only if that package exists)."""
+    srcs = [_HERE / "wkv7" / "csrc" / "wkv7_cpu.cc"]
+    fused = _HERE / "fused" / "csrc" / "fused_cpu.cc"
+    if fused.exists():
+        srcs.append(fused)
+    return srcs
+
+
+def num_threads() -> int:
+    """Threads for our OpenMP ops: ``SEQLAB_NUM_THREADS`` or the CPUs this process may use.
+
+    Passed explicitly to every op because ``import paddle`` sets ``OMP_NUM_THREADS=1`` after
+    libgomp has already started, so OpenMP's own default is not reliable here.
+    """
+    env = os.environ.get("SEQLAB_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"SEQLAB_NUM_THREADS must be an integer, got {env!r}") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("SEQLAB_CACHE_DIR") or os.path.join(Path.home(), ".cache", "seqlab")
+    return Path(base) / "ops"
+
+
+def _fingerprint(sources, cflags, cuda_cflags, ldflags) -> str:
+    import paddle
+
+    h = hashlib.sha256()
+    for src in sources:
+        h.update(Path(src).name.encode())
+        h.update(Path(src).read_bytes())
+    for part in (cflags, cuda_cflags, ldflags):
+        h.update(repr(list(part)).encode())
+    h.update(paddle.__version__.encode())
+    h.update(str(getattr(paddle.version, "commit", "")).encode())
+    h.update(sys.version.encode())
+    return h.hexdigest()[:16]
+
+
+def load_extension(name, sources, *, what, cflags=(), cuda_cflags=(), ldflags=()):
+    """Compile (if needed) and load extension ``name`` once per process; return its module.
+
+    ``what`` names the ops for the one-line build notice. Raises :class:`OpBuildError` on any
+    failure, and again (without rebuilding) on later calls in the same process.
+    """
+    with _LOCK:
+        if name in _LOADED:
+            return _LOADED[name]
+        if name in _FAILED:
+            raise OpBuildError(f"{what} is unavailable: {_FAILED[name]}") from _FAILED[name]
+        try:
+            module = _build_and_load(name, sources, what, cflags, cuda_cflags, ldflags)
+        except BaseException as exc:  # noqa: BLE001 - compiler errors come as many types
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            _FAILED[name] = exc
+            raise OpBuildError(f"{what} is unavailable: {exc}") from exc
+        _LOADED[name] = module
+        return module
+
+
+def _build_and_load(name, sources, what, cflags, cuda_cflags, ldflags):
+    sources = [str(s) for s in sources]
+    build_dir = cache_root() / f"{name}-{_fingerprint(sources, cflags, cuda_cflags, ldflags)}"
+    build_dir.mkdir(parents=True, exist_ok=True)  # Paddle requires it to exist already
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ccache.*")
+        from paddle.utils import cpp_extension
+    with open(build_dir / ".lock", "w") as lock, _quiet_subprocess_warnings():
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same thing
+        try:
+            if not any(build_dir.rglob("*.so")):
+                log.warning("building the %s (once, ~15 s) in %s ...", what, build_dir)
+            return cpp_extension.load(
+                name=name,
+                sources=sources,
+                extra_cxx_cflags=list(cflags),
+                extra_cuda_cflags=list(cuda_cflags) or None,
+                extra_ldflags=list(ldflags),
+                build_directory=str(build_dir),
+                verbose=False,
+            )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _quiet_subprocess_warnings():
+    """Hide Paddle's "No ccache found" warning, in this process and in its compiler subprocess."""
+    old = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(x for x in (old, "ignore:No ccache found") if x)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ccache.*")
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = old
+
+
+def load_cpu_ops():
+    """The single CPU extension with all seqlab C++ ops (``seqlab_wkv7_cpu``, fused ops)."""
+    return load_extension(
+        "seqlab_cpu_ops", cpu_sources(), what="WKV7 C++ op", cflags=CPU_CFLAGS, ldflags=CPU_LDFLAGS
+    )
+
+
+def load_cuda_ops():
+    """The CUDA extension (``seqlab_wkv7_cuda``); only call on a CUDA build of Paddle."""
+    import paddle
+
+    if not paddle.is_compiled_with_cuda():
+        raise OpBuildError("the WKV7 CUDA op needs a CUDA build of Paddle")
+    d = _HERE / "wkv7" / "csrc"
+    return load_extension(
+        "seqlab_cuda_ops",
+        [d / "wkv7_cuda.cc", d / "wkv7_cuda.cu"],
+        what="WKV7 CUDA op",
+        cflags=["-O3", "-std=c++17"],
+        cuda_cflags=CUDA_CFLAGS,
+    )

@@ -1,0 +1,125 @@
+"""Name -> class registries for models and tasks, with out-of-tree plugins via entry points.
+
+In-tree code registers with a decorator (``@register_model("rwkv7")``). A plugin package declares
+an entry point in its own pyproject instead, e.g.::
+
+    [project.entry-points."seqlab.models"]
+    gru = "seqlab_gru:GRU"
+
+Entry points are loaded lazily, the first time a registry is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from importlib.metadata import entry_points
+from typing import Callable, Iterator, TypeVar
+
+from seqlab.errors import SeqlabError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T", bound=type)
+
+# In-tree plugin modules, imported on first use so that `import seqlab` stays light.
+_BUILTIN_MODULES = {
+    "seqlab.models": (
+        "seqlab.models.rwkv7",
+        "seqlab.models.transformer",
+        "seqlab.models.transformer_modern",
+        "seqlab.models.lstm",
+        "seqlab.models.mlp",
+    ),
+    "seqlab.tasks": ("seqlab.tasks.reverse_digits",),
+}
+
+
+class Registry:
+    """A named collection of classes of one kind (``model`` or ``task``)."""
+
+    def __init__(self, kind: str, group: str):
+        self.kind = kind
+        self.group = group
+        self._classes: dict[str, type] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Class decorator registering the class under ``name``."""
+
+        def decorator(cls: T) -> T:
+            existing = self._classes.get(name)
+            if existing is not None and existing is not cls:
+                raise SeqlabError(
+                    f"{self.kind} name '{name}' is registered twice ({_qualname(existing)} and "
+                    f"{_qualname(cls)}); give one of them another name."
+                )
+            self._classes[name] = cls
+            cls.registry_name = name
+            return cls
+
+        return decorator
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in _BUILTIN_MODULES.get(self.group, ()):
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:  # a real missing dependency inside the module
+                    raise
+                log.debug("built-in %s module %s is not present", self.kind, module)
+        for ep in entry_points(group=self.group):
+            try:
+                cls = ep.load()
+            except Exception as exc:  # a broken plugin must not break every other command
+                log.warning("could not load %s plugin '%s' (%s): %s", self.kind, ep.name, ep.value, exc)
+                continue
+            if ep.name not in self._classes:
+                self._classes[ep.name] = cls
+                if not hasattr(cls, "registry_name"):
+                    cls.registry_name = ep.name
+
+    def get(self, name: str) -> type:
+        """The class registered as ``name``; an unknown name lists the known ones."""
+        self._load()
+        if name in self._classes:
+            return self._classes[name]
+        known = sorted(self._classes)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise SeqlabError(
+            f"unknown {self.kind} '{name}'.{hint} Known {self.kind}s: {', '.join(known)}."
+        )
+
+    def name_of(self, cls: type) -> str | None:
+        """The registered name of ``cls``, if any."""
+        self._load()
+        for name, registered in self._classes.items():
+            if registered is cls:
+                return name
+        return None
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._classes)
+
+    def items(self) -> Iterator[tuple[str, type]]:
+        self._load()
+        return iter(sorted(self._classes.items()))
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._classes
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+MODELS = Registry("model", "seqlab.models")
+TASKS = Registry("task", "seqlab.tasks")
+register_model = MODELS.register
+register_task = TASKS.register

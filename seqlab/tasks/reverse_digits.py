@@ -1,0 +1,335 @@
+"""Digit reversal: read a number, write it backwards (the seed's task).
+
+A row is a stream of examples ``d1 d2 ... dk , dk ... d2 d1 #`` packed into ``seq_len`` tokens;
+the model is trained on plain next-token prediction over the whole row. Only the reversed digits
+and the closing ``#`` are predictable, so only those positions are scored (the seed's "AC rate").
+
+Vocabulary (12 tokens): ``'0'..'9' -> 0..9``, ``',' -> 10``, ``'#' -> 11``.
+
+Scored positions, for ``targets = row[1:]``: position ``i`` counts iff ``targets[i]`` is a
+reversed digit or the closing ``#``. Equivalently, the last ``,`` or ``#`` among ``row[0..i]``
+is a ``,``. Both of the seed's state machines (the RWKV notebook's, and the one in the
+Transformer and LSTM notebooks) give this set; ``tests/test_reverse_digits.py`` checks it.
+A segment cut off by the end of the row is still scored for the positions it has, as in the
+seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from seqlab._paddle import import_paddle
+from seqlab.errors import SeqlabError
+from seqlab.registry import register_task
+from seqlab.task import Batch, Task
+
+paddle = import_paddle()
+log = logging.getLogger(__name__)
+
+COMMA = 10
+HASH = 11
+VOCAB = "0123456789,#"
+
+# Tags that keep the training, evaluation and probe random streams apart even when the run seed
+# equals eval_seed. numpy's SeedSequence treats [x] and [x, 0] alike, so every stream gets a tag.
+_TRAIN_STREAM = 0x7261696E
+_EVAL_STREAM = 0x6576616C
+_PROBE_STREAM = 0x70726F62
+_EVAL_CHUNK = 128  # rows per forward pass in evaluate(); bounds memory for big models
+
+
+def generate_rows(
+    rng: np.random.Generator, num_rows: int, seq_len: int, digit_min: int, digit_max: int
+) -> np.ndarray:
+    """Rows of packed examples, int64 ``[num_rows, seq_len]``, vectorised.
+
+    Each row starts with a fresh number. A number has ``k`` digits, ``k`` uniform in
+    ``[digit_min, digit_max]``, and is uniform over the ``k``-digit numbers: the first digit is
+    1-9 when ``k > 1``, and 0-9 when ``k == 1`` (the seed's ``randint(0, 9)``). Numbers of up to
+    60 digits exceed int64, so digits are drawn directly rather than as integers.
+    """
+    rows, _ = _generate(rng, num_rows, seq_len, digit_min, digit_max)
+    return rows
+
+
+def _generate(rng, num_rows, seq_len, digit_min, digit_max):
+    # Enough numbers to fill any row even if every one has the fewest digits.
+    per_row = -(-seq_len // (2 * digit_min + 2))
+    k = rng.integers(digit_min, digit_max + 1, size=(num_rows, per_row))
+    seg_len = 2 * k + 2
+    starts = np.cumsum(seg_len, axis=1) - seg_len  # [N, per_row], starts[:, 0] == 0
+    # Segment id of every position: mark segment starts, then a running count.
+    marks = np.zeros((num_rows, seq_len + 1), dtype=np.int64)
+    np.put_along_axis(marks, np.minimum(starts, seq_len), 1, axis=1)
+    seg = np.cumsum(marks[:, :seq_len], axis=1) - 1
+    k_at = np.take_along_axis(k, seg, axis=1)
+    start_at = np.take_along_axis(starts, seg, axis=1)
+    pos = np.arange(seq_len)
+    offset = pos - start_at  # position inside its example, 0 .. 2k+1
+
+    digits = rng.integers(0, 10, size=(num_rows, seq_len))
+    leading = (offset == 0) & (k_at > 1)
+    digits[leading] = rng.integers(1, 10, size=int(leading.sum()))
+    # A reversed digit at offset k+1+j copies the forward digit at offset k-1-j.
+    reversed_part = (offset > k_at) & (offset < 2 * k_at + 1)
+    source = np.where(reversed_part, start_at + 2 * k_at - offset, pos)
+    rows = np.take_along_axis(digits, source, axis=1)
+    rows[offset == k_at] = COMMA
+    rows[offset == 2 * k_at + 1] = HASH
+    # Scored row positions: reversed digits and '#', i.e. offset > k.
+    return rows, offset > k_at
+
+
+def score_mask(rows: np.ndarray) -> np.ndarray:
+    """Scored target positions of token rows, bool ``[N, L-1]`` for ``targets = rows[:, 1:]``.
+
+    Target ``i`` is scored iff the last ``,`` or ``#`` in ``rows[:, :i+1]`` is a ``,``: it is
+    then a reversed digit or the closing ``#``. Works on any token rows.
+    """
+    rows = np.asarray(rows)
+    idx = np.arange(rows.shape[1])
+    last_comma = np.maximum.accumulate(np.where(rows == COMMA, idx, -1), axis=1)
+    last_hash = np.maximum.accumulate(np.where(rows == HASH, idx, -1), axis=1)
+    return (last_comma > last_hash)[:, :-1]
+
+
+def score_predictions(targets: np.ndarray, preds: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """The seed's masked accuracy and the exact-match rate of complete reversed numbers.
+
+    ``masked_acc``: per row, correct scored positions / scored positions (0.0 for a row with no
+    scored position, as in the seed), averaged over rows.
+    ``exact_acc``: over the complete segments (reversed digits and their ``#`` all inside the
+    row), the fraction predicted entirely right; NaN if there is no complete segment.
+    """
+    targets, preds, mask = np.asarray(targets), np.asarray(preds), np.asarray(mask, dtype=bool)
+    correct = mask & (preds == targets)
+    scored = mask.sum(axis=1)
+    per_row = np.where(scored > 0, correct.sum(axis=1) / np.maximum(scored, 1), 0.0)
+
+    # Scored runs are separated by unscored positions, so each run is one reversed number.
+    prev = np.zeros_like(mask)
+    prev[:, 1:] = mask[:, :-1]
+    run_start = (mask & ~prev).ravel()
+    flat_mask = mask.ravel()
+    run_id = (np.cumsum(run_start) - 1)[flat_mask]
+    n_runs = int(run_start.sum())
+    wrong = np.bincount(run_id, weights=(~correct.ravel())[flat_mask], minlength=n_runs)
+    closed = np.bincount(run_id, weights=(targets.ravel() == HASH)[flat_mask], minlength=n_runs) > 0
+    exact = float(np.mean(wrong[closed] == 0)) if closed.any() else math.nan
+    return {"masked_acc": float(per_row.mean()) if len(per_row) else math.nan, "exact_acc": exact}
+
+
+def _cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-np.take_along_axis(logp, targets[..., None], axis=-1).mean())
+
+
+def _render(tokens) -> str:
+    return "".join(VOCAB[int(t)] for t in tokens)
+
+
+@register_task("reverse_digits")
+class ReverseDigits(Task):
+    """Reverse a number of up to 60 digits: ``12345,54321#`` (the seed's task).
+
+    Rows of ``seq_len`` tokens hold examples ``digits , reversed(digits) #`` back to back; the
+    model learns next-token prediction on the whole row and is scored on the reversed digits and
+    the closing ``#``. Metrics: ``masked_acc`` (the seed's per-sample masked accuracy),
+    ``exact_acc`` (whole reversed numbers right) and ``loss``; ``test`` adds a probe on longer
+    numbers than training ever shows (``probe_masked_acc``, ``probe_exact_acc``).
+
+    Args:
+        digit_max: Most digits of a training number (the seed's DIGIT_MAX).
+        seq_len: Tokens per row; inputs are ``row[:-1]`` and targets ``row[1:]``. It must be at
+            least ``2 * digit_max + 2`` so that every row holds one complete example.
+        batch_size: Rows per training batch.
+        eval_samples: Rows of the fixed held-out evaluation set (the seed used 100).
+        eval_seed: Seed of the held-out and probe sets, independent of the run seed so every run
+            and every model is scored on the same rows.
+        probe_digit_min: Fewest digits of a probe number (longer than training's by default).
+        probe_digit_max: Most digits of a probe number. Probe rows are made long enough to hold
+            one complete example, so models with a fixed context (learned positions) may be
+            unable to read them; their probe metrics are then NaN.
+        probe_samples: Rows of the probe set.
+        digit_min: Fewest digits of a training number.
+    """
+
+    vocab_size = 12
+
+    def __init__(
+        self,
+        digit_max: int = 60,
+        seq_len: int = 129,
+        batch_size: int = 256,
+        eval_samples: int = 100,
+        eval_seed: int = 1234,
+        probe_digit_min: int = 61,
+        probe_digit_max: int = 80,
+        probe_samples: int = 100,
+        digit_min: int = 1,
+    ):
+        if not 1 <= digit_min <= digit_max:
+            raise SeqlabError(
+                f"reverse_digits: need 1 <= digit_min <= digit_max, got digit_min={digit_min}, "
+                f"digit_max={digit_max}; fix the task's init_args."
+            )
+        if seq_len < 2 * digit_max + 2:
+            raise SeqlabError(
+                f"reverse_digits: seq_len={seq_len} cannot hold one example of digit_max="
+                f"{digit_max} digits; set seq_len to at least {2 * digit_max + 2}."
+            )
+        if not 1 <= probe_digit_min <= probe_digit_max:
+            raise SeqlabError(
+                f"reverse_digits: need 1 <= probe_digit_min <= probe_digit_max, got "
+                f"{probe_digit_min} and {probe_digit_max}; fix the task's init_args."
+            )
+        if min(batch_size, eval_samples, probe_samples) < 1:
+            raise SeqlabError(
+                "reverse_digits: batch_size, eval_samples and probe_samples must be at least 1."
+            )
+        self.digit_max = digit_max
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.eval_samples = eval_samples
+        self.eval_seed = eval_seed
+        self.probe_digit_min = probe_digit_min
+        self.probe_digit_max = probe_digit_max
+        self.probe_samples = probe_samples
+        self.digit_min = digit_min
+        # One complete probe example plus the token that precedes its first target.
+        self.probe_seq_len = max(seq_len, 2 * probe_digit_max + 3)
+        self.seed = 0  # replaced by setup(seed)
+        self._eval_rows: np.ndarray | None = None
+        self._probe_rows: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- data
+    def batch_rows(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Numpy rows ``[batch_size, seq_len]`` and their scored mask ``[batch_size, seq_len-1]``."""
+        rng = np.random.default_rng([_TRAIN_STREAM, self.seed % (1 << 63), int(step)])
+        rows, scored = _generate(rng, self.batch_size, self.seq_len, self.digit_min, self.digit_max)
+        return rows, scored[:, 1:]
+
+    def train_batch(self, step: int) -> Batch:
+        """The batch for ``step``: a function of (run seed, step) only, never of global RNG state."""
+        rows, mask = self.batch_rows(step)
+        return Batch(
+            inputs=paddle.to_tensor(np.ascontiguousarray(rows[:, :-1])),
+            targets=paddle.to_tensor(np.ascontiguousarray(rows[:, 1:])),
+            mask=paddle.to_tensor(mask),
+        )
+
+    @property
+    def eval_rows(self) -> np.ndarray:
+        """The fixed held-out rows ``[eval_samples, seq_len]`` (made once from ``eval_seed``)."""
+        if self._eval_rows is None:
+            rng = np.random.default_rng([_EVAL_STREAM, self.eval_seed % (1 << 63)])
+            self._eval_rows = generate_rows(
+                rng, self.eval_samples, self.seq_len, self.digit_min, self.digit_max
+            )
+        return self._eval_rows
+
+    @property
+    def probe_rows(self) -> np.ndarray:
+        """The fixed probe rows ``[probe_samples, probe_seq_len]`` of longer numbers."""
+        if self._probe_rows is None:
+            rng = np.random.default_rng([_PROBE_STREAM, self.eval_seed % (1 << 63)])
+            self._probe_rows = generate_rows(
+                rng, self.probe_samples, self.probe_seq_len, self.probe_digit_min, self.probe_digit_max
+            )
+        return self._probe_rows
+
+    # ----------------------------------------------------------- evaluation
+    def evaluate(self, model) -> dict[str, float]:
+        """``masked_acc``, ``exact_acc`` and ``loss`` on the fixed held-out set."""
+        rows = self.eval_rows
+        logits = _logits(model, rows[:, :-1])
+        targets = rows[:, 1:]
+        metrics = score_predictions(targets, logits.argmax(axis=-1), score_mask(rows))
+        metrics["loss"] = _cross_entropy(logits, targets)
+        return metrics
+
+    def test(self, model) -> dict[str, float]:
+        """:meth:`evaluate` plus the length-generalisation probe (NaN if the model can't run it)."""
+        metrics = self.evaluate(model)
+        rows = self.probe_rows
+        try:
+            logits = _logits(model, rows[:, :-1])
+        except Exception as exc:  # e.g. learned positions shorter than the probe rows
+            log.warning(
+                "reverse_digits probe skipped: the model failed on rows of %d tokens "
+                "(numbers of %d-%d digits): %s: %s; probe metrics are NaN.",
+                rows.shape[1] - 1, self.probe_digit_min, self.probe_digit_max,
+                type(exc).__name__, exc,
+            )
+            metrics["probe_masked_acc"] = math.nan
+            metrics["probe_exact_acc"] = math.nan
+            return metrics
+        probe = score_predictions(rows[:, 1:], logits.argmax(axis=-1), score_mask(rows))
+        metrics["probe_masked_acc"] = probe["masked_acc"]
+        metrics["probe_exact_acc"] = probe["exact_acc"]
+        return metrics
+
+    def describe(self, model, num_samples: int = 1) -> str:
+        """The first complete example of the first held-out rows: input, gold, prediction, diff.
+
+        Predictions are teacher-forced (each token predicted from the gold tokens before it), as
+        in the metrics.
+        """
+        rows = self.eval_rows[: max(1, min(num_samples, self.eval_samples))]
+        preds = _logits(model, rows[:, :-1]).argmax(axis=-1)
+        mask = score_mask(rows)
+        blocks = []
+        for n, (row, pred, m) in enumerate(zip(rows, preds, mask), start=1):
+            targets = row[1:]
+            (closing,) = np.nonzero(m & (targets == HASH))
+            end = int(closing[0])  # __init__ guarantees one complete example per row
+            first = end
+            while first > 0 and m[first - 1]:
+                first -= 1
+            digits = end - first  # targets[first] follows the comma row[first]
+            gold = targets[first : end + 1]
+            guess = pred[first : end + 1]
+            ok = guess == gold
+            blocks.append(
+                "\n".join(
+                    [
+                        f"sample {n}: {digits}-digit number",
+                        f"input : {_render(row[first - digits : first + 1])}",
+                        f"gold  : {_render(gold)}",
+                        f"pred  : {_render(guess)}",
+                        "diff  : " + "".join(" " if good else "^" for good in ok),
+                        f"accuracy: {int(ok.sum())}/{len(ok)} ({ok.mean():.1%}), "
+                        f"exact: {'yes' if ok.all() else 'no'}",
+                    ]
+                )
+            )
+        return "\n\n".join(blocks)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing to save: batches are a function of (seed, step), eval rows of eval_seed."""
+        return super().state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+
+
+def _logits(model, inputs: np.ndarray) -> np.ndarray:
+    """float ``[N, T, V]`` logits of ``model`` in eval mode, without gradients, in chunks."""
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            out = [
+                model(paddle.to_tensor(np.ascontiguousarray(inputs[i : i + _EVAL_CHUNK]))).numpy()
+                for i in range(0, len(inputs), _EVAL_CHUNK)
+            ]
+    finally:
+        if was_training:
+            model.train()
+    return np.concatenate(out, axis=0)

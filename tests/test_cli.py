@@ -1,0 +1,155 @@
+"""The `seqlab` command, run as a user runs it: a subprocess, exit codes, files left behind."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQLAB = [sys.executable, "-m", "seqlab.cli"]
+
+SMALL_RECIPE = {
+    "name": "tiny",
+    "task": {"class_path": "reverse_digits",
+             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
+                           "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}},
+    "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 2,
+                "optimizer": {"lr": 3e-3}},
+    "runs": {
+        "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
+        "lstm": {"model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}},
+                 "trainer": {"callbacks": [{"class_path": "GradientClip", "init_args": {"max_norm": 1.0}}]}},
+    },
+}
+
+
+def run(*args, cwd=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([*SEQLAB, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(SMALL_RECIPE))
+    return path
+
+
+def assert_user_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr  # one line, no traceback
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_fit_writes_config_checkpoint_metrics_and_report(recipe, tmp_path):
+    root = tmp_path / "runs"
+    result = run("fit", "--recipe", recipe, "--trainer.root_dir", root)
+    assert result.returncode == 0, result.stderr
+    for run_name in ("mlp", "lstm"):
+        run_dir = root / "tiny" / run_name
+        for name in ("config.yaml", "checkpoints/last.pdckpt", "metrics.json", "metrics.csv"):
+            assert (run_dir / name).is_file(), name
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["trainer"]["run_name"] == run_name and config["trainer"]["max_steps"] == 6
+        used = [cb["class_path"].rsplit(".", 1)[-1] for cb in config["trainer"]["callbacks"]]
+        assert {"ProgressBar", "CSVLogger", "VisualDLLogger", "MovingAverageCheckpoint"} <= set(used)
+    lstm_callbacks = yaml.safe_load((root / "tiny/lstm/config.yaml").read_text())["trainer"]["callbacks"]
+    assert lstm_callbacks[0]["class_path"].endswith("GradientClip")
+
+    # The saved config is a recipe: it resumes the run it came from.
+    again = run("fit", "--recipe", root / "tiny/mlp/config.yaml", "--trainer.max_steps", "9",
+                "--ckpt_path", "last")
+    assert again.returncode == 0, again.stderr
+    assert "resumed mlp" in again.stderr and "at step 6" in again.stderr
+
+    test = run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root)
+    assert test.returncode == 0, test.stderr
+    # 6 steps never fill the 100-step moving-average window: no best checkpoint, so last is used.
+    assert '"masked_acc"' in test.stdout and "last.pdckpt" in test.stdout
+    assert_user_error(run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
+                          "--ckpt_path", "best"), "no '")
+
+
+def test_print_config_output_is_a_recipe(recipe, tmp_path):
+    first = run("fit", "--recipe", recipe, "--trainer.max_steps", "11", "--print_config")
+    assert first.returncode == 0, first.stderr
+    printed = yaml.safe_load(first.stdout)
+    assert set(printed["runs"]) == {"mlp", "lstm"}
+    assert printed["runs"]["mlp"]["trainer"]["max_steps"] == 11
+    assert printed["runs"]["lstm"]["model"]["init_args"]["hidden_sizes"] == [16, 16]
+    again_path = tmp_path / "printed.yaml"
+    again_path.write_text(first.stdout)
+    second = run("fit", "--recipe", again_path, "--print_config")
+    assert second.returncode == 0, second.stderr
+    assert yaml.safe_load(second.stdout) == printed
+    assert not (ROOT / "runs" / "tiny").exists()
+
+
+def test_runs_selects(recipe):
+    result = run("fit", "--recipe", recipe, "--runs", "lstm", "--print_config")
+    assert list(yaml.safe_load(result.stdout)["runs"]) == ["lstm"]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--trainer.max_step", "5"], ["--trainer.max_step", "unknown option"]),
+    (["--trainer.max_steps", "abc"], ["trainer.max_steps", "int", "abc"]),
+    (["--model.init_args.widht", "3"], ["widht"]),
+    (["--runs", "rwkv8"], ["no run 'rwkv8'"]),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(recipe, tmp_path, args, needles):
+    root = tmp_path / "runs"
+    assert_user_error(run("fit", "--recipe", recipe, "--trainer.root_dir", root, *args), *needles)
+    assert not root.exists()
+
+
+def test_unknown_model_suggests_the_closest(tmp_path):
+    bad = dict(SMALL_RECIPE, runs={"x": {"model": "lstn"}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert_user_error(run("fit", "--recipe", path, "--trainer.root_dir", tmp_path / "runs"),
+                      "unknown model 'lstn'", "Did you mean 'lstm'?", "rwkv7")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_and_broken_recipes(tmp_path):
+    assert_user_error(run("fit", "--recipe", tmp_path / "nope.yaml"), "does not exist")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("task: [unclosed\n")
+    assert_user_error(run("fit", "--recipe", broken), "not valid YAML")
+    assert_user_error(run("fit"), "needs --recipe")
+    assert_user_error(run("fti"), "Did you mean 'fit'?")
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(recipe, tmp_path):
+    ckpt = tmp_path / "bad.pdckpt"
+    ckpt.write_bytes(b"\x00garbage")
+    root = tmp_path / "runs"
+    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
+                          "--ckpt_path", ckpt), "unreadable")
+    assert ckpt.read_bytes() == b"\x00garbage"
+    assert not (root / "tiny/mlp/config.yaml").exists()
+    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
+                          "--ckpt_path", "last"), "no '")
+
+
+def test_models_and_tasks_listing():
+    models = run("models")
+    assert models.returncode == 0, models.stderr
+    lines = {ln.split()[0]: ln for ln in models.stdout.splitlines() if ln.strip()}
+    assert "877,452" in lines["lstm"]
+    for name in ("rwkv7", "transformer", "transformer_modern", "lstm", "mlp"):
+        assert name in lines, models.stdout
+    tasks = run("tasks")
+    assert tasks.returncode == 0 and "reverse_digits" in tasks.stdout
+
+
+def test_help_comes_from_docstrings():
+    result = run("fit", "--help")
+    assert result.returncode == 0
+    assert "--trainer.max_steps" in result.stdout and "Optimizer steps to train for" in result.stdout
