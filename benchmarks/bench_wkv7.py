@@ -3,7 +3,7 @@
 Back ends run interleaved (one repeat of each in turn), so background load on a shared machine
 hits them alike; we report medians. Usage::
 
-    python benchmarks/bench_wkv7.py [--repeats 7] [--ref-repeats 3] [--backends reference,chunked,cpp]
+    python benchmarks/bench_wkv7.py [--repeats 7] [--ref-repeats 3] [--backends reference,chunked,cpp,cpp@1]
 """
 
 from __future__ import annotations
@@ -49,10 +49,22 @@ def make_inputs(B, T, H, N, seed=0):
 
 
 def fwd_bwd_ms(backend, xs, dy) -> float:
-    t0 = time.perf_counter()
-    y = wkv7(*xs, backend=backend)
-    paddle.grad([y], xs, [dy])
-    return (time.perf_counter() - t0) * 1e3
+    """One forward + backward; ``cpp@1`` means the cpp back end with SEQLAB_NUM_THREADS=1."""
+    name, _, threads = backend.partition("@")
+    old = os.environ.get("SEQLAB_NUM_THREADS")
+    if threads:
+        os.environ["SEQLAB_NUM_THREADS"] = threads
+    try:
+        t0 = time.perf_counter()
+        y = wkv7(*xs, backend=name)
+        paddle.grad([y], xs, [dy])
+        return (time.perf_counter() - t0) * 1e3
+    finally:
+        if threads:
+            if old is None:
+                os.environ.pop("SEQLAB_NUM_THREADS")
+            else:
+                os.environ["SEQLAB_NUM_THREADS"] = old
 
 
 def main() -> None:
@@ -60,7 +72,8 @@ def main() -> None:
     p.add_argument("--shape", default="256,128,2,16", help="B,T,H,N")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--ref-repeats", type=int, default=3)
-    p.add_argument("--backends", default="reference,chunked,cpp")
+    p.add_argument("--backends", default="reference,chunked,cpp,cpp@1",
+                   help="comma list; cpp@1 = cpp with SEQLAB_NUM_THREADS=1")
     args = p.parse_args()
     B, T, H, N = (int(x) for x in args.shape.split(","))
     backends = args.backends.split(",")
@@ -70,6 +83,7 @@ def main() -> None:
     print(f"cpu: {cpu_model()}; cores usable: {len(os.sched_getaffinity(0))}; "
           f"op threads: {num_threads()}; paddle {paddle.__version__}; python {platform.python_version()}")
     print(f"shape B={B} T={T} H={H} N={N} float32, forward+backward (all six input grads)")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other users of this machine)")
     xs, dy = make_inputs(B, T, H, N)
     times: dict[str, list[float]] = {b: [] for b in backends}
     for b in backends:  # warm-up (builds/loads the C++ op)
@@ -88,6 +102,7 @@ def main() -> None:
         if "reference" in med and b != "reference":
             line += f"   {med['reference'] / med[b]:7.1f}x faster than reference"
         print(line)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

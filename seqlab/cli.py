@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -55,7 +56,8 @@ from seqlab.trainer import Trainer, seed_everything  # noqa: E402
 log = logging.getLogger("seqlab")
 RUN_COMMANDS = ("fit", "validate", "test")
 # Flags handled by seqlab itself rather than by the per-run jsonargparse parser.
-_OWN_FLAGS = {"--recipe": True, "--runs": True, "--print_config": False}
+_OWN_FLAGS = {"--recipe": True, "--runs": True, "--print_config": False, "--parallel": True,
+              "--no_report": False}
 
 
 @dataclass
@@ -90,7 +92,8 @@ def build_run_parser(command: str) -> ArgumentParser:
 
 
 def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    own: dict[str, Any] = {"--recipe": None, "--runs": None, "--print_config": False}
+    own: dict[str, Any] = {"--recipe": None, "--runs": None, "--print_config": False, "--parallel": None,
+                           "--no_report": False}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -113,7 +116,10 @@ def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def load_recipe(path: str) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
-    """Read a recipe: returns (experiment name, shared config, {run name: overrides})."""
+    """Read a recipe: returns (experiment name, shared config, {run name: overrides}).
+
+    The shared config keeps the recipe-level key ``parallel`` (runs trained at once) if present.
+    """
     file = Path(path)
     if not file.is_file():
         raise SeqlabError(f"recipe '{path}' does not exist; pass a YAML file, e.g. recipes/reverse_digits_cpu.yaml.")
@@ -166,6 +172,7 @@ def _resolve_component(section: Any, registry, where: str) -> dict[str, Any]:
 
 
 def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: str) -> dict[str, Any]:
+    merged.pop("parallel", None)
     unknown = sorted(set(merged) - {"task", "model", "trainer", "ckpt_path"})
     if unknown:
         close = difflib.get_close_matches(unknown[0], ["task", "model", "trainer"], n=1)
@@ -218,7 +225,18 @@ def _explain(exc: Exception, where: str) -> SeqlabError:
     return SeqlabError(f"{where}: {' '.join(lines[:3])}")
 
 
-def parse_runs(command: str, argv: list[str]) -> tuple[str, list[RunSpec], bool]:
+@dataclass
+class ParsedCommand:
+    experiment: str
+    specs: list[RunSpec]
+    print_config: bool
+    parallel: int
+    recipe: str
+    overrides: list[str]
+    report: bool
+
+
+def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
     """Parse every selected run of the recipe (and the overrides) without side effects."""
     own, overrides = _split_own_flags(argv)
     if not own["--recipe"]:
@@ -243,7 +261,15 @@ def parse_runs(command: str, argv: list[str]) -> tuple[str, list[RunSpec], bool]
         except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
             raise _explain(exc, where) from None
         specs.append(RunSpec(run, _with_default_callbacks(parser, config, where), parser))
-    return experiment, specs, bool(own["--print_config"])
+    parallel = own["--parallel"] if own["--parallel"] is not None else shared.get("parallel", 1)
+    try:
+        parallel = int(parallel)
+        if parallel < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SeqlabError(f"--parallel expects a positive int (runs trained at once), got {parallel!r}.") from None
+    return ParsedCommand(experiment, specs, bool(own["--print_config"]), parallel, recipe, overrides,
+                         report=not own["--no_report"])
 
 
 def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: str) -> Namespace:
@@ -287,16 +313,26 @@ def _instantiate(spec: RunSpec) -> tuple[Task, Model, Trainer]:
     return init.task, init.model, init.trainer
 
 
+def _print_recipe(parsed: ParsedCommand) -> int:
+    recipe = {"name": parsed.experiment,
+              "runs": {s.name: yaml.safe_load(dump_config(s)) for s in parsed.specs}}
+    sys.stdout.write(yaml.safe_dump(recipe, sort_keys=False))
+    return 0
+
+
 def cmd_fit(argv: list[str]) -> int:
-    experiment, specs, print_config = parse_runs("fit", argv)
-    if print_config:
-        recipe = {"name": experiment, "runs": {s.name: yaml.safe_load(dump_config(s)) for s in specs}}
-        sys.stdout.write(yaml.safe_dump(recipe, sort_keys=False))
-        return 0
+    parsed = parse_runs("fit", argv)
+    experiment, specs = parsed.experiment, parsed.specs
+    if parsed.print_config:
+        return _print_recipe(parsed)
     # Build every run and check every checkpoint first: a bad one fails before anything is written.
     built = [(spec, *_instantiate(spec)) for spec in specs]
     for spec, task, model, trainer in built:
         _check_resumable(spec, task, model, trainer)
+    if parsed.parallel > 1 and len(built) > 1:
+        _fit_in_parallel(parsed)
+        _write_report(built[0][3].root_dir / experiment)
+        return 0
     root = None
     for spec, task, model, trainer in built:
         root = trainer.root_dir / experiment
@@ -304,9 +340,54 @@ def cmd_fit(argv: list[str]) -> int:
         (trainer.run_dir / "config.yaml").write_text(dump_config(spec))
         log.info("== run %s: %s, %d parameters -> %s", spec.name, type(model).__name__, model.num_parameters(), trainer.run_dir)
         trainer.fit(task, model, ckpt_path=spec.config.ckpt_path)
-    if root is not None:
+    if root is not None and parsed.report:
         _write_report(root)
     return 0
+
+
+def _fit_in_parallel(parsed: ParsedCommand) -> None:
+    """Train the runs in ``parsed.parallel`` child processes, one thread each.
+
+    Paddle's CPU kernels for these small models barely use a second core, so on a 2-core machine
+    two single-threaded runs at once nearly halve a recipe's wall time (benchmarks/RESULTS.md).
+    Each child is ``seqlab fit --runs <one run>`` with the same overrides; its lines are prefixed
+    with the run name. Longest runs are not known in advance, so runs start in recipe order.
+    """
+    import os
+    import subprocess
+    import threading
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1", SEQLAB_CHILD="1")
+    pending = [spec.name for spec in parsed.specs]
+    running: list[tuple[str, subprocess.Popen, threading.Thread]] = []
+    failed: list[str] = []
+
+    def pump(name: str, stream) -> None:
+        width = max(len(s.name) for s in parsed.specs)
+        for line in stream:
+            sys.stdout.write(f"[{name:<{width}}] {line}")
+            sys.stdout.flush()
+
+    log.info("training %d runs, %d at a time: %s", len(pending), parsed.parallel, ", ".join(pending))
+    while pending or running:
+        while pending and len(running) < parsed.parallel:
+            name = pending.pop(0)
+            cmd = [sys.executable, "-m", "seqlab.cli", "fit", "--recipe", parsed.recipe,
+                   "--runs", name, "--no_report", *parsed.overrides]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            thread = threading.Thread(target=pump, args=(name, proc.stdout), daemon=True)
+            thread.start()
+            running.append((name, proc, thread))
+        for item in list(running):
+            name, proc, thread = item
+            if proc.poll() is not None:
+                thread.join()
+                running.remove(item)
+                if proc.returncode != 0:
+                    failed.append(name)
+        time.sleep(0.2)
+    if failed:
+        raise SeqlabError(f"run(s) {', '.join(failed)} failed; see their lines above, fix, and resume with --runs {','.join(failed)} --ckpt_path last.")
 
 
 def _check_resumable(spec: RunSpec, task: Task, model: Model, trainer: Trainer) -> None:
@@ -329,12 +410,11 @@ def _write_report(root: Path) -> None:
 
 
 def cmd_evaluate(command: str, argv: list[str]) -> int:
-    experiment, specs, print_config = parse_runs(command, argv)
-    if print_config:
-        sys.stdout.write(yaml.safe_dump({"name": experiment, "runs": {s.name: yaml.safe_load(dump_config(s)) for s in specs}}, sort_keys=False))
-        return 0
+    parsed = parse_runs(command, argv)
+    if parsed.print_config:
+        return _print_recipe(parsed)
     results = {}
-    for spec in specs:
+    for spec in parsed.specs:
         task, model, trainer = _instantiate(spec)
         results[spec.name] = trainer.evaluate_checkpoint(task, model, spec.config.ckpt_path, test=(command == "test"))
     sys.stdout.write(json.dumps(results, indent=2) + "\n")
@@ -388,6 +468,8 @@ recipe options (fit/validate/test):
   --recipe FILE         the recipe (YAML); a saved runs/<exp>/<run>/config.yaml works too
   --runs a,b            only these runs of the recipe
   --print_config        print the resolved recipe and exit
+  --parallel N          fit: train N runs at once, in child processes (default: the recipe's
+                        `parallel`, else 1)
   --ckpt_path X         last | best | PATH (fit: resume from it)
   --trainer.max_steps N and any other dotted override (see `seqlab fit --help`)
 """

@@ -196,9 +196,17 @@ class Trainer:
         return metrics
 
     def save_checkpoint(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-        """Write a complete, resumable checkpoint atomically (rank 0 only)."""
-        if not self.is_global_zero:
-            return
+        """Write a complete, resumable checkpoint atomically (rank 0 writes, every rank waits).
+
+        Every rank calls this at the same steps (decisions rest on the global-mean loss), so the
+        barrier keeps the other ranks from reading a checkpoint before it exists.
+        """
+        if self.is_global_zero:
+            self._write_checkpoint(path, meta)
+        if self.world_size > 1:
+            paddle.distributed.barrier()
+
+    def _write_checkpoint(self, path: str | Path, meta: dict[str, Any] | None) -> None:
         ckpt = {
             "format_version": FORMAT_VERSION,
             "step": self.global_step,
@@ -289,6 +297,14 @@ class Trainer:
         mask = batch.mask[rows] if batch.mask is not None else None
         return Batch(batch.inputs[rows], batch.targets[rows], mask)
 
+    def _global_mean(self, loss) -> float:
+        """The loss over the whole global batch: each rank only sees its own rows."""
+        if self.world_size == 1:
+            return loss.item()
+        total = loss.detach().clone()
+        paddle.distributed.all_reduce(total)
+        return total.item() / self.world_size
+
     def _train_loop(self) -> None:
         self.model.train()
         while self.global_step < self.max_steps:
@@ -307,7 +323,7 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.clear_grad()
             self.global_step += 1
-            loss_value = loss.item()  # also waits for the step to finish, so the timing is real
+            loss_value = self._global_mean(loss)  # also waits for the step: the timing is real
             elapsed = time.perf_counter() - started
             tokens = batch.num_tokens * self.world_size
             self._train_time_s += elapsed
@@ -357,6 +373,10 @@ class Trainer:
         # Bare metric names (masked_acc, exact_acc, loss, ...) are what reports and scripts read.
         summary.update({k.split("/", 1)[1]: v for k, v in metrics.items()})
         if self.is_global_zero:
+            # The report shows these predictions of the tested weights without loading models.
+            samples = self.task.describe(self.model, num_samples=2)
+            if samples:
+                (self.run_dir / "samples.txt").write_text(samples + "\n")
             path = self.run_dir / "metrics.json"
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))

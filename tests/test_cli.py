@@ -153,3 +153,13 @@ def test_help_comes_from_docstrings():
     result = run("fit", "--help")
     assert result.returncode == 0
     assert "--trainer.max_steps" in result.stdout and "Optimizer steps to train for" in result.stdout
+
+
+@pytest.mark.parametrize("code", ["import seqlab", "from seqlab.cli import main; main(['models'])"])
+def test_without_paddle_one_sentence_and_exit_2(code):
+    # `sys.modules['paddle'] = None` makes `import paddle` fail as if no wheel were installed.
+    hide = "import sys; sys.modules['paddle'] = None; "
+    result = subprocess.run([sys.executable, "-c", hide + code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'seqlab[cpu]'" in lines[0] and "paddlepaddle-gpu" in lines[0]

@@ -53,7 +53,7 @@ void wkv7_forward_kernel(const T* __restrict w, const T* __restrict q, const T* 
 #pragma omp parallel num_threads(num_threads)
   {
     alignas(64) T St[kMaxN * kMaxN];  // St[j * N + i] = S_ij: column j contiguous
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
     for (int64_t bh = 0; bh < BH; ++bh) {
       const int64_t bi = bh / H, hi = bh % H;
       std::fill(St, St + N * N, T(0));
@@ -116,7 +116,7 @@ void wkv7_backward_kernel(const T* __restrict w, const T* __restrict q, const T*
     T* __restrict states = buf.data();              // row layout S[i * N + j]
     T* __restrict Gr = states + (kChunk + 1) * NN;  // G row layout  Gr[i * N + j]
     T* __restrict Gc = Gr + NN;                     // G column layout Gc[j * N + i]
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
     for (int64_t bh = 0; bh < BH; ++bh) {
       const int64_t bi = bh / H, hi = bh % H;
       std::fill(Gr, Gr + 2 * NN, T(0));
