@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,11 @@ def load_optimizer_state(optimizer, model, state: dict[str, Any]) -> None:
         name = params[structural].name
         for suffix, value in accumulators.items():
             restored[name + suffix] = value
-    optimizer.set_state_dict(restored)
+    with warnings.catch_warnings():
+        # LinearWarmup keeps its inner scheduler's state under an extra key, which Paddle's base
+        # scheduler reports as "unused" before LinearWarmup reads it.
+        warnings.filterwarnings("ignore", message="There are some unused values")
+        optimizer.set_state_dict(restored)
 
 
 def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:

@@ -210,7 +210,7 @@ def _probe_range(runs: list[RunData]) -> Optional[str]:
 
 
 def _eval_rows(runs: list[RunData]) -> Optional[int]:
-    values = {((r.config or {}).get("task") or {}).get("init_args", {}).get("eval_samples") for r in runs}
+    values = {(((r.config or {}).get("task") or {}).get("init_args") or {}).get("eval_samples") for r in runs}
     values.discard(None)
     return int(values.pop()) if len(values) == 1 else None
 
@@ -241,14 +241,18 @@ def run_summary(run: RunData) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- plots
-def smooth(values: list[float], window: int) -> list[float]:
-    """Trailing moving average; the first points average what there is so far."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
+def smooth(values: list[float], span: int) -> list[float]:
+    """Exponential moving average over about ``span`` points, bias-corrected at the start.
+
+    A trailing window mean would have to average fewer points at the start and then jump where
+    the window fills; the debiased EMA (as TensorBoard draws it) follows the curve from step one.
+    """
+    beta = 1.0 - 2.0 / (span + 1)
+    out, ema, weight = [], 0.0, 0.0
+    for v in values:
+        ema = beta * ema + (1.0 - beta) * v
+        weight = beta * weight + (1.0 - beta)
+        out.append(ema / weight)
     return out
 
 
@@ -262,7 +266,7 @@ def _save(fig, path: Path) -> None:
 
     FigureCanvasAgg(fig)
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     os.replace(tmp, path)
 
 
@@ -276,11 +280,10 @@ def plot_loss(runs: list[RunData], path: Path, experiment: str) -> bool:
     fig = Figure(figsize=(11, 6.5))
     ax = fig.add_subplot()
     low, high = math.inf, 0.0
-    windows = set()
+    # One span for every run, so equal smoothing makes the curves comparable.
+    span = smoothing_window(max(len(r.losses) for r in curves))
     for run in curves:
-        window = smoothing_window(len(run.losses))
-        windows.add(window)
-        smoothed = smooth(run.losses, window)
+        smoothed = smooth(run.losses, span)
         label = run.name if run.finished else f"{run.name} (not finished)"
         ax.plot(run.steps, run.losses, color=run.colour, alpha=0.25, linewidth=0.8)
         ax.plot(run.steps, smoothed, color=run.colour, linewidth=2.2, label=label)
@@ -290,12 +293,17 @@ def plot_loss(runs: list[RunData], path: Path, experiment: str) -> bool:
     # Converged losses differ by orders of magnitude (0.3 vs 0.003); a linear axis flattens them.
     log_y = high > 0 and low < math.inf and high / low > 30
     if log_y:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("step", fontsize=12)
     ax.set_ylabel("training loss (cross-entropy" + (", log scale)" if log_y else ")"), fontsize=12)
-    what = (f"{windows.pop()}-step moving average" if len(windows) == 1 else "moving average")
-    ax.set_title(f"{experiment}: training loss (thin: per step, bold: {what})", fontsize=13)
-    ax.grid(True, linestyle="--", alpha=0.5, which="both" if log_y else "major")
+    what = "" if span == 1 else f" (thin: per step; bold: moving average over ~{span} steps, EMA)"
+    ax.set_title(f"{experiment}: training loss{what}", fontsize=13)
+    ax.grid(True, linestyle="--", alpha=0.5)
     ax.legend(fontsize=11)
     ax.set_xlim(left=0)
     _save(fig, path)
@@ -360,7 +368,9 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
             probe_cell, any_nan_probe = "n/a ¹", True
         else:
             probe_cell = _pct(run.metric("probe_masked_acc"))
-        cells = [run.name, _int(run.metric("params")), _int(run.metric("state_size")),
+        model = str(run.metrics.get("model") or "")
+        label = run.name if not model or model.lower() == run.name.lower() else f"{run.name} ({model})"
+        cells = [label, _int(run.metric("params")), _int(run.metric("state_size")),
                  _int(run.metric("tokens_per_s")), format_duration(run.metric("wall_time_s")),
                  _best_loss(run), _pct(run.metric("masked_acc")), _pct(run.metric("exact_acc")),
                  probe_cell]
@@ -368,9 +378,10 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
     lines.append("")
     notes = [
         "Parameters: trainable weights. State size: floats a model keeps per sequence at inference "
-        "(recurrent state, or KV cache over the sequence). tokens/s: training throughput. "
-        "Accuracies are on the test set of the tested checkpoint: the best moving average of the "
-        "training loss when there is one, else the last step (\"— (last)\"). "
+        "(recurrent state, input window, or KV cache for a whole row). tokens/s: training throughput. "
+        "Accuracies are the final test of the tested checkpoint: the best one (by default the lowest "
+        "100-step moving average of the training loss) when the run saved one, else the last step "
+        "(\"— (last)\"). "
         "Masked accuracy scores the reversed digits and the closing `#`; exact match counts whole "
         "numbers reversed without a mistake."
     ]
@@ -446,5 +457,5 @@ def write_report(root: Path) -> list[Path]:
     report_json = root / "report.json"
     _write_text(report_json, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     paths = [report_md] + [p for p, ok in ((loss_png, has_loss), (acc_png, has_acc)) if ok] + [report_json]
-    log.info("report: wrote %s", ", ".join(p.name for p in paths))
+    log.debug("report: wrote %s", ", ".join(p.name for p in paths))
     return paths

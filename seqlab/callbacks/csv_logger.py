@@ -115,7 +115,7 @@ class CSVLogger(Callback):
         for key, value in metrics.items():
             row[column_name(key)] = f"{value:.7g}"
         step = trainer.global_step
-        if step % max(1, trainer.val_every) == 0 or step == trainer.max_steps:
+        if trainer.val_every and (step % trainer.val_every == 0 or step == trainer.max_steps):
             # A validation follows at this step; its metrics go into the same row.
             self._pending = row
         else:

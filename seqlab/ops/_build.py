@@ -126,7 +126,7 @@ def _build_and_load(name, sources, what, cflags, cuda_cflags, ldflags):
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same thing
         try:
             if not any(build_dir.rglob("*.so")):
-                log.warning("building the %s (once, ~15 s) in %s ...", what, build_dir)
+                log.warning("building the %s (once, ~15 s; longer on a busy machine) in %s ...", what, build_dir)
             return cpp_extension.load(
                 name=name,
                 sources=sources,
@@ -159,7 +159,11 @@ def _quiet_subprocess_warnings():
 def load_cpu_ops():
     """The single CPU extension with all seqlab C++ ops (``seqlab_wkv7_cpu``, fused ops)."""
     return load_extension(
-        "seqlab_cpu_ops", cpu_sources(), what="WKV7 C++ op", cflags=CPU_CFLAGS, ldflags=CPU_LDFLAGS
+        "seqlab_cpu_ops",
+        cpu_sources(),
+        what="WKV7 C++ op (and fused RWKV-7 ops)",
+        cflags=CPU_CFLAGS,
+        ldflags=CPU_LDFLAGS,
     )
 
 

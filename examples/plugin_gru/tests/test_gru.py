@@ -11,12 +11,11 @@ from seqlab_gru import GRU
 
 
 def test_gru_passes_seqlab_checks():
-    # Output shape, causality, documented_params, one step lowers the loss, save/load.
-    run_model_checks(GRU)
-
-
-def test_gru_other_settings():
+    run_model_checks(GRU)                            # the defaults, documented_params included
     run_model_checks(GRU, hidden_size=16, num_layers=1)
+
+
+def test_deeper_gru_is_causal_on_longer_rows():
     assert_causal(GRU, num_layers=3, seq_len=40)
 
 

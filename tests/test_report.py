@@ -1,0 +1,177 @@
+"""The experiment report, built from hand-written run folders (the report reads files, not models)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqlab.report import format_duration, smooth, smoothing_window, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """task:
+  class_path: seqlab.tasks.reverse_digits.ReverseDigits
+  init_args: {digit_max: 60, seq_len: 129, eval_samples: 100, probe_digit_min: 61, probe_digit_max: 80}
+"""
+
+# Three finished runs, deliberately not in name order of accuracy: lstm > rwkv7 > transformer.
+RUNS = {
+    "rwkv7": dict(model="rwkv7", params=30732, state_size=1088, tokens_per_s=12345.6,
+                  wall_time_s=452.2, tested_checkpoint="best", tested_step=1900, best_step=1800,
+                  best_value=1.12341, best_monitor="train/loss", masked_acc=0.9123,
+                  exact_acc=0.41, probe_masked_acc=0.5, probe_exact_acc=0.02),
+    "transformer": dict(model="transformer", params=30380, state_size=16384, tokens_per_s=40039.7,
+                        wall_time_s=3725.0, tested_checkpoint="last", tested_step=2000,
+                        masked_acc=0.25, exact_acc=0.0, probe_masked_acc=float("nan"),
+                        probe_exact_acc=float("nan")),
+    "lstm": dict(model="lstm", params=877452, tokens_per_s=999.4, wall_time_s=7.26,
+                 tested_checkpoint="best", tested_step=150, best_step=150, best_value=0.0123,
+                 best_monitor="train/loss", masked_acc=0.999, exact_acc=0.98,
+                 probe_masked_acc=0.75, probe_exact_acc=0.1),
+}
+
+
+def _write_run(root: Path, name: str, fields: dict, steps: int = 300, csv: bool = True) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    metrics = {"run": name, "experiment": "reverse_digits", "steps": steps, "train_time_s": 1.0,
+               "loss": 0.5, **fields}
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))  # NaN written as JSON NaN
+    (run / "config.yaml").write_text(CONFIG)
+    (run / "samples.txt").write_text(f"sample 1 of {name}\ninput : 123,\ngold  : 321#\n")
+    if csv:
+        lines = ["step,loss,lr,grad_norm,tokens_per_s,val_masked_acc,val_exact_acc,val_loss"]
+        for step in range(1, steps + 1):
+            # Decays towards a floor that is lower for a more accurate run, with some noise.
+            floor = 2.0 * (1.0 - fields.get("masked_acc", 0.0))
+            noise = 1.0 + 0.2 * (((step * 7919) % 13) / 13 - 0.5)
+            loss = (2.5 * math.exp(-step / 60) + floor) * noise
+            val = ",0.5,0.1,1.0" if step % 100 == 0 else ",,,"
+            lines.append(f"{step},{loss:.6g},0.001,,1000{val}")
+        lines.append(f"{steps},,,,,0.6,0.2,0.9")  # a validation-only row: no loss
+        (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    root = tmp_path / "reverse_digits"
+    for name, fields in RUNS.items():
+        _write_run(root, name, fields)
+    (root / "mlp").mkdir()  # started, never finished: a csv but no metrics.json
+    (root / "mlp" / "metrics.csv").write_text("step,loss\n1,2.4\n2,2.3\n3,2.35\n")
+    return root
+
+
+def _table_rows(md: str) -> list[list[str]]:
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
+
+
+def _check_png(path: Path, min_w: int = 400, min_h: int = 300) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] >= min_h and image.shape[1] >= min_w
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+def test_report_table_plots_and_json(experiment):
+    paths = write_report(experiment)
+    assert [p.name for p in paths] == ["report.md", "loss.png", "accuracy.png", "report.json"]
+    assert all(p.parent == experiment and p.is_file() for p in paths)
+    md = paths[0].read_text()
+
+    assert md.startswith("# reverse_digits")
+    header, *rows = _table_rows(md)
+    assert header[0] == "model" and "parameters" in header and header[-1].startswith("probe masked acc")
+    assert [r[0] for r in rows] == ["lstm", "rwkv7", "transformer"]  # masked accuracy, descending
+    lstm, rwkv, transformer = rows
+    assert lstm == ["lstm", "877,452", "—", "999", "7.3s", "0.0123 @ 150", "99.90%", "98.00%", "75.00%"]
+    assert rwkv == ["rwkv7", "30,732", "1,088", "12,346", "7m32s", "1.1234 @ 1,800", "91.23%",
+                    "41.00%", "50.00%"]
+    assert transformer == ["transformer", "30,380", "16,384", "40,040", "1h02m", "— (last)", "25.00%",
+                           "0.00%", "n/a ¹"]
+    assert "61–80 digits" in header[-1]
+    footnote = [ln for ln in md.splitlines() if ln.startswith("¹")]
+    assert len(footnote) == 1 and "longer rows" in footnote[0] and "position" in footnote[0]
+    assert "Not finished (no metrics.json): `mlp`." in md
+    assert md.index("![loss](loss.png)") < md.index("![accuracy](accuracy.png)") < md.index("## Samples")
+    for name in RUNS:  # each run's samples, verbatim, in a code block
+        block = f"### {name}"
+        assert block in md
+        assert f"```\nsample 1 of {name}\ninput : 123,\ngold  : 321#\n```" in md.split(block, 1)[1]
+
+    report = json.loads(paths[-1].read_text())  # strict JSON: NaN became null
+    assert report["experiment"] == "reverse_digits" and report["generated_at"]
+    assert report["unfinished"] == ["mlp"]
+    assert [r["run"] for r in report["runs"]] == ["lstm", "rwkv7", "transformer"]
+    by_run = {r["run"]: r for r in report["runs"]}
+    assert by_run["rwkv7"]["params"] == 30732 and by_run["rwkv7"]["best_step"] == 1800
+    assert by_run["rwkv7"]["masked_acc"] == pytest.approx(0.9123)
+    assert by_run["lstm"]["state_size"] is None
+    assert by_run["transformer"]["probe_masked_acc"] is None
+    assert by_run["transformer"]["tested_checkpoint"] == "last"
+
+    _check_png(experiment / "loss.png")
+    _check_png(experiment / "accuracy.png")
+
+
+def test_single_run_without_csv_or_samples(tmp_path):
+    root = tmp_path / "one"
+    _write_run(root, "gru_small", dict(model="gru", params=1234, masked_acc=float("nan"),
+                                 tested_checkpoint="last", tested_step=5), steps=5, csv=False)
+    (root / "gru_small" / "samples.txt").unlink()
+    paths = write_report(root)
+    assert [p.name for p in paths] == ["report.md", "accuracy.png", "report.json"]  # no curve
+    md = paths[0].read_text()
+    assert "![loss]" not in md and "(no samples.txt)" in md
+    [_, row] = _table_rows(md)
+    assert row[:2] == ["gru_small (gru)", "1,234"] and row[6] == "—"  # run name (model)
+    _check_png(root / "accuracy.png", min_w=300)
+
+
+def test_no_finished_runs_writes_nothing(tmp_path):
+    assert write_report(tmp_path) == []
+    (tmp_path / "lstm").mkdir()
+    (tmp_path / "lstm" / "metrics.csv").write_text("step,loss\n1,2.0\n")
+    (tmp_path / "lstm" / "metrics.json").write_text("{not json")  # unreadable = not finished
+    assert write_report(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm"]
+    assert write_report(tmp_path / "missing") == []
+
+
+def test_helpers():
+    assert [format_duration(s) for s in (2.44, 42.4, 452.2, 3725)] == ["2.4s", "42s", "7m32s", "1h02m"]
+    assert smooth([2.0, 2.0, 2.0], 5) == pytest.approx([2.0, 2.0, 2.0])  # debiased: no start-up dip
+    assert smooth([1.0, 3.0, 5.0], 1) == [1.0, 3.0, 5.0]
+    ramp = smooth([float(i) for i in range(100)], 9)
+    assert ramp[0] == 0.0 and 90 < ramp[-1] < 99  # lags a rising curve, never overshoots it
+    assert smoothing_window(40) == 4 and smoothing_window(5000) == 100 and smoothing_window(3) == 1
+
+
+def _seqlab(*args):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "seqlab.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=300)
+
+
+def test_compare_command(experiment, tmp_path):
+    result = _seqlab("compare", experiment)
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.split()
+    assert printed == [str(experiment / n) for n in ("report.md", "loss.png", "accuracy.png", "report.json")]
+
+    result = _seqlab("compare", "/nonexistent")
+    assert result.returncode == 2
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+    assert "/nonexistent" in result.stderr and "Traceback" not in result.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _seqlab("compare", empty)
+    assert result.returncode == 2 and "no finished runs" in result.stderr
