@@ -48,17 +48,21 @@ def make_inputs(B, T, H, N, seed=0):
     return xs, dy
 
 
-def fwd_bwd_ms(backend, xs, dy) -> float:
-    """One forward + backward; ``cpp@1`` means the cpp back end with SEQLAB_NUM_THREADS=1."""
+def fwd_bwd_ms(backend, xs, dy) -> tuple[float, float]:
+    """One forward + backward -> (wall ms, process CPU ms).
+
+    ``cpp@1`` means the cpp back end with SEQLAB_NUM_THREADS=1. CPU time barely depends on
+    what else runs on the machine, so for single-threaded runs it is the steadier measure.
+    """
     name, _, threads = backend.partition("@")
     old = os.environ.get("SEQLAB_NUM_THREADS")
     if threads:
         os.environ["SEQLAB_NUM_THREADS"] = threads
     try:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         y = wkv7(*xs, backend=name)
         paddle.grad([y], xs, [dy])
-        return (time.perf_counter() - t0) * 1e3
+        return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
     finally:
         if threads:
             if old is None:
@@ -86,6 +90,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} (other users of this machine)")
     xs, dy = make_inputs(B, T, H, N)
     times: dict[str, list[float]] = {b: [] for b in backends}
+    cpu: dict[str, list[float]] = {b: [] for b in backends}
     for b in backends:  # warm-up (builds/loads the C++ op)
         fwd_bwd_ms(b, xs, dy)
     for r in range(max(args.repeats, args.ref_repeats)):
@@ -94,13 +99,23 @@ def main() -> None:
                 continue
             if b != "reference" and r >= args.repeats:
                 continue
-            times[b].append(fwd_bwd_ms(b, xs, dy))
+            wall, cpu_ms = fwd_bwd_ms(b, xs, dy)
+            times[b].append(wall)
+            cpu[b].append(cpu_ms)
     med = {b: statistics.median(ts) for b, ts in times.items()}
+    cmed = {b: statistics.median(ts) for b, ts in cpu.items()}
+    print("wall time:")
     for b in backends:
         ts = times[b]
         line = f"{b:>10}: median {med[b]:9.2f} ms  (min {min(ts):.2f}, max {max(ts):.2f}, n={len(ts)})"
         if "reference" in med and b != "reference":
             line += f"   {med['reference'] / med[b]:7.1f}x faster than reference"
+        print(line)
+    print("process CPU time (all threads summed; fair for single-threaded runs):")
+    for b in backends:
+        line = f"{b:>10}: median {cmed[b]:9.2f} ms"
+        if "reference" in cmed and b != "reference":
+            line += f"   {cmed['reference'] / cmed[b]:7.1f}x less CPU than reference"
         print(line)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

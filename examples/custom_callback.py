@@ -50,7 +50,7 @@ class TargetAccuracyStop(Callback):
         self.stopped_step = trainer.global_step
         log.info("%s: %s = %.4f reached the target %.4f at step %d; stopping.",
                  trainer.run_name, self.metric, value, self.target, trainer.global_step)
-        _stop(trainer)
+        trainer.should_stop = True  # the Trainer ends the loop after this step
 
     # Saved in checkpoints, so a resumed run knows it had already stopped.
     def state_dict(self):
@@ -58,16 +58,6 @@ class TargetAccuracyStop(Callback):
 
     def load_state_dict(self, state) -> None:
         self.stopped_step = state.get("stopped_step")
-
-
-def _stop(trainer) -> None:
-    if hasattr(trainer, "should_stop"):
-        trainer.should_stop = True  # the Trainer ends the loop after this step
-        return
-    # A seqlab without Trainer.should_stop: make this step the last one, and write the last
-    # checkpoint now, because that Trainer writes it only at max_steps and every save_every.
-    trainer.max_steps = trainer.global_step
-    trainer.save_checkpoint(trainer.checkpoint_dir / "last.pdckpt")
 
 
 class WeightNormLogger(Callback):

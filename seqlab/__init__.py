@@ -12,6 +12,7 @@ configure_cpu_defaults(_paddle)
 
 from seqlab.callback import Callback, Event  # noqa: E402
 from seqlab.errors import SeqlabError  # noqa: E402
+from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
 from seqlab.registry import MODELS, TASKS, register_model, register_task  # noqa: E402
 from seqlab.task import Batch, Task  # noqa: E402
@@ -36,6 +37,7 @@ __all__ = [
     "Model",
     "SeqlabError",
     "TASKS",
+    "configure_logging",
     "Task",
     "Trainer",
     "register_model",

@@ -48,6 +48,7 @@ import seqlab  # noqa: E402
 import seqlab.callbacks  # noqa: E402,F401  (makes short callback names resolvable)
 from seqlab.callback import Callback  # noqa: E402
 from seqlab.errors import SeqlabError  # noqa: E402
+from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
 from seqlab.registry import MODELS, TASKS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
@@ -243,6 +244,10 @@ def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
         raise SeqlabError(f"seqlab {command} needs --recipe FILE, e.g. `seqlab {command} --recipe recipes/reverse_digits_cpu.yaml`.")
     recipe = own["--recipe"]
     experiment, shared, runs = load_recipe(recipe)
+    # User classes named by class_path may live beside the recipe.
+    recipe_dir = str(Path(recipe).resolve().parent)
+    if recipe_dir not in sys.path:
+        sys.path.insert(1, recipe_dir)
     selected = list(runs)
     if own["--runs"]:
         selected = [r.strip() for r in str(own["--runs"]).split(",") if r.strip()]
@@ -336,8 +341,6 @@ def cmd_fit(argv: list[str]) -> int:
     root = None
     for spec, task, model, trainer in built:
         root = trainer.root_dir / experiment
-        trainer.run_dir.mkdir(parents=True, exist_ok=True)
-        (trainer.run_dir / "config.yaml").write_text(dump_config(spec))
         log.info("== run %s: %s, %d parameters -> %s", spec.name, type(model).__name__, model.num_parameters(), trainer.run_dir)
         trainer.fit(task, model, ckpt_path=spec.config.ckpt_path)
     if root is not None and parsed.report:
@@ -475,21 +478,9 @@ recipe options (fit/validate/test):
 """
 
 
-def _configure_logging() -> None:
-    # Paddle installs its own root handler on import; seqlab's messages get a plain one of their own.
-    logger = logging.getLogger("seqlab")
-    if not any(getattr(h, "_seqlab", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._seqlab = True
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _configure_logging()
+    configure_logging()
     sys.path.insert(0, str(Path.cwd()))  # user callbacks/tasks given by class_path from the cwd
     try:
         if not argv or argv[0] in ("-h", "--help"):

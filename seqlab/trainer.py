@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from seqlab._paddle import import_paddle
 from seqlab.callback import Callback, Event
@@ -89,8 +90,9 @@ class Trainer:
         self.run_name = run_name
         self.optimizer_config = optimizer or AdamW()
         self.callbacks = self._arrange_callbacks(list(callbacks or []), default_callbacks)
-        self.config: dict[str, Any] = {}
+        self.config: dict[str, Any] = {}  # the resolved config; saved as run_dir/config.yaml
         self.global_step = 0
+        self.should_stop = False  # a callback sets it to end training after the current step
         self.optimizer = None
         self.task: Task | None = None
         self.model: Model | None = None
@@ -269,6 +271,9 @@ class Trainer:
             paddle.distributed.init_parallel_env()
             self._forward_model = paddle.DataParallel(self.model)
         self._dispatch(Event.SETUP)
+        if self.config and self.is_global_zero:
+            # Written once the callbacks accepted the config, so a rejected one leaves no file.
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
         if ckpt is not None:
             self._restore(ckpt, resume_from)
 
@@ -307,7 +312,8 @@ class Trainer:
 
     def _train_loop(self) -> None:
         self.model.train()
-        while self.global_step < self.max_steps:
+        self.should_stop = False
+        while self.global_step < self.max_steps and not self.should_stop:
             started = time.perf_counter()
             self._step_metrics = {}
             batch = self._shard(self.task.train_batch(self.global_step))
@@ -331,13 +337,15 @@ class Trainer:
             metrics = {"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": tokens / elapsed}
             metrics.update(self._step_metrics)
             self._dispatch(Event.ON_TRAIN_BATCH_END, metrics)
-            last = self.global_step == self.max_steps
+            last = self.global_step == self.max_steps or self.should_stop
             if self.val_every and (self.global_step % self.val_every == 0 or last):
                 self.validate()
                 self.model.train()
             # Saved after validation, so the file holds everything that happened at this step.
-            if last or (self.save_every and self.global_step % self.save_every == 0):
+            if last or self.should_stop or (self.save_every and self.global_step % self.save_every == 0):
                 self.save_checkpoint(self.checkpoint_dir / "last.pdckpt")
+        if self.should_stop:
+            log.info("%s: stopped by a callback at step %d of %d", self.run_name, self.global_step, self.max_steps)
 
     def _test(self) -> dict[str, float]:
         best = self.checkpoint_dir / "best.pdckpt"

@@ -15,6 +15,7 @@ import pytest
 import seqlab  # noqa: F401  (applies the CPU defaults)
 from seqlab._paddle import import_paddle
 from seqlab.callback import Callback
+from seqlab.errors import SeqlabError
 from seqlab.callbacks import (
     CSVLogger,
     ConstantLR,
@@ -118,7 +119,7 @@ def test_cosine_warmup_lr_state_resumes_mid_warmup(tmp_path):
 
 def test_cosine_warmup_lr_rejects_warmup_longer_than_schedule(tmp_path):
     trainer = StubTrainer(tmp_path, max_steps=10)
-    with pytest.raises(ValueError, match="warmup_steps"):
+    with pytest.raises(SeqlabError, match="warmup_steps"):
         CosineWarmupLR(warmup_steps=10).setup(trainer, None, None)
 
 

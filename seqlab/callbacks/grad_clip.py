@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from seqlab._paddle import import_paddle
 from seqlab.callback import Callback
+from seqlab.errors import SeqlabError
 
 paddle = import_paddle()
 
@@ -20,7 +21,7 @@ class GradientClip(Callback):
 
     def __init__(self, max_norm: float = 1.0):
         if max_norm <= 0:
-            raise ValueError(f"GradientClip: max_norm must be > 0, got {max_norm}.")
+            raise SeqlabError(f"GradientClip: max_norm must be > 0, got {max_norm}; set a positive max_norm.")
         self.max_norm = float(max_norm)
         self._params = None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from seqlab._paddle import import_paddle
 from seqlab.callback import Callback
+from seqlab.errors import SeqlabError
 
 paddle = import_paddle()
 
@@ -20,24 +21,31 @@ class CosineWarmupLR(Callback):
     ``min_lr + (lr0 - min_lr) * (1 + cos(pi * (k - warmup_steps) / (max_steps - warmup_steps))) / 2``.
 
     Args:
-        warmup_steps: steps of linear warmup (0: none).
+        warmup_steps: linear warmup: a number of steps (int, 0: none), or a fraction of the
+            schedule (float in (0, 1), e.g. 0.05), which keeps working when ``max_steps`` is
+            overridden for a short run.
         min_lr: the lr reached at the last step.
         max_steps: length of the schedule; defaults to the Trainer's ``max_steps``.
     """
 
-    def __init__(self, warmup_steps: int = 0, min_lr: float = 1e-6, max_steps: int | None = None):
-        if warmup_steps < 0:
-            raise ValueError(f"CosineWarmupLR: warmup_steps must be >= 0, got {warmup_steps}.")
-        self.warmup_steps = int(warmup_steps)
+    def __init__(self, warmup_steps: int | float = 0, min_lr: float = 1e-6, max_steps: int | None = None):
+        if warmup_steps < 0 or (isinstance(warmup_steps, float) and warmup_steps >= 1):
+            raise SeqlabError(
+                f"CosineWarmupLR: warmup_steps must be a step count >= 0 or a fraction in (0, 1), got {warmup_steps}."
+            )
+        self.warmup = warmup_steps
+        self.warmup_steps = int(warmup_steps) if isinstance(warmup_steps, int) else 0
         self.min_lr = float(min_lr)
         self.max_steps = max_steps
         self.scheduler = None
 
     def build(self, base_lr: float, max_steps: int):
         """The Paddle scheduler for a peak lr and a schedule length (also used by tests)."""
+        if isinstance(self.warmup, float):
+            self.warmup_steps = int(round(self.warmup * max_steps))
         decay_steps = max_steps - self.warmup_steps
         if decay_steps <= 0:
-            raise ValueError(
+            raise SeqlabError(
                 f"CosineWarmupLR: warmup_steps ({self.warmup_steps}) must be smaller than "
                 f"max_steps ({max_steps}); lower warmup_steps or raise max_steps."
             )

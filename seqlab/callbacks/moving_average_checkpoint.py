@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 from seqlab.callback import Callback
+from seqlab.errors import SeqlabError
 
 
 class MovingAverageCheckpoint(Callback):
@@ -38,9 +39,9 @@ class MovingAverageCheckpoint(Callback):
         filename: str = "best.pdckpt",
     ):
         if mode not in ("min", "max"):
-            raise ValueError(f"MovingAverageCheckpoint: mode must be 'min' or 'max', got {mode!r}.")
+            raise SeqlabError(f"MovingAverageCheckpoint: mode must be 'min' or 'max', got {mode!r}.")
         if window < 1:
-            raise ValueError(f"MovingAverageCheckpoint: window must be >= 1, got {window}.")
+            raise SeqlabError(f"MovingAverageCheckpoint: window must be at least 1, got {window}.")
         # The class attribute `monitor = True` marks this as a monitoring callback; the metric
         # name lives in `metric` so the two meanings don't collide.
         self.metric = monitor

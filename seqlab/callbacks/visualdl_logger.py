@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,57 @@ def _hparam_value(value: Any):
     if isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
+
+
+def _now_ms() -> int:
+    return round(time.time() * 1000)
+
+
+class RecordFile:
+    """A VisualDL record file, written by the calling thread in batches.
+
+    ``visualdl.LogWriter`` hands every record to a writer thread through a locked queue. Per step
+    that costs ~50 us per scalar on an idle machine and milliseconds on a busy one (each record
+    wakes the thread and the two trade the GIL). Here records are serialised with VisualDL's own
+    builders (~4 us each), kept in memory and appended to the file every ``flush_secs``, in the
+    format VisualDL reads (``<u64 length><Record protobuf>``, as ``LogWriter`` writes it).
+    """
+
+    def __init__(self, path: Path, display_name: str):
+        from visualdl.component import base_component as vdl
+
+        self._vdl = vdl
+        self.path = path
+        self._file = open(path, "xb")  # never truncate an existing record file
+        self._pending: list[bytes] = []
+        self.add(vdl.meta_data(display_name=display_name, walltime=_now_ms()))
+        self.flush()
+
+    def add(self, record) -> None:
+        data = record.SerializeToString()
+        self._pending.append(struct.pack("<Q", len(data)) + data)
+
+    def scalar(self, tag: str, value: float, step: int, walltime: int | None = None) -> None:
+        self.add(self._vdl.scalar(tag, float(value), int(step), walltime or _now_ms()))
+
+    def text(self, tag: str, text: str, step: int, walltime: int | None = None) -> None:
+        self.add(self._vdl.text(tag, text, int(step), walltime or _now_ms()))
+
+    def hparams(self, hparams: dict[str, Any], metrics: list[str]) -> None:
+        from visualdl.utils.md5_util import md5
+
+        self.add(self._vdl.hparam(md5(str(self.path)), hparams, metrics, _now_ms()))
+
+    def flush(self) -> None:
+        if self._pending:
+            self._file.write(b"".join(self._pending))
+            self._pending.clear()
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
 
 
 class VisualDLLogger(Callback):
@@ -40,7 +92,9 @@ class VisualDLLogger(Callback):
     vanished file. A server that was already running when the run resumed keeps the points it
     had read and so shows the replayed ones twice; restart it to see the clean curve.
 
-    Only rank 0 writes.
+    Records are written by the training thread itself, in batches (see :class:`RecordFile`): it
+    is an order of magnitude cheaper per step than ``visualdl.LogWriter``'s writer thread. Only
+    rank 0 writes.
 
     Args:
         flush_secs: how often records reach the disk (the server shows them ~1 s later).
@@ -53,8 +107,9 @@ class VisualDLLogger(Callback):
         self.flush_secs = int(flush_secs)
         self.log_text = bool(log_text)
         self.run_label = run_label
-        self.writer = None
+        self.writer: RecordFile | None = None
         self.log_dir: Path | None = None
+        self._last_flush = 0.0
 
     # -- opening, with the replay of earlier records on resume ----------------------------------
     @staticmethod
@@ -65,8 +120,8 @@ class VisualDLLogger(Callback):
 
     @staticmethod
     def _new_file_name(existing: list[Path]) -> str:
-        # LogWriter names files vdlrecords.<unix seconds>.log and truncates an existing name, so a
-        # resume within the same second must pick a later (and lexically larger) name.
+        # VisualDL's own naming, vdlrecords.<unix seconds>.log; a resume within the same second
+        # must still pick a later (lexically larger) name than every existing file.
         stamp = int(time.time())
         for path in existing:
             parts = path.name.split(".")
@@ -83,27 +138,20 @@ class VisualDLLogger(Callback):
         for values in data.get("scalar", {}).values():
             for v in values:
                 if v.id <= max_step:
-                    self.writer.add_scalar(v.tag, v.value, v.id, walltime=v.timestamp)
+                    self.writer.scalar(v.tag, v.value, v.id, walltime=v.timestamp)
         for values in data.get("text", {}).values():
             for v in values:
                 if v.id <= max_step:
-                    self.writer.add_text(v.tag, v.text.encoded_text_string, v.id,
-                                         walltime=v.timestamp)
+                    self.writer.text(v.tag, v.text.encoded_text_string, v.id,
+                                     walltime=v.timestamp)
 
     def _open(self, trainer) -> None:
-        from visualdl import LogWriter
-
         self.log_dir = Path(trainer.run_dir) / "vdl"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         old_files = self._record_files(self.log_dir)
         label = self.run_label.format(experiment=trainer.experiment, run_name=trainer.run_name)
-        self.writer = LogWriter(
-            logdir=str(self.log_dir),
-            file_name=self._new_file_name(old_files),
-            flush_secs=self.flush_secs,
-            max_queue=4096,  # never block the training loop on the writer thread
-            display_name=label,
-        )
+        self.writer = RecordFile(self.log_dir / self._new_file_name(old_files), label)
+        self._last_flush = time.monotonic()
         if old_files and trainer.global_step > 0:
             # The newest file holds the whole history (earlier resumes replayed into it).
             self._replay(old_files[-1], trainer.global_step)
@@ -117,26 +165,31 @@ class VisualDLLogger(Callback):
             self._open(trainer)
 
     def on_train_batch_end(self, trainer, task, model, metrics) -> None:
-        if self.writer is None:
+        writer = self.writer
+        if writer is None:
             return
         step = trainer.global_step
-        add = self.writer.add_scalar
+        walltime = _now_ms()
         for key, value in metrics.items():
-            add(key, value, step)
-        if trainer.save_every and step % trainer.save_every == 0:
-            # A checkpoint follows: get the records on disk first, so a resume finds no gap.
-            self.writer.flush()
+            writer.scalar(key, value, step, walltime)
+        now = time.monotonic()
+        # Before a checkpoint, get the records on disk, so that a resume finds no gap.
+        if now - self._last_flush >= self.flush_secs or (
+            trainer.save_every and step % trainer.save_every == 0
+        ):
+            writer.flush()
+            self._last_flush = now
 
     def on_validation_end(self, trainer, task, model, metrics) -> None:
         if self.writer is None:
             return
         step = trainer.global_step
         for key, value in metrics.items():
-            self.writer.add_scalar(key, value, step)
+            self.writer.scalar(key, value, step)
         if self.log_text:
             text = self._describe(task, model)
             if text:
-                self.writer.add_text("val/sample", text, step)
+                self.writer.text("val/sample", text, step)
         self.writer.flush()
 
     @staticmethod
@@ -157,10 +210,10 @@ class VisualDLLogger(Callback):
             self._open(trainer)
         step = trainer.global_step
         for key, value in metrics.items():
-            self.writer.add_scalar(key, value, step)
+            self.writer.scalar(key, value, step)
         hparams = {k: _hparam_value(v) for k, v in trainer.hparams().items() if v is not None}
         # The hparams view reads the listed metrics from this run's scalars.
-        self.writer.add_hparams(hparams, list(metrics))
+        self.writer.hparams(hparams, list(metrics))
         self.writer.flush()
 
     def on_exception(self, trainer, task, model, exception) -> None:

@@ -123,12 +123,23 @@ void wkv7_backward_kernel(const T* __restrict w, const T* __restrict q, const T*
       for (int64_t c = NC - 1; c >= 0; --c) {
         const int64_t t0 = c * kChunk;
         const int64_t t1 = std::min<int64_t>(Tlen, t0 + kChunk);
+        // The backward walks memory backwards in 16-step jumps, which hardware prefetchers do
+        // not follow: request the next (earlier) chunk's inputs while this one computes.
+        if (c > 0) {
+          for (int64_t t = t0 - kChunk; t < t0; ++t) {
+            const int64_t off = ((bi * Tlen + t) * H + hi) * N;
+            for (int x = 0; x < N; x += 64 / static_cast<int>(sizeof(T))) {
+              for (const T* p : {w, q, k, v, a, b, dy, sa_in}) __builtin_prefetch(p + off + x);
+            }
+          }
+        }
         std::copy(ckpt + (bh * NC + c) * NN, ckpt + (bh * NC + c + 1) * NN, states);
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t off = ((bi * Tlen + t) * H + hi) * N;
           const T *wt = w + off, *kt = k + off, *vt = v + off, *bt = b + off, *sat = sa_in + off;
           const T* __restrict Sp = states + (t - t0) * NN;
           T* __restrict Sn = states + (t - t0 + 1) * NN;
+#pragma GCC unroll 16
           for (int i = 0; i < N; ++i) {
             const T si = sat[i], vi = vt[i];
 #pragma omp simd
