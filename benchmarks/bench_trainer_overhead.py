@@ -10,8 +10,11 @@ of steps, interleaved, each repeated; the median time per training step is compa
 
 Validation and periodic checkpoints are off (they are the same work with or without a Trainer);
 only the training loop is timed (``on_train_start`` to ``on_train_end``), not setup or the test.
+On a shared machine the end-to-end difference is mostly noise, so two in-run measures are printed
+too: the loop time outside the steps the Trainer times itself, and the time inside each default
+callback's hooks (see benchmarks/RESULTS.md, "Trainer overhead").
 
-    python benchmarks/bench_trainer_overhead.py --model mlp --batch-size 64 --steps 300 --repeats 5
+    python benchmarks/bench_trainer_overhead.py --model mlp --batch-size 64 --steps 60 --repeats 5
 """
 
 from __future__ import annotations
@@ -92,11 +95,30 @@ def time_hooks(callbacks, totals: dict[str, float]) -> None:
 
 
 class LoopTimer(Callback):
+    """Loop wall time, and the part of it the Trainer itself measured as training steps.
+
+    ``train/tokens_per_s`` covers batch -> forward -> backward -> optimizer step -> loss.item()
+    (plus the hooks inside the step); the rest of the loop time is the Trainer's bookkeeping and
+    the end-of-step hooks. Both come from the same steps, so their ratio does not drift with
+    the load other jobs put on a shared machine.
+    """
+
     def on_train_start(self, trainer, task, model):
+        self.step_seconds = 0.0
         self.t0 = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, task, model, batch):
+        self.tokens = batch.num_tokens
+
+    def on_train_batch_end(self, trainer, task, model, metrics):
+        self.step_seconds += self.tokens / metrics["train/tokens_per_s"]
 
     def on_train_end(self, trainer, task, model):
         self.seconds = time.perf_counter() - self.t0
+        OUTSIDE_STEP.setdefault(self.variant, []).append(self.seconds / self.step_seconds - 1.0)
+
+
+OUTSIDE_STEP: dict[str, list[float]] = {}
 
 
 HOOK_TIME: dict[str, list[float]] = {}
@@ -105,6 +127,7 @@ HOOK_TIME: dict[str, list[float]] = {}
 def trainer_loop(args, defaults: bool) -> float:
     task, model = make(args)
     timer = LoopTimer()
+    timer.variant = "trainer" if defaults else "trainer-nocb"
     # A short window makes the best-checkpoint saves start early: in a real run the 100-step
     # average improves (and a checkpoint is written) at most steps while the loss falls.
     extra = [MovingAverageCheckpoint(window=args.best_window)] if defaults else []
@@ -155,6 +178,10 @@ def main() -> None:
     for name in variants:
         over = (med[name] / med["bare"] - 1.0) * 100.0
         print(f"  {name:13s} {med[name] * 1e3:8.3f} ms/step  overhead {over:+6.2f}%")
+    print("loop time outside the measured training steps (trainer bookkeeping + end-of-step "
+          "hooks), share of step time (median):")
+    for name, shares in OUTSIDE_STEP.items():
+        print(f"  {name:13s} {statistics.median(shares) * 100:6.2f}%")
     # Per-step hooks, as a share of the trainer's median step time; one-time hooks (setup,
     # opening files, test, teardown) in ms per run.
     print("time inside the default callbacks (median over repeats):")

@@ -43,14 +43,13 @@ def train(runs_root: Path, steps: int) -> Path:
 
     paddle = import_paddle()
     for name, make in [("mlp", MLP), ("lstm", lambda: LSTM(hidden_sizes=[64, 64]))]:
-        with paddle.utils.unique_name.guard():
-            paddle.seed(0)
-            trainer = Trainer(max_steps=steps, val_every=50, log_every=50, save_every=steps,
-                              seed=0, root_dir=str(runs_root), experiment="demo", run_name=name,
-                              optimizer=AdamW(lr=5e-3),
-                              callbacks=[CosineWarmupLR(warmup_steps=10), GradientClip(1.0)])
-            # Short numbers, so that a curve moves within a couple of hundred CPU steps.
-            trainer.fit(ReverseDigits(batch_size=32, digit_max=12, seq_len=65), make())
+        paddle.seed(0)
+        trainer = Trainer(max_steps=steps, val_every=50, log_every=50, save_every=steps,
+                          seed=0, root_dir=str(runs_root), experiment="demo", run_name=name,
+                          optimizer=AdamW(lr=5e-3),
+                          callbacks=[CosineWarmupLR(warmup_steps=10), GradientClip(1.0)])
+        # Short numbers, so that a curve moves within a couple of hundred CPU steps.
+        trainer.fit(ReverseDigits(batch_size=32, digit_max=12, seq_len=65), make())
     return runs_root / "demo"
 
 

@@ -24,21 +24,21 @@ FORMAT_VERSION = 1
 SUFFIX = ".pdckpt"
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy and Paddle generator states, as plain picklable values."""
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        # GeneratorState objects pickle, but paddle.save accepts neither them nor bytes: store
-        # the pickle as a uint8 array.
-        "paddle": np.frombuffer(pickle.dumps(paddle.get_rng_state()), dtype=np.uint8).copy(),
-    }
+def capture_rng_state() -> np.ndarray:
+    """Python, numpy and Paddle generator states, pickled into one uint8 array.
+
+    ``paddle.save`` accepts neither Paddle's GeneratorState objects nor ``bytes``, and walking
+    Python's 625-int state object by object made every save ~4 ms slower; one array is cheap.
+    """
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
+    return np.frombuffer(pickle.dumps(state), dtype=np.uint8).copy()
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(blob: np.ndarray) -> None:
+    state = pickle.loads(np.asarray(blob, dtype=np.uint8).tobytes())
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    paddle.set_rng_state(pickle.loads(np.asarray(state["paddle"], dtype=np.uint8).tobytes()))
+    paddle.set_rng_state(state["paddle"])
 
 
 def optimizer_state(optimizer, model) -> dict[str, Any]:

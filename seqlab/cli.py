@@ -284,7 +284,7 @@ def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: st
     from seqlab.callbacks import default_callbacks
 
     given = {_import_class(cb.class_path) for cb in (config.trainer.callbacks or [])}
-    data = yaml.safe_load(parser.dump(config, skip_none=False))
+    data = yaml.safe_load(parser.dump(config))
     callbacks = list(data["trainer"].get("callbacks") or [])
     for cb in default_callbacks():
         if type(cb) not in given:
@@ -299,7 +299,7 @@ def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: st
 
 
 def dump_config(spec: RunSpec) -> str:
-    data = yaml.safe_load(spec.parser.dump(spec.config, skip_none=False))
+    data = yaml.safe_load(spec.parser.dump(spec.config))
     data.pop("config", None)
     data.pop("ckpt_path", None)
     return yaml.safe_dump(data, sort_keys=False)
@@ -390,7 +390,7 @@ def _fit_in_parallel(parsed: ParsedCommand) -> None:
                     failed.append(name)
         time.sleep(0.2)
     if failed:
-        raise SeqlabError(f"run(s) {', '.join(failed)} failed; see their lines above, fix, and resume with --runs {','.join(failed)} --ckpt_path last.")
+        raise SeqlabError(f"run(s) {', '.join(failed)} failed (their lines above say why); rerun them with --runs {','.join(failed)}, adding --ckpt_path last to resume from their last checkpoint.")
 
 
 def _check_resumable(spec: RunSpec, task: Task, model: Model, trainer: Trainer) -> None:

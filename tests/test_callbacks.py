@@ -20,6 +20,7 @@ from seqlab.callbacks import (
     CSVLogger,
     ConstantLR,
     CosineWarmupLR,
+    EarlyStopping,
     GradientClip,
     MovingAverageCheckpoint,
     ProgressBar,
@@ -232,6 +233,24 @@ def test_moving_average_checkpoint_on_validation_metric(tmp_path):
     assert [m["best_step"] for _, m, _ in trainer.saved] == [10, 20]
 
 
+def test_early_stopping_patience_and_state(tmp_path):
+    trainer = StubTrainer(tmp_path)
+    trainer.should_stop = False
+    cb = EarlyStopping(monitor="val/masked_acc", mode="max", patience=2, min_delta=0.01)
+    accs = [0.10, 0.20, 0.205, 0.25, 0.24, 0.25, 0.30]
+    for i, acc in enumerate(accs[:5], start=1):
+        trainer.global_step = 10 * i
+        cb.on_validation_end(trainer, None, None, {"val/masked_acc": acc})
+    # 0.205 is within min_delta of 0.20 (one bad), 0.25 improves, 0.24 is bad: not yet 2 in a row.
+    assert not trainer.should_stop and cb.bad_validations == 1 and cb.best_value == 0.25
+    resumed = EarlyStopping(monitor="val/masked_acc", mode="max", patience=2, min_delta=0.01)
+    resumed.load_state_dict(cb.state_dict())
+    trainer.global_step = 60
+    resumed.on_validation_end(trainer, None, None, {"val/masked_acc": 0.25})
+    assert trainer.should_stop and resumed.stopped_step == 60
+    assert EarlyStopping.monitor is True
+
+
 def test_default_callbacks():
     kinds = [type(cb) for cb in default_callbacks()]
     assert kinds == [ProgressBar, CSVLogger, VisualDLLogger, MovingAverageCheckpoint]
@@ -295,11 +314,7 @@ def stateful(trainer):
 
 
 def fit(trainer, ckpt_path=None):
-    # Paddle names parameters and optimizer accumulators from process-wide counters and keys the
-    # optimizer's state by those names; a fresh name scope per fit makes an in-process resume
-    # see the names a new process would.
-    with paddle.utils.unique_name.guard():
-        return trainer.fit(tiny_task(), tiny_model(), ckpt_path=ckpt_path)
+    return trainer.fit(tiny_task(), tiny_model(), ckpt_path=ckpt_path)
 
 
 @pytest.fixture(scope="module")
@@ -414,3 +429,18 @@ def test_format_duration():
     from seqlab.callbacks.progress import format_duration
 
     assert [format_duration(s) for s in (0, 45, 192, 3720)] == ["0s", "45s", "3m12s", "1h02m"]
+
+
+class StopEarly(Callback):
+    def on_train_batch_end(self, trainer, task, model, metrics):
+        if trainer.global_step == 13:
+            trainer.should_stop = True
+
+
+def test_csv_after_early_stop_amends_the_last_row(tmp_path):
+    fit(make_trainer(tmp_path, [StopEarly()]))
+    _, rows = read_csv(tmp_path / "exp" / "mlp" / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 14))
+    # The validation after the stop lands in the row of step 13, which keeps its train columns.
+    assert rows[-1]["val_masked_acc"] != "" and rows[-1]["loss"] != ""
+    assert [int(r["step"]) for r in rows if r["val_masked_acc"]] == [10, 13]

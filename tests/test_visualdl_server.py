@@ -118,13 +118,10 @@ def task():
 
 
 def fit(root, make_model, run_name, max_steps, ckpt_path=None):
-    # A fresh name scope per fit: Paddle keys optimizer state by process-wide parameter names,
-    # so an in-process resume must see the names a new process would.
-    with paddle.utils.unique_name.guard():
-        paddle.seed(0)
-        trainer = Trainer(max_steps=max_steps, val_every=10, log_every=10, save_every=10, seed=1,
-                          root_dir=str(root), experiment="exp", run_name=run_name)
-        trainer.fit(task(), make_model(), ckpt_path=ckpt_path)
+    paddle.seed(0)
+    trainer = Trainer(max_steps=max_steps, val_every=10, log_every=10, save_every=10, seed=1,
+                      root_dir=str(root), experiment="exp", run_name=run_name)
+    trainer.fit(task(), make_model(), ckpt_path=ckpt_path)
 
 
 def mlp():
@@ -161,3 +158,8 @@ def test_two_runs_and_a_resume_over_http(tmp_path, start_server, capsys):
     assert fresh.loss_steps("lstm", 20) == list(range(1, 21))
     val = fresh.api("scalar/list", run="mlp", tag="val/masked_acc")
     assert [p[1] for p in val] == [10, 20, 30, 35]
+    samples = fresh.api("text/list", run="mlp", tag="val/sample")
+    assert [s["step"] for s in samples] == [10, 20, 30, 35]
+    hparams = {Path(h["name"]).parent.name: h for h in fresh.api("hparams/list")}
+    assert hparams["mlp"]["hparams"]["max_steps"] == 35
+    assert set(hparams["lstm"]["metrics"]) >= {"test/masked_acc", "test/exact_acc"}

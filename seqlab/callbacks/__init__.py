@@ -5,6 +5,7 @@ default whose type the user did not already provide.
 """
 
 from seqlab.callbacks.csv_logger import CSVLogger
+from seqlab.callbacks.early_stopping import EarlyStopping
 from seqlab.callbacks.grad_clip import GradientClip
 from seqlab.callbacks.lr_schedule import ConstantLR, CosineWarmupLR
 from seqlab.callbacks.moving_average_checkpoint import MovingAverageCheckpoint
@@ -21,6 +22,7 @@ __all__ = [
     "CSVLogger",
     "ConstantLR",
     "CosineWarmupLR",
+    "EarlyStopping",
     "GradientClip",
     "MovingAverageCheckpoint",
     "ProgressBar",

@@ -23,6 +23,7 @@ from seqlab._paddle import import_paddle
 from seqlab.model import Model
 from seqlab.nn import token_shift
 from seqlab.ops import wkv7
+from seqlab.ops import fused as fused_ops_lib
 from seqlab.registry import register_model
 
 paddle = import_paddle()
@@ -115,12 +116,13 @@ class TimeMix(nn.Layer):
     """RWKV-7 time mixing (the seed's ``RWKV_Tmix_x070``)."""
 
     def __init__(self, n_embd, n_layer, layer_id, head_size, rank_w, rank_a, rank_v, rank_g,
-                 wkv_backend=None):
+                 wkv_backend=None, fused_ops=True):
         super().__init__()
         C, N = n_embd, head_size
         H = C // N
         self.layer_id, self.n_head, self.head_size = layer_id, H, N
         self.wkv_backend = wkv_backend
+        self.fused_ops = fused_ops
 
         # Depth ratios: deeper layers start with more weight on the current token and slower decay.
         ratio_0_to_1 = layer_id / (n_layer - 1) if n_layer > 1 else 0.0  # guard n_layer = 1
@@ -198,7 +200,14 @@ class TimeMix(nn.Layer):
         return self.output((y + bonus) * g)
 
     def forward(self, x, xx, v_first):
-        """``x``: ``[B, T, C]`` normalised input, ``xx``: shifted minus current. Returns (out, v_first)."""
+        """``x``: ``[B, T, C]`` normalised input, ``xx``: shifted minus current. Returns (out, v_first).
+
+        With ``fused_ops`` (the default) ``xx`` may be None: the fused path shifts ``x`` itself.
+        """
+        if self.fused_ops:
+            return self._forward_fused(x, v_first)
+        if xx is None:
+            xx = token_shift(x) - x
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
         r, decay, k, v, kk, a, g, v_first = self._inputs(x, xx, v_first)
@@ -206,6 +215,35 @@ class TimeMix(nn.Layer):
         heads = [t.reshape([B, T, H, N]) for t in (decay, r, k, v, -kk, kk * a)]
         y = wkv7(*heads, backend=self.wkv_backend).reshape([B, T, C])
         return self._output(y, r, k, v, g), v_first
+
+    def _forward_fused(self, x, v_first):
+        """The same maths as the Paddle path, in fused ops on ``[B*T, C]`` rows (see module docs).
+
+        Matmuls run on 2-D ``[B*T, C]`` views (a 3-D ``x @ W`` reduces its weight gradient over a
+        broadcast batch axis, slowly on CPU). The element-wise work between them is three C++ ops
+        (``seqlab.ops.fused``): token-shift mixes, decay/key/delta-rule vectors, and GroupNorm +
+        bonus + gate; their parameter gradients are row reductions inside the ops.
+        """
+        B, T, C = x.shape
+        H, N = self.n_head, self.head_size
+        mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
+        xr, xw, xk, xv, xa, xg = (t.reshape([B * T, C]) for t in fused_ops_lib.token_shift_mix6(x, mixes))
+        r = self.receptance(xr)
+        k = self.key(xk)
+        v = self.value(xv)
+        if self.layer_id == 0:
+            v_first = v
+        else:
+            v = fused_ops_lib.rwkv7_vres(v, v_first, (xv @ self.v1) @ self.v2, self.v0)
+        wl = paddle.tanh(xw @ self.w1) @ self.w2
+        al = (xa @ self.a1) @ self.a2
+        g = F.sigmoid(xg @ self.g1) @ self.g2
+        decay, k, wa, wb = fused_ops_lib.rwkv7_tmix_pre(k, wl, al, self.w0, self.a0, self.k_k, self.k_a, N)
+        heads = [t.reshape([B, T, H, N]) for t in (decay, r, k, v, wa, wb)]
+        y = wkv7(*heads, backend=self.wkv_backend).reshape([B * T, C])
+        z = fused_ops_lib.rwkv7_tmix_post(y, r, k, v, g, self.r_k, self.ln_x.weight, self.ln_x.bias, N,
+                                          self.ln_x._epsilon)
+        return self.output(z).reshape([B, T, C]), v_first
 
     def step(self, x, xx, v_first, state):
         """One token: ``x``, ``xx`` ``[B, 1, C]``, ``state`` ``[B, H, N, N]``. Returns (out, v_first, state)."""
@@ -225,9 +263,10 @@ class TimeMix(nn.Layer):
 class ChannelMix(nn.Layer):
     """RWKV FFN: token shift, C -> 4C, squared ReLU, 4C -> C; no biases (the seed's ``FFN``)."""
 
-    def __init__(self, n_embd: int):
+    def __init__(self, n_embd: int, fused_ops: bool = True):
         super().__init__()
         C = n_embd
+        self.fused_ops = fused_ops
         self.x_k = _param(self, np.zeros((1, 1, C)))  # starts with the current token only
         self.key = nn.Linear(C, 4 * C, bias_attr=False)
         self.value = nn.Linear(4 * C, C, bias_attr=False)
@@ -235,6 +274,14 @@ class ChannelMix(nn.Layer):
         nn.initializer.Constant(0.0)(self.value.weight)
 
     def forward(self, x, xx):
+        """``xx`` = shifted minus current; with ``fused_ops`` it may be None (shifted inside)."""
+        if self.fused_ops and xx is None:
+            B, T, C = x.shape
+            xk = fused_ops_lib.token_shift_mix(x, self.x_k.reshape([1, C])).reshape([B * T, C])
+            h = fused_ops_lib.squared_relu(self.key(xk))
+            return self.value(h).reshape([B, T, C])
+        if xx is None:
+            xx = token_shift(x) - x
         (xk,) = token_shift_mix(x, xx, [self.x_k])
         return self.value(squared_relu(self.key(xk)))
 
@@ -242,14 +289,20 @@ class ChannelMix(nn.Layer):
 class Block(nn.Layer):
     """Pre-norm residual block: TimeMix then ChannelMix, each with its own LayerNorm."""
 
-    def __init__(self, layer_id, n_embd, n_layer, head_size, ranks, wkv_backend):
+    def __init__(self, layer_id, n_embd, n_layer, head_size, ranks, wkv_backend, fused_ops=True):
         super().__init__()
+        self.fused_ops = fused_ops
         self.ln1 = nn.LayerNorm(n_embd)  # the seed's ln{i}a
-        self.att = TimeMix(n_embd, n_layer, layer_id, head_size, *ranks, wkv_backend=wkv_backend)
+        self.att = TimeMix(n_embd, n_layer, layer_id, head_size, *ranks, wkv_backend=wkv_backend,
+                           fused_ops=fused_ops)
         self.ln2 = nn.LayerNorm(n_embd)  # the seed's ln{i}b
-        self.ffn = ChannelMix(n_embd)
+        self.ffn = ChannelMix(n_embd, fused_ops=fused_ops)
 
     def forward(self, x, v_first):
+        if self.fused_ops:  # the token shift happens inside the fused ops
+            dx, v_first = self.att(self.ln1(x), None, v_first)
+            x = x + dx
+            return x + self.ffn(self.ln2(x), None), v_first
         h = self.ln1(x)
         dx, v_first = self.att(h, token_shift(h) - h, v_first)
         x = x + dx
@@ -284,6 +337,10 @@ class RWKV7(Model):
         rank_v: LoRA rank of the value-residual gate.
         rank_g: LoRA rank of the output gate.
         wkv_backend: WKV7 back end passed to ``seqlab.ops.wkv7`` (None: its default choice).
+        fused_ops: Run the training forward through the fused C++ ops of ``seqlab.ops.fused``
+            (same maths, ~1e-7 apart in float32; they fall back to Paddle formulas on GPU or when
+            they cannot be built). False: the plain Paddle formulas. RNN ``step()`` always uses
+            the Paddle formulas.
     """
 
     documented_params: int = 30_732
@@ -299,16 +356,18 @@ class RWKV7(Model):
         rank_v: int = 8,
         rank_g: int = 8,
         wkv_backend: str | None = None,
+        fused_ops: bool = True,
     ):
         super().__init__()
         if n_embd % head_size:
             raise ValueError(f"n_embd ({n_embd}) must be a multiple of head_size ({head_size}).")
         self.vocab_size, self.n_layer, self.n_embd, self.head_size = vocab_size, n_layer, n_embd, head_size
         self.n_head = n_embd // head_size
+        self.fused_ops = fused_ops
         ranks = (rank_w, rank_a, rank_v, rank_g)
         self.emb = nn.Embedding(vocab_size, n_embd)  # Paddle's default init, as in the seed
         self.blocks = nn.LayerList(
-            [Block(i, n_embd, n_layer, head_size, ranks, wkv_backend) for i in range(n_layer)]
+            [Block(i, n_embd, n_layer, head_size, ranks, wkv_backend, fused_ops) for i in range(n_layer)]
         )
         self.ln_out = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size)  # with bias, as in the seed
@@ -320,6 +379,9 @@ class RWKV7(Model):
         v_first = None  # layer 0's values, shared with later layers (value residual)
         for block in self.blocks:
             x, v_first = block(x, v_first)
+        if self.fused_ops:  # a 2-D matmul: its weight gradient is one GEMM, not a batched reduce
+            B, T, C = x.shape
+            return self.head(self.ln_out(x).reshape([B * T, C])).reshape([B, T, -1])
         return self.head(self.ln_out(x))  # [B, T, V]
 
     # -- RNN mode ---------------------------------------------------------------------------------

@@ -91,4 +91,102 @@ def l2_normalize(x, axis: int = -1, eps: float = 1e-12, use_cpp: bool | None = N
     return ops.seqlab_l2_normalize(x, float(eps), num_threads())
 
 
-__all__ = ["l2_normalize", "squared_relu", "token_shift_mix", "token_shift_mix_reference"]
+# ---------------------------------------------------------------------------------------------
+# RWKV-7 TimeMix block ops: the element-wise work between one layer's matmuls in three calls.
+# Rows are the flattened leading axes (B*T); [C] parameters may have any shape of C elements.
+
+
+def token_shift_mix6(x, mixes, use_cpp: bool | None = None):
+    """Six token-shift mixes at once: ``[x + (shift(x) - x) * m for m in mixes]`` (``x`` [B,T,C]).
+
+    Returns a list of six ``[B, T, C]`` tensors; gradients flow to ``x`` and each mix.
+    """
+    if len(mixes) != 6:
+        raise ValueError("token_shift_mix6 takes exactly six mixes")
+    ops = _ops(x, use_cpp)
+    if ops is None:
+        shifted = F.pad(x, [1, 0], mode="constant", value=0.0, data_format="NLC")[:, :-1]
+        xx = shifted - x
+        return [x + xx * m for m in mixes]
+    return list(ops.seqlab_token_shift_mix6(x, *mixes, num_threads()))
+
+
+def rwkv7_tmix_pre_reference(k, wl, al, w0, a0, k_k, k_a, head_size):
+    C = k.shape[-1]
+    w0, a0, k_k, k_a = (p.reshape([C]) for p in (w0, a0, k_k, k_a))
+    w = -F.softplus(-(w0 + wl)) - 0.5
+    a = F.sigmoid(a0 + al)
+    kk = k * k_k
+    shape = list(kk.shape)
+    kh = kk.reshape(shape[:-1] + [C // head_size, head_size])
+    norm = paddle.sqrt((kh * kh).sum(axis=-1, keepdim=True))
+    kk = (kh / paddle.clip(norm, min=1e-12)).reshape(shape)
+    kout = k * (1 + (a - 1) * k_a)
+    return paddle.exp(-paddle.exp(w)), kout, -kk, kk * a
+
+
+def rwkv7_tmix_pre(k, wl, al, w0, a0, k_k, k_a, head_size: int, use_cpp: bool | None = None):
+    """RWKV-7 decay, key and delta-rule vectors from the projections (see ``csrc``).
+
+    ``k`` key projection, ``wl`` / ``al`` the decay and learning-rate LoRA outputs, all [..., C];
+    returns ``(decay, k * (1 + (a - 1) * k_a), -kkn, kkn * a)`` with ``a = sigmoid(a0 + al)``,
+    ``kkn`` = per-head L2-normalised ``k * k_k`` and ``decay = exp(-exp(-softplus(-(w0 + wl)) - 0.5))``.
+    """
+    ops = _ops(k, use_cpp)
+    if ops is None:
+        return rwkv7_tmix_pre_reference(k, wl, al, w0, a0, k_k, k_a, head_size)
+    return tuple(ops.seqlab_rwkv7_tmix_pre(k, wl, al, w0, a0, k_k, k_a, int(head_size), num_threads()))
+
+
+def rwkv7_vres(v, v_first, vl, v0, use_cpp: bool | None = None):
+    """Value residual ``v + (v_first - v) * sigmoid(v0 + vl)``."""
+    ops = _ops(v, use_cpp)
+    if ops is None:
+        return v + (v_first - v) * F.sigmoid(v0.reshape([v.shape[-1]]) + vl)
+    return ops.seqlab_rwkv7_vres(v, v_first, vl, v0, num_threads())
+
+
+def rwkv7_tmix_post_reference(y, r, k, v, g, r_k, gn_w, gn_b, head_size, eps):
+    shape = list(y.shape)
+    C = shape[-1]
+    H = C // head_size
+    hs = shape[:-1] + [H, head_size]
+    yh = y.reshape(hs)
+    mu = yh.mean(axis=-1, keepdim=True)
+    var = ((yh - mu) * (yh - mu)).mean(axis=-1, keepdim=True)
+    yn = ((yh - mu) / paddle.sqrt(var + eps)).reshape(shape) * gn_w.reshape([C]) + gn_b.reshape([C])
+    bonus = ((r.reshape(hs) * k.reshape(hs) * r_k.reshape([H, head_size])).sum(axis=-1, keepdim=True)
+             * v.reshape(hs)).reshape(shape)
+    return (yn + bonus) * g
+
+
+def rwkv7_tmix_post(y, r, k, v, g, r_k, gn_w, gn_b, head_size: int, eps: float = 64e-5,
+                    use_cpp: bool | None = None):
+    """``(GroupNorm_H(y) + sum_head(r * k * r_k) * v) * g``: the WKV output's norm, bonus and gate."""
+    ops = _ops(y, use_cpp)
+    if ops is None:
+        return rwkv7_tmix_post_reference(y, r, k, v, g, r_k, gn_w, gn_b, head_size, eps)
+    return ops.seqlab_rwkv7_tmix_post(y, r, k, v, g, r_k, gn_w, gn_b, int(head_size), float(eps),
+                                      num_threads())
+
+
+def linear(x, w, use_cpp: bool | None = None):
+    """``x @ w`` for ``x`` [..., K], ``w`` [K, N] with small K, N (<= 1024), e.g. nn.Linear's
+    weight: a C++ op whose backward computes ``dx`` and ``dW`` in one pass over the rows."""
+    ops = _ops(x, use_cpp)
+    if ops is None or w.shape[0] > 1024 or w.shape[1] > 1024:
+        return paddle.matmul(x, w)
+    return ops.seqlab_linear(x, w, num_threads())
+
+
+__all__ = [
+    "l2_normalize",
+    "linear",
+    "rwkv7_tmix_post",
+    "rwkv7_tmix_pre",
+    "rwkv7_vres",
+    "squared_relu",
+    "token_shift_mix",
+    "token_shift_mix6",
+    "token_shift_mix_reference",
+]

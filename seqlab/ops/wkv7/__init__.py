@@ -17,7 +17,8 @@ Back ends (all differentiable, all agree with ``reference`` to ~1e-7 relative in
 ``cpp``         C++ custom op, OpenMP over B x H, exact backward from 16-step checkpoints;
                 any w in [0, 1]; float32/float64; JIT-built once (~15 s) into a cache folder.
 ``cuda``        CUDA custom op (one block per (b, h), state in registers); built only with a
-                CUDA build of Paddle. UNTESTED: written without access to a GPU.
+                CUDA build of Paddle. NOT RUN ON A GPU yet (none was available): its kernels
+                compile with nvcc (sm_90) and match the oracle in a CPU emulation test.
 ==============  ==============================================================================
 
 Choice: the ``backend`` argument, else env ``SEQLAB_WKV7``, else automatic: ``cuda`` for GPU

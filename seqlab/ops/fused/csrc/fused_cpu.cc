@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -300,3 +302,876 @@ PD_BUILD_GRAD_OP(seqlab_l2_normalize)
     .Outputs({paddle::Grad("x")})
     .Attrs({"eps: float", "num_threads: int"})
     .SetKernelFn(PD_KERNEL(L2NormalizeBackward));
+
+// ================================================================ RWKV-7 TimeMix block ops
+//
+// The element-wise work of one RWKV-7 TimeMix layer, between its matmuls, in three ops (rows =
+// B*T, each row C = H*N channels; [C] parameters may be passed with any shape of C elements,
+// e.g. the seed's [1,1,C] or [H,N]). Each op recomputes what its backward needs from its inputs
+// and reduces parameter gradients over rows in double, per thread, like token_shift_mix.
+//
+//   token_shift_mix6(x [B,T,C], m0..m5) -> o_i = x + (shift(x) - x) * m_i   (six outputs)
+//   rwkv7_tmix_pre(k, wl, al, w0, a0, k_k, k_a):
+//       decay = exp(-exp(-softplus(-(w0 + wl)) - 0.5))     (Paddle softplus, threshold 20)
+//       a = sigmoid(a0 + al);  kkn = per-head l2 normalise(k * k_k)  (eps 1e-12)
+//       kout = k * (1 + (a - 1) * k_a);  wa = -kkn;  wb = kkn * a
+//   rwkv7_vres(v, vf, vl, v0) = v + (vf - v) * sigmoid(v0 + vl)
+//   rwkv7_tmix_post(y, r, k, v, g, r_k, gn_w, gn_b):
+//       z = (GroupNorm_H(y) * gn_w + gn_b + sum_head(r * k * r_k) * v) * g
+
+namespace {
+
+// exp that GCC vectorises inside `omp simd` loops (std::exp is a scalar libm call here; the
+// TimeMix ops need ~3 per element, which made them ~80 ms at B*T*C = 1M). float: Cephes-style
+// range reduction plus a degree-6 polynomial, within 2 ulp of expf for |x| < 87; saturates
+// to 0 / inf outside. double: std::exp.
+inline float vexp(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float fx = std::nearbyint(x * 1.44269504088896341f);
+  float r = x - fx * 0.693359375f;
+  r = r + fx * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t e = static_cast<int32_t>(fx) + 127;
+  float scale;
+  const int32_t bits = e << 23;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+inline double vexp(double x) { return std::exp(x); }
+
+template <typename T>
+inline T sigmoid_(T x) { return T(1) / (T(1) + vexp(-x)); }
+
+// Per-thread double accumulators for parameter gradients: P vectors of C each.
+struct ParamGrads {
+  int threads, P;
+  int64_t C;
+  std::vector<double> buf;
+  ParamGrads(int threads_, int P_, int64_t C_)
+      : threads(threads_), P(P_), C(C_), buf(static_cast<size_t>(threads_) * P_ * C_, 0.0) {}
+  double* get(int p) { return buf.data() + (static_cast<size_t>(omp_get_thread_num()) * P + p) * C; }
+  template <typename T>
+  void write(int p, T* out) const {
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0;
+      for (int th = 0; th < threads; ++th) s += buf[(static_cast<size_t>(th) * P + p) * C + c];
+      out[c] = static_cast<T>(s);
+    }
+  }
+};
+
+constexpr int kMix = 6;
+
+template <typename T>
+void mix6_fwd(const T* __restrict x, const T* const* m, T* const* o, int64_t rows, int64_t Tn,
+              int64_t C, int nt) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * kMix, nt))
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * C;
+    const bool first = (r % Tn) == 0;
+    for (int i = 0; i < kMix; ++i) {
+      const T* mi = m[i];
+      T* oi = o[i] + r * C;
+      if (first) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) oi[c] = xr[c] + (T(0) - xr[c]) * mi[c];
+      } else {
+        const T* xp = xr - C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) oi[c] = xr[c] + (xp[c] - xr[c]) * mi[c];
+      }
+    }
+  }
+}
+
+template <typename T>
+void mix6_bwd(const T* __restrict x, const T* const* m, const T* const* g, T* __restrict dx,
+              T* const* dm, int64_t rows, int64_t Tn, int64_t C, int nt) {
+  const int threads = threads_for(rows * C * kMix, nt);
+  ParamGrads acc(threads, kMix, C);
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * C;
+      const bool first = (r % Tn) == 0;
+      const bool last = (r % Tn) == Tn - 1;
+      T* d = dx + r * C;
+      for (int64_t c = 0; c < C; ++c) d[c] = 0;
+      for (int i = 0; i < kMix; ++i) {
+        const T* mi = m[i];
+        const T* gi = g[i] + r * C;
+        double* dmi = acc.get(i);
+        const T* xp = first ? nullptr : xr - C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const T diff = (first ? T(0) : xp[c]) - xr[c];
+          d[c] += gi[c] * (T(1) - mi[c]);
+          dmi[c] += gi[c] * diff;
+        }
+        if (!last) {
+          const T* gn = gi + C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) d[c] += gn[c] * mi[c];
+        }
+      }
+    }
+  }
+  for (int i = 0; i < kMix; ++i) acc.write(i, dm[i]);
+}
+
+// Paddle's softplus (beta 1, threshold 20) of u, and its derivative.
+// exp(w) for w = -softplus(-wpre) - 0.5 (Paddle softplus: beta 1, threshold 20), without a
+// log: exp(-log1p(e^u)) = 1 / (1 + e^u) with u = -wpre; and dw/dwpre = softplus'(u) = sigmoid(u).
+template <typename T>
+inline T decay_ew(T wpre, T* dw_dwpre = nullptr) {
+  const T u = -wpre;
+  if (u > T(20)) {  // softplus(u) = u there
+    if (dw_dwpre) *dw_dwpre = T(1);
+    return vexp(wpre - T(0.5));
+  }
+  const T eu = vexp(u);
+  const T inv = T(1) / (T(1) + eu);
+  if (dw_dwpre) *dw_dwpre = eu * inv;
+  return T(0.60653065971263342) * inv;  // exp(-0.5) / (1 + e^u)
+}
+
+template <typename T>
+void tmix_pre_fwd(const T* __restrict k, const T* __restrict wl, const T* __restrict al,
+                  const T* __restrict w0, const T* __restrict a0, const T* __restrict kk_,
+                  const T* __restrict ka, T* __restrict decay, T* __restrict kout,
+                  T* __restrict wa, T* __restrict wb, int64_t rows, int64_t C, int64_t N, int nt) {
+  const T eps = T(1e-12f);
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * 8, nt))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r * C;
+    T kk[512], av[512];
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const T wpre = w0[c] + wl[o + c];
+      decay[o + c] = vexp(-decay_ew(wpre));
+      const T a = sigmoid_(a0[c] + al[o + c]);
+      av[c] = a;
+      kout[o + c] = k[o + c] * (T(1) + (a - T(1)) * ka[c]);
+      kk[c] = k[o + c] * kk_[c];
+    }
+    for (int64_t h = 0; h < C; h += N) {
+      T ss = 0;
+#pragma omp simd reduction(+ : ss)
+      for (int64_t n = 0; n < N; ++n) ss += kk[h + n] * kk[h + n];
+      const T den = std::max(std::sqrt(ss), eps);
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t c = h + n;
+        const T kkn = kk[c] / den;
+        wa[o + c] = -kkn;
+        wb[o + c] = kkn * av[c];
+      }
+    }
+  }
+}
+
+template <typename T>
+void tmix_pre_bwd(const T* __restrict k, const T* __restrict wl, const T* __restrict al,
+                  const T* __restrict w0, const T* __restrict a0, const T* __restrict kk_,
+                  const T* __restrict ka, const T* __restrict gdecay, const T* __restrict gkout,
+                  const T* __restrict gwa, const T* __restrict gwb, T* __restrict dk,
+                  T* __restrict dwl, T* __restrict dal, T* dw0, T* da0, T* dkk_, T* dka,
+                  int64_t rows, int64_t C, int64_t N, int nt) {
+  const T eps = T(1e-12f);
+  const int threads = threads_for(rows * C * 8, nt);
+  ParamGrads acc(threads, 4, C);
+#pragma omp parallel num_threads(threads)
+  {
+    double* pw0 = acc.get(0);
+    double* pa0 = acc.get(1);
+    double* pkk = acc.get(2);
+    double* pka = acc.get(3);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * C;
+      T kk[512], av[512];
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        // decay
+        const T wpre = w0[c] + wl[o + c];
+        T sg;
+        const T ew = decay_ew(wpre, &sg);
+        const T dec = vexp(-ew);
+        const T gw = gdecay[o + c] * (-ew * dec) * sg;
+        dwl[o + c] = gw;
+        pw0[c] += gw;
+        av[c] = sigmoid_(a0[c] + al[o + c]);
+        kk[c] = k[o + c] * kk_[c];
+      }
+      for (int64_t h = 0; h < C; h += N) {
+        T ss = 0;
+#pragma omp simd reduction(+ : ss)
+        for (int64_t n = 0; n < N; ++n) ss += kk[h + n] * kk[h + n];
+        const T norm = std::sqrt(ss);
+        // g_kkn = -gwa + gwb * a ; g_a (partial) = gwb * kkn
+        T gkkn[512];
+        T dot = 0;
+        const T den = std::max(norm, eps);
+#pragma omp simd reduction(+ : dot)
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t c = h + n;
+          gkkn[n] = -gwa[o + c] + gwb[o + c] * av[c];
+          dot += kk[c] * gkkn[n];
+        }
+        // normalise's backward: (g - y (y . g)) / |x| above eps, g / eps below (constant den)
+        const bool big = norm > eps;
+        const T inv = big ? T(1) / norm : T(1) / eps;
+        const T coef = big ? dot * inv * inv * inv : T(0);
+#pragma omp simd
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t c = h + n;
+          const T kkn = kk[c] / den;
+          const T gkk = gkkn[n] * inv - kk[c] * coef;
+          const T a = av[c];
+          const T kv = k[o + c];
+          const T gk_out = gkout[o + c];
+          const T ga = gwb[o + c] * kkn + gk_out * kv * ka[c];
+          pka[c] += gk_out * kv * (a - T(1));
+          pkk[c] += gkk * kv;
+          dk[o + c] = gk_out * (T(1) + (a - T(1)) * ka[c]) + gkk * kk_[c];
+          const T gapre = ga * a * (T(1) - a);
+          dal[o + c] = gapre;
+          pa0[c] += gapre;
+        }
+      }
+    }
+  }
+  acc.write(0, dw0);
+  acc.write(1, da0);
+  acc.write(2, dkk_);
+  acc.write(3, dka);
+}
+
+template <typename T>
+void vres_fwd(const T* __restrict v, const T* __restrict vf, const T* __restrict vl,
+              const T* __restrict v0, T* __restrict out, int64_t rows, int64_t C, int nt) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * 4, nt))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const T s = sigmoid_(v0[c] + vl[o + c]);
+      out[o + c] = v[o + c] + (vf[o + c] - v[o + c]) * s;
+    }
+  }
+}
+
+template <typename T>
+void vres_bwd(const T* __restrict v, const T* __restrict vf, const T* __restrict vl,
+              const T* __restrict v0, const T* __restrict g, T* __restrict dv, T* __restrict dvf,
+              T* __restrict dvl, T* dv0, int64_t rows, int64_t C, int nt) {
+  const int threads = threads_for(rows * C * 4, nt);
+  ParamGrads acc(threads, 1, C);
+#pragma omp parallel num_threads(threads)
+  {
+    double* p0 = acc.get(0);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const T s = sigmoid_(v0[c] + vl[o + c]);
+        const T gg = g[o + c];
+        dv[o + c] = gg * (T(1) - s);
+        dvf[o + c] = gg * s;
+        const T gp = gg * (vf[o + c] - v[o + c]) * s * (T(1) - s);
+        dvl[o + c] = gp;
+        p0[c] += gp;
+      }
+    }
+  }
+  acc.write(0, dv0);
+}
+
+template <typename T>
+void tmix_post_fwd(const T* __restrict y, const T* __restrict r_, const T* __restrict k,
+                   const T* __restrict v, const T* __restrict g, const T* __restrict rk,
+                   const T* __restrict gw, const T* __restrict gb, T* __restrict z, int64_t rows,
+                   int64_t C, int64_t N, T eps, int nt) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * 8, nt))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r * C;
+    for (int64_t h = 0; h < C; h += N) {
+      T mu = 0, s = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        mu += y[o + h + n];
+        s += r_[o + h + n] * k[o + h + n] * rk[h + n];
+      }
+      mu /= T(N);
+      T var = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const T d = y[o + h + n] - mu;
+        var += d * d;
+      }
+      const T rstd = T(1) / std::sqrt(var / T(N) + eps);
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t c = h + n;
+        const T yn = (y[o + c] - mu) * rstd * gw[c] + gb[c];
+        z[o + c] = (yn + s * v[o + c]) * g[o + c];
+      }
+    }
+  }
+}
+
+template <typename T>
+void tmix_post_bwd(const T* __restrict y, const T* __restrict r_, const T* __restrict k,
+                   const T* __restrict v, const T* __restrict g, const T* __restrict rk,
+                   const T* __restrict gw, const T* __restrict gb, const T* __restrict gz,
+                   T* __restrict dy, T* __restrict dr, T* __restrict dk, T* __restrict dv,
+                   T* __restrict dg, T* drk, T* dgw, T* dgb, int64_t rows, int64_t C, int64_t N,
+                   T eps, int nt) {
+  const int threads = threads_for(rows * C * 8, nt);
+  ParamGrads acc(threads, 3, C);
+#pragma omp parallel num_threads(threads)
+  {
+    double* prk = acc.get(0);
+    double* pgw = acc.get(1);
+    double* pgb = acc.get(2);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * C;
+      for (int64_t h = 0; h < C; h += N) {
+        T mu = 0, s = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          mu += y[o + h + n];
+          s += r_[o + h + n] * k[o + h + n] * rk[h + n];
+        }
+        mu /= T(N);
+        T var = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const T d = y[o + h + n] - mu;
+          var += d * d;
+        }
+        const T rstd = T(1) / std::sqrt(var / T(N) + eps);
+        T ds = 0, m1 = 0, m2 = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t c = h + n;
+          const T yhat = (y[o + c] - mu) * rstd;
+          const T yn = yhat * gw[c] + gb[c];
+          const T gzc = gz[o + c];
+          const T gsum = gzc * g[o + c];  // gradient of (yn + bonus)
+          dg[o + c] = gzc * (yn + s * v[o + c]);
+          dv[o + c] = gsum * s;
+          ds += gsum * v[o + c];
+          pgw[c] += gsum * yhat;
+          pgb[c] += gsum;
+          const T dyhat = gsum * gw[c];
+          m1 += dyhat;
+          m2 += dyhat * yhat;
+        }
+        m1 /= T(N);
+        m2 /= T(N);
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t c = h + n;
+          const T yhat = (y[o + c] - mu) * rstd;
+          const T dyhat = gz[o + c] * g[o + c] * gw[c];
+          dy[o + c] = rstd * (dyhat - m1 - yhat * m2);
+          dr[o + c] = ds * k[o + c] * rk[c];
+          dk[o + c] = ds * r_[o + c] * rk[c];
+          prk[c] += ds * r_[o + c] * k[o + c];
+        }
+      }
+    }
+  }
+  acc.write(0, drk);
+  acc.write(1, dgw);
+  acc.write(2, dgb);
+}
+
+int64_t rows_of(const paddle::Tensor& x) {
+  return x.shape().empty() ? 1 : x.numel() / x.shape().back();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- token_shift_mix6
+
+std::vector<paddle::Tensor> Mix6Forward(const paddle::Tensor& x_, const paddle::Tensor& m0,
+                                        const paddle::Tensor& m1, const paddle::Tensor& m2,
+                                        const paddle::Tensor& m3, const paddle::Tensor& m4,
+                                        const paddle::Tensor& m5, int num_threads) {
+  PD_CHECK(x_.is_cpu(), "seqlab token_shift_mix6: CPU tensors only");
+  PD_CHECK(x_.shape().size() == 3, "seqlab token_shift_mix6: x must be [B, T, C]");
+  auto x = dense(x_);
+  const int64_t B = x.shape()[0], Tn = x.shape()[1], C = x.shape()[2];
+  std::vector<paddle::Tensor> ms = {dense(m0), dense(m1), dense(m2), dense(m3), dense(m4), dense(m5)};
+  std::vector<paddle::Tensor> outs;
+  for (int i = 0; i < kMix; ++i) {
+    PD_CHECK(ms[i].numel() == C, "seqlab token_shift_mix6: each mix needs C elements");
+    outs.push_back(paddle::empty(x.shape(), x.dtype(), x.place()));
+  }
+  PD_DISPATCH_FLOATING_TYPES(x.type(), "seqlab_token_shift_mix6", ([&] {
+    const data_t* mp[kMix];
+    data_t* op[kMix];
+    for (int i = 0; i < kMix; ++i) {
+      mp[i] = ms[i].data<data_t>();
+      op[i] = outs[i].data<data_t>();
+    }
+    mix6_fwd<data_t>(x.data<data_t>(), mp, op, B * Tn, Tn, C, num_threads);
+  }));
+  return outs;
+}
+
+std::vector<paddle::Tensor> Mix6Backward(
+    const paddle::Tensor& x_, const paddle::Tensor& m0, const paddle::Tensor& m1,
+    const paddle::Tensor& m2, const paddle::Tensor& m3, const paddle::Tensor& m4,
+    const paddle::Tensor& m5, const paddle::Tensor& g0, const paddle::Tensor& g1,
+    const paddle::Tensor& g2, const paddle::Tensor& g3, const paddle::Tensor& g4,
+    const paddle::Tensor& g5, int num_threads) {
+  auto x = dense(x_);
+  const int64_t B = x.shape()[0], Tn = x.shape()[1], C = x.shape()[2];
+  std::vector<paddle::Tensor> ms = {dense(m0), dense(m1), dense(m2), dense(m3), dense(m4), dense(m5)};
+  std::vector<paddle::Tensor> gs = {dense(g0), dense(g1), dense(g2), dense(g3), dense(g4), dense(g5)};
+  auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  std::vector<paddle::Tensor> outs = {dx};
+  for (int i = 0; i < kMix; ++i) outs.push_back(paddle::empty(ms[i].shape(), x.dtype(), x.place()));
+  PD_DISPATCH_FLOATING_TYPES(x.type(), "seqlab_token_shift_mix6_grad", ([&] {
+    const data_t* mp[kMix];
+    const data_t* gp[kMix];
+    data_t* dmp[kMix];
+    for (int i = 0; i < kMix; ++i) {
+      mp[i] = ms[i].data<data_t>();
+      gp[i] = gs[i].data<data_t>();
+      dmp[i] = outs[i + 1].data<data_t>();
+    }
+    mix6_bwd<data_t>(x.data<data_t>(), mp, gp, dx.data<data_t>(), dmp, B * Tn, Tn, C,
+                     num_threads);
+  }));
+  return outs;
+}
+
+std::vector<std::vector<int64_t>> Mix6InferShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>&, const std::vector<int64_t>&,
+    const std::vector<int64_t>&, const std::vector<int64_t>&, const std::vector<int64_t>&,
+    const std::vector<int64_t>&, int) {
+  return {x, x, x, x, x, x};
+}
+
+std::vector<paddle::DataType> Mix6InferDtype(paddle::DataType x, paddle::DataType,
+                                             paddle::DataType, paddle::DataType, paddle::DataType,
+                                             paddle::DataType, paddle::DataType) {
+  return {x, x, x, x, x, x};
+}
+
+PD_BUILD_OP(seqlab_token_shift_mix6)
+    .Inputs({"x", "m0", "m1", "m2", "m3", "m4", "m5"})
+    .Outputs({"o0", "o1", "o2", "o3", "o4", "o5"})
+    .Attrs({"num_threads: int"})
+    .SetKernelFn(PD_KERNEL(Mix6Forward))
+    .SetInferShapeFn(PD_INFER_SHAPE(Mix6InferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(Mix6InferDtype));
+
+PD_BUILD_GRAD_OP(seqlab_token_shift_mix6)
+    .Inputs({"x", "m0", "m1", "m2", "m3", "m4", "m5", paddle::Grad("o0"), paddle::Grad("o1"),
+             paddle::Grad("o2"), paddle::Grad("o3"), paddle::Grad("o4"), paddle::Grad("o5")})
+    .Outputs({paddle::Grad("x"), paddle::Grad("m0"), paddle::Grad("m1"), paddle::Grad("m2"),
+              paddle::Grad("m3"), paddle::Grad("m4"), paddle::Grad("m5")})
+    .Attrs({"num_threads: int"})
+    .SetKernelFn(PD_KERNEL(Mix6Backward));
+
+// ---------------------------------------------------------------- rwkv7_tmix_pre
+
+std::vector<paddle::Tensor> TmixPreForward(const paddle::Tensor& k_, const paddle::Tensor& wl_,
+                                           const paddle::Tensor& al_, const paddle::Tensor& w0_,
+                                           const paddle::Tensor& a0_, const paddle::Tensor& kk_,
+                                           const paddle::Tensor& ka_, int head_size,
+                                           int num_threads) {
+  PD_CHECK(k_.is_cpu(), "seqlab rwkv7_tmix_pre: CPU tensors only");
+  auto k = dense(k_), wl = dense(wl_), al = dense(al_);
+  auto w0 = dense(w0_), a0 = dense(a0_), kkp = dense(kk_), ka = dense(ka_);
+  const int64_t C = k.shape().back(), rows = rows_of(k);
+  PD_CHECK(C <= 512 && C % head_size == 0, "seqlab rwkv7_tmix_pre: C <= 512, multiple of N");
+  PD_CHECK(wl.numel() == k.numel() && al.numel() == k.numel() && w0.numel() == C &&
+               a0.numel() == C && kkp.numel() == C && ka.numel() == C,
+           "seqlab rwkv7_tmix_pre: shape mismatch");
+  std::vector<paddle::Tensor> outs;
+  for (int i = 0; i < 4; ++i) outs.push_back(paddle::empty(k.shape(), k.dtype(), k.place()));
+  PD_DISPATCH_FLOATING_TYPES(k.type(), "seqlab_rwkv7_tmix_pre", ([&] {
+    tmix_pre_fwd<data_t>(k.data<data_t>(), wl.data<data_t>(), al.data<data_t>(),
+                         w0.data<data_t>(), a0.data<data_t>(), kkp.data<data_t>(),
+                         ka.data<data_t>(), outs[0].data<data_t>(), outs[1].data<data_t>(),
+                         outs[2].data<data_t>(), outs[3].data<data_t>(), rows, C, head_size,
+                         num_threads);
+  }));
+  return outs;
+}
+
+std::vector<paddle::Tensor> TmixPreBackward(
+    const paddle::Tensor& k_, const paddle::Tensor& wl_, const paddle::Tensor& al_,
+    const paddle::Tensor& w0_, const paddle::Tensor& a0_, const paddle::Tensor& kk_,
+    const paddle::Tensor& ka_, const paddle::Tensor& gd_, const paddle::Tensor& gk_,
+    const paddle::Tensor& gwa_, const paddle::Tensor& gwb_, int head_size, int num_threads) {
+  auto k = dense(k_), wl = dense(wl_), al = dense(al_);
+  auto w0 = dense(w0_), a0 = dense(a0_), kkp = dense(kk_), ka = dense(ka_);
+  auto gd = dense(gd_), gk = dense(gk_), gwa = dense(gwa_), gwb = dense(gwb_);
+  const int64_t C = k.shape().back(), rows = rows_of(k);
+  std::vector<paddle::Tensor> outs;
+  for (int i = 0; i < 3; ++i) outs.push_back(paddle::empty(k.shape(), k.dtype(), k.place()));
+  for (const auto* p : {&w0, &a0, &kkp, &ka})
+    outs.push_back(paddle::empty(p->shape(), k.dtype(), k.place()));
+  PD_DISPATCH_FLOATING_TYPES(k.type(), "seqlab_rwkv7_tmix_pre_grad", ([&] {
+    tmix_pre_bwd<data_t>(k.data<data_t>(), wl.data<data_t>(), al.data<data_t>(),
+                         w0.data<data_t>(), a0.data<data_t>(), kkp.data<data_t>(),
+                         ka.data<data_t>(), gd.data<data_t>(), gk.data<data_t>(),
+                         gwa.data<data_t>(), gwb.data<data_t>(), outs[0].data<data_t>(),
+                         outs[1].data<data_t>(), outs[2].data<data_t>(), outs[3].data<data_t>(),
+                         outs[4].data<data_t>(), outs[5].data<data_t>(), outs[6].data<data_t>(),
+                         rows, C, head_size, num_threads);
+  }));
+  return outs;
+}
+
+std::vector<std::vector<int64_t>> TmixPreInferShape(
+    const std::vector<int64_t>& k, const std::vector<int64_t>&, const std::vector<int64_t>&,
+    const std::vector<int64_t>&, const std::vector<int64_t>&, const std::vector<int64_t>&,
+    const std::vector<int64_t>&, int, int) {
+  return {k, k, k, k};
+}
+
+std::vector<paddle::DataType> TmixPreInferDtype(paddle::DataType k, paddle::DataType,
+                                                paddle::DataType, paddle::DataType,
+                                                paddle::DataType, paddle::DataType,
+                                                paddle::DataType) {
+  return {k, k, k, k};
+}
+
+PD_BUILD_OP(seqlab_rwkv7_tmix_pre)
+    .Inputs({"k", "wl", "al", "w0", "a0", "k_k", "k_a"})
+    .Outputs({"decay", "kout", "wa", "wb"})
+    .Attrs({"head_size: int", "num_threads: int"})
+    .SetKernelFn(PD_KERNEL(TmixPreForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(TmixPreInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(TmixPreInferDtype));
+
+PD_BUILD_GRAD_OP(seqlab_rwkv7_tmix_pre)
+    .Inputs({"k", "wl", "al", "w0", "a0", "k_k", "k_a", paddle::Grad("decay"),
+             paddle::Grad("kout"), paddle::Grad("wa"), paddle::Grad("wb")})
+    .Outputs({paddle::Grad("k"), paddle::Grad("wl"), paddle::Grad("al"), paddle::Grad("w0"),
+              paddle::Grad("a0"), paddle::Grad("k_k"), paddle::Grad("k_a")})
+    .Attrs({"head_size: int", "num_threads: int"})
+    .SetKernelFn(PD_KERNEL(TmixPreBackward));
+
+// ---------------------------------------------------------------- rwkv7_vres
+
+std::vector<paddle::Tensor> VresForward(const paddle::Tensor& v_, const paddle::Tensor& vf_,
+                                        const paddle::Tensor& vl_, const paddle::Tensor& v0_,
+                                        int num_threads) {
+  PD_CHECK(v_.is_cpu(), "seqlab rwkv7_vres: CPU tensors only");
+  auto v = dense(v_), vf = dense(vf_), vl = dense(vl_), v0 = dense(v0_);
+  const int64_t C = v.shape().back(), rows = rows_of(v);
+  PD_CHECK(vf.numel() == v.numel() && vl.numel() == v.numel() && v0.numel() == C,
+           "seqlab rwkv7_vres: shape mismatch");
+  auto out = paddle::empty(v.shape(), v.dtype(), v.place());
+  PD_DISPATCH_FLOATING_TYPES(v.type(), "seqlab_rwkv7_vres", ([&] {
+    vres_fwd<data_t>(v.data<data_t>(), vf.data<data_t>(), vl.data<data_t>(), v0.data<data_t>(),
+                     out.data<data_t>(), rows, C, num_threads);
+  }));
+  return {out};
+}
+
+std::vector<paddle::Tensor> VresBackward(const paddle::Tensor& v_, const paddle::Tensor& vf_,
+                                         const paddle::Tensor& vl_, const paddle::Tensor& v0_,
+                                         const paddle::Tensor& g_, int num_threads) {
+  auto v = dense(v_), vf = dense(vf_), vl = dense(vl_), v0 = dense(v0_), g = dense(g_);
+  const int64_t C = v.shape().back(), rows = rows_of(v);
+  auto dv = paddle::empty(v.shape(), v.dtype(), v.place());
+  auto dvf = paddle::empty(v.shape(), v.dtype(), v.place());
+  auto dvl = paddle::empty(v.shape(), v.dtype(), v.place());
+  auto dv0 = paddle::empty(v0.shape(), v.dtype(), v.place());
+  PD_DISPATCH_FLOATING_TYPES(v.type(), "seqlab_rwkv7_vres_grad", ([&] {
+    vres_bwd<data_t>(v.data<data_t>(), vf.data<data_t>(), vl.data<data_t>(), v0.data<data_t>(),
+                     g.data<data_t>(), dv.data<data_t>(), dvf.data<data_t>(), dvl.data<data_t>(),
+                     dv0.data<data_t>(), rows, C, num_threads);
+  }));
+  return {dv, dvf, dvl, dv0};
+}
+
+std::vector<std::vector<int64_t>> VresInferShape(const std::vector<int64_t>& v,
+                                                 const std::vector<int64_t>&,
+                                                 const std::vector<int64_t>&,
+                                                 const std::vector<int64_t>&, int) {
+  return {v};
+}
+
+std::vector<paddle::DataType> VresInferDtype(paddle::DataType v, paddle::DataType,
+                                             paddle::DataType, paddle::DataType) {
+  return {v};
+}
+
+PD_BUILD_OP(seqlab_rwkv7_vres)
+    .Inputs({"v", "vf", "vl", "v0"})
+    .Outputs({"out"})
+    .Attrs({"num_threads: int"})
+    .SetKernelFn(PD_KERNEL(VresForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(VresInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(VresInferDtype));
+
+PD_BUILD_GRAD_OP(seqlab_rwkv7_vres)
+    .Inputs({"v", "vf", "vl", "v0", paddle::Grad("out")})
+    .Outputs({paddle::Grad("v"), paddle::Grad("vf"), paddle::Grad("vl"), paddle::Grad("v0")})
+    .Attrs({"num_threads: int"})
+    .SetKernelFn(PD_KERNEL(VresBackward));
+
+// ---------------------------------------------------------------- rwkv7_tmix_post
+
+std::vector<paddle::Tensor> TmixPostForward(
+    const paddle::Tensor& y_, const paddle::Tensor& r_, const paddle::Tensor& k_,
+    const paddle::Tensor& v_, const paddle::Tensor& g_, const paddle::Tensor& rk_,
+    const paddle::Tensor& gw_, const paddle::Tensor& gb_, int head_size, float eps,
+    int num_threads) {
+  PD_CHECK(y_.is_cpu(), "seqlab rwkv7_tmix_post: CPU tensors only");
+  auto y = dense(y_), r = dense(r_), k = dense(k_), v = dense(v_), g = dense(g_);
+  auto rk = dense(rk_), gw = dense(gw_), gb = dense(gb_);
+  const int64_t C = y.shape().back(), rows = rows_of(y);
+  PD_CHECK(C % head_size == 0 && rk.numel() == C && gw.numel() == C && gb.numel() == C &&
+               r.numel() == y.numel() && k.numel() == y.numel() && v.numel() == y.numel() &&
+               g.numel() == y.numel(),
+           "seqlab rwkv7_tmix_post: shape mismatch");
+  auto z = paddle::empty(y.shape(), y.dtype(), y.place());
+  PD_DISPATCH_FLOATING_TYPES(y.type(), "seqlab_rwkv7_tmix_post", ([&] {
+    tmix_post_fwd<data_t>(y.data<data_t>(), r.data<data_t>(), k.data<data_t>(),
+                          v.data<data_t>(), g.data<data_t>(), rk.data<data_t>(),
+                          gw.data<data_t>(), gb.data<data_t>(), z.data<data_t>(), rows, C,
+                          head_size, static_cast<data_t>(eps), num_threads);
+  }));
+  return {z};
+}
+
+std::vector<paddle::Tensor> TmixPostBackward(
+    const paddle::Tensor& y_, const paddle::Tensor& r_, const paddle::Tensor& k_,
+    const paddle::Tensor& v_, const paddle::Tensor& g_, const paddle::Tensor& rk_,
+    const paddle::Tensor& gw_, const paddle::Tensor& gb_, const paddle::Tensor& gz_,
+    int head_size, float eps, int num_threads) {
+  auto y = dense(y_), r = dense(r_), k = dense(k_), v = dense(v_), g = dense(g_);
+  auto rk = dense(rk_), gw = dense(gw_), gb = dense(gb_), gz = dense(gz_);
+  const int64_t C = y.shape().back(), rows = rows_of(y);
+  std::vector<paddle::Tensor> outs;
+  for (int i = 0; i < 5; ++i) outs.push_back(paddle::empty(y.shape(), y.dtype(), y.place()));
+  for (const auto* p : {&rk, &gw, &gb}) outs.push_back(paddle::empty(p->shape(), y.dtype(), y.place()));
+  PD_DISPATCH_FLOATING_TYPES(y.type(), "seqlab_rwkv7_tmix_post_grad", ([&] {
+    tmix_post_bwd<data_t>(y.data<data_t>(), r.data<data_t>(), k.data<data_t>(),
+                          v.data<data_t>(), g.data<data_t>(), rk.data<data_t>(),
+                          gw.data<data_t>(), gb.data<data_t>(), gz.data<data_t>(),
+                          outs[0].data<data_t>(), outs[1].data<data_t>(), outs[2].data<data_t>(),
+                          outs[3].data<data_t>(), outs[4].data<data_t>(), outs[5].data<data_t>(),
+                          outs[6].data<data_t>(), outs[7].data<data_t>(), rows, C, head_size,
+                          static_cast<data_t>(eps), num_threads);
+  }));
+  return outs;
+}
+
+std::vector<std::vector<int64_t>> TmixPostInferShape(
+    const std::vector<int64_t>& y, const std::vector<int64_t>&, const std::vector<int64_t>&,
+    const std::vector<int64_t>&, const std::vector<int64_t>&, const std::vector<int64_t>&,
+    const std::vector<int64_t>&, const std::vector<int64_t>&, int, float, int) {
+  return {y};
+}
+
+std::vector<paddle::DataType> TmixPostInferDtype(paddle::DataType y, paddle::DataType,
+                                                 paddle::DataType, paddle::DataType,
+                                                 paddle::DataType, paddle::DataType,
+                                                 paddle::DataType, paddle::DataType) {
+  return {y};
+}
+
+PD_BUILD_OP(seqlab_rwkv7_tmix_post)
+    .Inputs({"y", "r", "k", "v", "g", "r_k", "gn_w", "gn_b"})
+    .Outputs({"z"})
+    .Attrs({"head_size: int", "eps: float", "num_threads: int"})
+    .SetKernelFn(PD_KERNEL(TmixPostForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(TmixPostInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(TmixPostInferDtype));
+
+PD_BUILD_GRAD_OP(seqlab_rwkv7_tmix_post)
+    .Inputs({"y", "r", "k", "v", "g", "r_k", "gn_w", "gn_b", paddle::Grad("z")})
+    .Outputs({paddle::Grad("y"), paddle::Grad("r"), paddle::Grad("k"), paddle::Grad("v"),
+              paddle::Grad("g"), paddle::Grad("r_k"), paddle::Grad("gn_w"), paddle::Grad("gn_b")})
+    .Attrs({"head_size: int", "eps: float", "num_threads: int"})
+    .SetKernelFn(PD_KERNEL(TmixPostBackward));
+
+// ================================================================ small-width linear
+//
+//   linear(x [..., K], W [K, N]) = x @ W        (K, N <= 1024; made for the model's 8..128)
+//   dx = dy @ W^T ;  dW = x^T dy  (one pass over the rows for both; dW summed per thread in
+//   float blocks of 64 rows, then in double)
+// Why: on this CPU Paddle's matmul backward for [B*T, 32] x [32, 32] costs ~3x its forward;
+// these loops keep W (and the per-thread dW) in L1 and vectorise over N.
+
+namespace {
+
+constexpr int64_t kRowChunk = 512;
+
+template <typename T, int NN>
+void linear_fwd(const T* __restrict x, const T* __restrict w, T* __restrict y, int64_t rows,
+                int64_t K, int64_t N_, int nt) {
+  const int64_t N = NN > 0 ? NN : N_;
+  const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(rows * N * 4, nt))
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t r1 = std::min(rows, (ch + 1) * kRowChunk);
+    T acc[1024];
+    for (int64_t r = ch * kRowChunk; r < r1; ++r) {
+      const T* xr = x + r * K;
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) acc[n] = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const T xv = xr[k];
+        const T* wk = w + k * N;
+#pragma omp simd
+        for (int64_t n = 0; n < N; ++n) acc[n] += xv * wk[n];
+      }
+      T* yr = y + r * N;
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) yr[n] = acc[n];
+    }
+  }
+}
+
+template <typename T, int NN>
+void linear_bwd(const T* __restrict x, const T* __restrict w, const T* __restrict g,
+                T* __restrict dx, T* __restrict dw, int64_t rows, int64_t K, int64_t N_, int nt,
+                bool need_dx, bool need_dw) {
+  const int64_t N = NN > 0 ? NN : N_;
+  std::vector<T> wt(static_cast<size_t>(K * N));  // W^T [N, K]
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) wt[n * K + k] = w[k * N + n];
+  const int threads = threads_for(rows * N * 4, nt);
+  const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+  std::vector<double> dwsum(static_cast<size_t>(threads) * K * N, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> blk(need_dw ? static_cast<size_t>(K * N) : 0, T(0));
+    double* mine = dwsum.data() + static_cast<size_t>(omp_get_thread_num()) * K * N;
+    T* __restrict b = blk.data();
+    const T* __restrict wtp = wt.data();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const int64_t r0 = ch * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = x + r * K;
+        const T* gr = g + r * N;
+        if (need_dx) {
+          T acc[1024];
+#pragma omp simd
+          for (int64_t k = 0; k < K; ++k) acc[k] = 0;
+          for (int64_t n = 0; n < N; ++n) {
+            const T gv = gr[n];
+            const T* wn = wtp + n * K;
+#pragma omp simd
+            for (int64_t k = 0; k < K; ++k) acc[k] += gv * wn[k];
+          }
+          T* d = dx + r * K;
+#pragma omp simd
+          for (int64_t k = 0; k < K; ++k) d[k] = acc[k];
+        }
+        if (need_dw) {
+          for (int64_t k = 0; k < K; ++k) {
+            const T xv = xr[k];
+            T* bk = b + k * N;
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) bk[n] += xv * gr[n];
+          }
+          if (((r - r0) & 63) == 63 || r == r1 - 1) {
+            for (int64_t j = 0; j < K * N; ++j) {
+              mine[j] += b[j];
+              b[j] = 0;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (need_dw) {
+    for (int64_t j = 0; j < K * N; ++j) {
+      double s = 0;
+      for (int th = 0; th < threads; ++th) s += dwsum[static_cast<size_t>(th) * K * N + j];
+      dw[j] = static_cast<T>(s);
+    }
+  }
+}
+
+template <typename T>
+void linear_fwd_any(const T* x, const T* w, T* y, int64_t rows, int64_t K, int64_t N, int nt) {
+  switch (N) {
+    case 8: return linear_fwd<T, 8>(x, w, y, rows, K, N, nt);
+    case 32: return linear_fwd<T, 32>(x, w, y, rows, K, N, nt);
+    case 128: return linear_fwd<T, 128>(x, w, y, rows, K, N, nt);
+    default: return linear_fwd<T, 0>(x, w, y, rows, K, N, nt);
+  }
+}
+
+template <typename T>
+void linear_bwd_any(const T* x, const T* w, const T* g, T* dx, T* dw, int64_t rows, int64_t K,
+                    int64_t N, int nt, bool need_dx, bool need_dw) {
+  switch (N) {
+    case 8: return linear_bwd<T, 8>(x, w, g, dx, dw, rows, K, N, nt, need_dx, need_dw);
+    case 32: return linear_bwd<T, 32>(x, w, g, dx, dw, rows, K, N, nt, need_dx, need_dw);
+    case 128: return linear_bwd<T, 128>(x, w, g, dx, dw, rows, K, N, nt, need_dx, need_dw);
+    default: return linear_bwd<T, 0>(x, w, g, dx, dw, rows, K, N, nt, need_dx, need_dw);
+  }
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> LinearForward(const paddle::Tensor& x_, const paddle::Tensor& w_,
+                                          int num_threads) {
+  PD_CHECK(x_.is_cpu() && w_.is_cpu(), "seqlab linear: CPU tensors only");
+  PD_CHECK(w_.shape().size() == 2 && x_.shape().size() >= 1 && x_.shape().back() == w_.shape()[0],
+           "seqlab linear: x [..., K] and W [K, N]");
+  PD_CHECK(w_.shape()[0] <= 1024 && w_.shape()[1] <= 1024, "seqlab linear: K, N <= 1024");
+  auto x = dense(x_), w = dense(w_);
+  const int64_t K = w.shape()[0], N = w.shape()[1], rows = rows_of(x);
+  auto shape = x.shape();
+  shape.back() = N;
+  auto y = paddle::empty(shape, x.dtype(), x.place());
+  PD_DISPATCH_FLOATING_TYPES(x.type(), "seqlab_linear", ([&] {
+    linear_fwd_any<data_t>(x.data<data_t>(), w.data<data_t>(), y.data<data_t>(), rows, K, N,
+                           num_threads);
+  }));
+  return {y};
+}
+
+std::vector<paddle::Tensor> LinearBackward(const paddle::Tensor& x_, const paddle::Tensor& w_,
+                                           const paddle::Tensor& g_, int num_threads) {
+  auto x = dense(x_), w = dense(w_), g = dense(g_);
+  const int64_t K = w.shape()[0], N = w.shape()[1], rows = rows_of(x);
+  auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
+  PD_DISPATCH_FLOATING_TYPES(x.type(), "seqlab_linear_grad", ([&] {
+    linear_bwd_any<data_t>(x.data<data_t>(), w.data<data_t>(), g.data<data_t>(),
+                           dx.data<data_t>(), dw.data<data_t>(), rows, K, N, num_threads, true,
+                           true);
+  }));
+  return {dx, dw};
+}
+
+std::vector<std::vector<int64_t>> LinearInferShape(const std::vector<int64_t>& x,
+                                                   const std::vector<int64_t>& w, int) {
+  auto y = x;
+  y.back() = w[1];
+  return {y};
+}
+
+PD_BUILD_OP(seqlab_linear)
+    .Inputs({"x", "w"})
+    .Outputs({"y"})
+    .Attrs({"num_threads: int"})
+    .SetKernelFn(PD_KERNEL(LinearForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(LinearInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype1));
+
+PD_BUILD_GRAD_OP(seqlab_linear)
+    .Inputs({"x", "w", paddle::Grad("y")})
+    .Outputs({paddle::Grad("x"), paddle::Grad("w")})
+    .Attrs({"num_threads: int"})
+    .SetKernelFn(PD_KERNEL(LinearBackward));

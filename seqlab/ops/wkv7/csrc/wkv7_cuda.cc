@@ -1,5 +1,5 @@
 // Paddle op registration for the CUDA WKV7 kernels in wkv7_cuda.cu (float32, N in {16,32,64}).
-// UNTESTED: written without access to a GPU. Same inputs/outputs as seqlab_wkv7_cpu (see
+// NEVER COMPILED: no CUDA build of Paddle was available (the kernels were checked, see .cu). Same inputs/outputs as seqlab_wkv7_cpu (see
 // wkv7_cpu.cc), under its own name so both extensions can live in one process.
 
 #include <cuda_runtime.h>

@@ -1,5 +1,7 @@
-// WKV7 recurrence, CUDA kernels (float32). UNTESTED: written without access to a GPU; it is
-// compiled only by a CUDA build of Paddle (seqlab/ops/wkv7/cuda.py), never on CPU.
+// WKV7 recurrence, CUDA kernels (float32). NOT RUN ON A GPU (none was available): checked only
+// by `nvcc -c` (sm_90, no spills) and by running the kernels in a CPU emulation of the thread
+// block (cuda_emulation.h, tests/test_wkv7.py). Compiled only by a CUDA build of Paddle
+// (seqlab/ops/wkv7/cuda.py), never on CPU.
 //
 // Maths (per batch b, head h; S is N x N, rows i = value channel, cols j = key channel):
 //     sa_t = S_{t-1} a_t ;  S_t = S_{t-1} diag(w_t) + sa_t b_t^T + v_t k_t^T ;  y_t = S_t q_t
@@ -20,9 +22,19 @@
 // recomputed states). Column j of S evolves on its own given the vectors sa_t and v_t:
 // S_t[:, j] = S_{t-1}[:, j] w_j + sa_t b_j + v_t k_j, so no thread needs another's state.
 
+#ifndef SEQLAB_CUDA_EMULATION
 #include <cuda_runtime.h>
+#endif
 
 #include <cstdint>
+
+// Kernel launches go through this macro so that tests/test_wkv7.py can compile this file with
+// g++ and cuda_emulation.h (which runs a block as N std::threads) to check the kernels' logic
+// on machines without a GPU.
+#ifndef SEQLAB_LAUNCH
+#define SEQLAB_LAUNCH(kernel, grid, block, stream, ...) \
+  kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#endif
 
 namespace {
 
@@ -172,13 +184,16 @@ __global__ void __launch_bounds__(N)
 bool seqlab_wkv7_cuda_forward(int B, int T, int H, int N, const float* w, const float* q,
                               const float* k, const float* v, const float* a, const float* b,
                               float* y, float* sa, float* ckpt, cudaStream_t stream) {
-  const dim3 grid(B * H);
+  const int grid = B * H;
+#define SEQLAB_WKV7_FWD(NN) \
+  SEQLAB_LAUNCH(wkv7_forward_kernel<NN>, grid, NN, stream, T, H, w, q, k, v, a, b, y, sa, ckpt)
   switch (N) {
-    case 16: wkv7_forward_kernel<16><<<grid, 16, 0, stream>>>(T, H, w, q, k, v, a, b, y, sa, ckpt); break;
-    case 32: wkv7_forward_kernel<32><<<grid, 32, 0, stream>>>(T, H, w, q, k, v, a, b, y, sa, ckpt); break;
-    case 64: wkv7_forward_kernel<64><<<grid, 64, 0, stream>>>(T, H, w, q, k, v, a, b, y, sa, ckpt); break;
+    case 16: SEQLAB_WKV7_FWD(16); break;
+    case 32: SEQLAB_WKV7_FWD(32); break;
+    case 64: SEQLAB_WKV7_FWD(64); break;
     default: return false;
   }
+#undef SEQLAB_WKV7_FWD
   return true;
 }
 
@@ -187,10 +202,10 @@ bool seqlab_wkv7_cuda_backward(int B, int T, int H, int N, const float* w, const
                                const float* sa, const float* ckpt, const float* dy, float* dw,
                                float* dq, float* dk, float* dv, float* da, float* db,
                                cudaStream_t stream) {
-  const dim3 grid(B * H);
-#define SEQLAB_WKV7_BWD(NN)                                                               \
-  wkv7_backward_kernel<NN><<<grid, NN, 0, stream>>>(T, H, w, q, k, v, a, b, sa, ckpt, dy, \
-                                                    dw, dq, dk, dv, da, db)
+  const int grid = B * H;
+#define SEQLAB_WKV7_BWD(NN)                                                                 \
+  SEQLAB_LAUNCH(wkv7_backward_kernel<NN>, grid, NN, stream, T, H, w, q, k, v, a, b, sa, ckpt, \
+                dy, dw, dq, dk, dv, da, db)
   switch (N) {
     case 16: SEQLAB_WKV7_BWD(16); break;
     case 32: SEQLAB_WKV7_BWD(32); break;

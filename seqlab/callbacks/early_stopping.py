@@ -1,0 +1,71 @@
+"""Stop training when a validation metric has stopped improving."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from seqlab.callback import Callback
+from seqlab.errors import SeqlabError
+
+
+class EarlyStopping(Callback):
+    """End the run after ``patience`` validations without improvement of ``monitor``.
+
+    An improvement is a change by more than ``min_delta`` in the right direction over the best
+    value so far. Stopping sets ``trainer.should_stop``: the Trainer finishes the current step,
+    validates, saves ``last.pdckpt`` and tests the best checkpoint as usual.
+
+    Args:
+        monitor: a metric of ``on_validation_end``, e.g. ``val/masked_acc`` or ``val/loss``.
+        mode: ``max`` (higher is better) or ``min``.
+        patience: validations without improvement before stopping.
+        min_delta: the smallest change that counts as an improvement.
+    """
+
+    monitor = True
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3,
+                 min_delta: float = 0.0):
+        if mode not in ("min", "max"):
+            raise SeqlabError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}.")
+        if patience < 1:
+            raise SeqlabError(f"EarlyStopping: patience must be at least 1, got {patience}.")
+        self.metric = monitor
+        self.mode = mode
+        self.patience = int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.best_value: float | None = None
+        self.bad_validations = 0
+        self.stopped_step: int | None = None
+
+    def _improves(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best_value is None:
+            return True
+        if self.mode == "min":
+            return value < self.best_value - self.min_delta
+        return value > self.best_value + self.min_delta
+
+    def on_validation_end(self, trainer, task, model, metrics) -> None:
+        if self.metric not in metrics:
+            return
+        value = float(metrics[self.metric])
+        if self._improves(value):
+            self.best_value, self.bad_validations = value, 0
+            return
+        self.bad_validations += 1
+        if self.bad_validations >= self.patience and self.stopped_step is None:
+            self.stopped_step = trainer.global_step
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "bad_validations": self.bad_validations,
+                "stopped_step": self.stopped_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.best_value = state.get("best_value")
+            self.bad_validations = int(state.get("bad_validations", 0))
+            self.stopped_step = state.get("stopped_step")
