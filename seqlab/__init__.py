@@ -5,10 +5,9 @@ Public API::
     from seqlab import Trainer, Task, Model, Callback, register_model, register_task
 """
 
-from seqlab._paddle import configure_cpu_defaults, import_paddle
+from seqlab._paddle import import_paddle
 
-_paddle = import_paddle()
-configure_cpu_defaults(_paddle)
+import_paddle()  # one sentence and exit 2 when no Paddle wheel is installed
 
 from seqlab.callback import Callback, Event  # noqa: E402
 from seqlab.errors import SeqlabError  # noqa: E402

@@ -31,10 +31,14 @@ def import_paddle():
 
 
 def configure_cpu_defaults(paddle) -> None:
-    """Apply the CPU settings measured in benchmarks/RESULTS.md.
+    """Apply the CPU settings measured in benchmarks/RESULTS.md; the Trainer calls it in setup.
 
-    Strided views make transpose/slice kernels and their gradients slow on CPU (FACTS.md); the
-    variable ``SEQLAB_STRIDE_KERNEL=1`` keeps Paddle's default for anyone who wants to compare.
+    Strided views make transpose/slice kernels and their gradients slow on CPU (the seed
+    Transformer's step went 0.74 s -> 0.52 s without them). It is a process-wide Paddle flag, so
+    seqlab sets it only when a Trainer (or a benchmark) runs on CPU, never at import.
+    ``SEQLAB_STRIDE_KERNEL=1`` keeps Paddle's default for anyone who wants to compare.
     """
+    if paddle.device.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu"):
+        return
     if os.environ.get("SEQLAB_STRIDE_KERNEL", "0") != "1":
         paddle.set_flags({"FLAGS_use_stride_kernel": False})

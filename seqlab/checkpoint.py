@@ -116,8 +116,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, model_name: str | None,
-                     task_name: str | None, model_state: dict[str, Any]) -> None:
-    """Refuse a checkpoint made for another model or task, naming the mismatch."""
+                     task_name: str | None, model_state: dict[str, Any],
+                     config: dict[str, Any] | None = None) -> None:
+    """Refuse a checkpoint made for another model, task or configuration, naming the mismatch.
+
+    With ``config`` (the resolved config of the run), the model's and the task's ``init_args``
+    must equal the checkpoint's: resuming with another ``digit_max`` or ``batch_size`` would
+    silently continue a different experiment. Trainer settings (``max_steps``...) may change.
+    """
     for what, expected in (("model", model_name), ("task", task_name)):
         found = ckpt.get(f"{what}_name")
         if expected and found and found != expected:
@@ -125,6 +131,18 @@ def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, model_name: 
                 f"checkpoint '{path}' was written for {what} '{found}', but this run's {what} is "
                 f"'{expected}'; pass a checkpoint of this run or change --{what}."
             )
+    saved_config = ckpt.get("config") or {}
+    for section in ("model", "task"):
+        ours = ((config or {}).get(section) or {}).get("init_args") or {}
+        theirs = (saved_config.get(section) or {}).get("init_args") or {}
+        if ours and theirs:
+            for key in sorted(set(ours) | set(theirs)):
+                if ours.get(key) != theirs.get(key):
+                    raise SeqlabError(
+                        f"checkpoint '{path}' was trained with {section}.init_args.{key}="
+                        f"{theirs.get(key)!r}, but this run sets {ours.get(key)!r}; resume with the "
+                        "checkpoint's settings or start a new run."
+                    )
     saved = ckpt.get("model", {})
     missing = sorted(set(model_state) - set(saved))
     unexpected = sorted(set(saved) - set(model_state))

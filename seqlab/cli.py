@@ -44,6 +44,8 @@ import_paddle()  # exits 2 with an install hint when no Paddle wheel is present
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
 
+import paddle  # noqa: E402
+
 import seqlab  # noqa: E402
 import seqlab.callbacks  # noqa: E402,F401  (makes short callback names resolvable)
 from seqlab.callback import Callback  # noqa: E402
@@ -75,8 +77,10 @@ def build_run_parser(command: str) -> ArgumentParser:
     """The jsonargparse parser of one run: task, model, trainer and the checkpoint to use."""
     parser = ArgumentParser(
         prog=f"seqlab {command}",
-        description=f"seqlab {command}: see `seqlab --help`. Options below are per run; recipe "
-        "flags: --recipe FILE, --runs a,b, --print_config.",
+        description=f"seqlab {command}: options below are per run and override the recipe. "
+        "seqlab's own flags: --recipe FILE (required), --runs a,b (some runs only), "
+        "--print_config (print the resolved recipe), --parallel N (fit: N runs at once), "
+        "--no_report (fit: skip report.md). See `seqlab --help`.",
         exit_on_error=False,
         allow_abbrev=False,  # otherwise --trainer.max_step is silently taken as max_steps
     )
@@ -105,7 +109,7 @@ def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
                 own[key] = True
             elif eq:
                 own[key] = value
-            elif i + 1 < len(argv):
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 own[key] = argv[i + 1]
                 i += 1
             else:
@@ -125,7 +129,9 @@ def load_recipe(path: str) -> tuple[str, dict[str, Any], dict[str, dict[str, Any
     if not file.is_file():
         raise SeqlabError(f"recipe '{path}' does not exist; pass a YAML file, e.g. recipes/reverse_digits_cpu.yaml.")
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SeqlabError(f"recipe '{path}' is not a text (UTF-8) file; pass a YAML recipe.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -143,7 +149,17 @@ def load_recipe(path: str) -> tuple[str, dict[str, Any], dict[str, dict[str, Any
         runs = {run_name: {}}
     if not isinstance(runs, dict) or not runs:
         raise SeqlabError(f"recipe '{path}': 'runs' must map run names to their settings.")
+    for key in ("trainer",):
+        _expect_mapping(data.get(key), f"recipe '{path}'", key)
+    for run, overrides in runs.items():
+        _expect_mapping(overrides, f"recipe '{path}'", f"runs.{run}")
+        _expect_mapping((overrides or {}).get("trainer"), f"recipe '{path}', run '{run}'", "trainer")
     return name, data, {str(k): (v or {}) for k, v in runs.items()}
+
+
+def _expect_mapping(value: Any, where: str, key: str) -> None:
+    if value is not None and not isinstance(value, dict):
+        raise SeqlabError(f"{where}: '{key}' must be a mapping of settings, got {type(value).__name__} ({value!r}).")
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +179,7 @@ def _resolve_component(section: Any, registry, where: str) -> dict[str, Any]:
     if not isinstance(section, dict) or "class_path" not in section:
         raise SeqlabError(f"{where} needs a {registry.kind} name, e.g. `{registry.kind}: {{class_path: {registry.names()[0] if registry.names() else 'name'}}}`.")
     section = dict(section)
+    _expect_mapping(section.get("init_args"), where, f"{registry.kind}.init_args")
     class_path = str(section["class_path"])
     if "." not in class_path:  # a registry name (entry-point plugins included)
         cls = registry.get(class_path)
@@ -176,9 +193,9 @@ def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: 
     merged.pop("parallel", None)
     unknown = sorted(set(merged) - {"task", "model", "trainer", "ckpt_path"})
     if unknown:
-        close = difflib.get_close_matches(unknown[0], ["task", "model", "trainer"], n=1)
+        close = difflib.get_close_matches(unknown[0], ["task", "model", "trainer", "ckpt_path"], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise SeqlabError(f"{where}: unknown key '{unknown[0]}'{hint}; a run has task, model and trainer.")
+        raise SeqlabError(f"{where}: unknown key '{unknown[0]}'{hint}; a run has task, model, trainer and ckpt_path.")
     if "task" not in merged or "model" not in merged:
         raise SeqlabError(f"{where}: run '{run}' needs both a task and a model.")
     merged["task"] = _resolve_component(merged["task"], TASKS, where)
@@ -244,13 +261,12 @@ def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
         raise SeqlabError(f"seqlab {command} needs --recipe FILE, e.g. `seqlab {command} --recipe recipes/reverse_digits_cpu.yaml`.")
     recipe = own["--recipe"]
     experiment, shared, runs = load_recipe(recipe)
-    # User classes named by class_path may live beside the recipe.
-    recipe_dir = str(Path(recipe).resolve().parent)
-    if recipe_dir not in sys.path:
-        sys.path.insert(1, recipe_dir)
+    _add_to_path(Path(recipe).resolve().parent)  # user classes may live beside the recipe
     selected = list(runs)
-    if own["--runs"]:
+    if own["--runs"] is not None:
         selected = [r.strip() for r in str(own["--runs"]).split(",") if r.strip()]
+        if not selected:
+            raise SeqlabError(f"--runs names no run; pass some of: {', '.join(runs)}.")
         for run in selected:
             if run not in runs:
                 close = difflib.get_close_matches(run, list(runs), n=1)
@@ -283,11 +299,11 @@ def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: st
         return config
     from seqlab.callbacks import default_callbacks
 
-    given = {_import_class(cb.class_path) for cb in (config.trainer.callbacks or [])}
+    given = [_import_class(cb.class_path) for cb in (config.trainer.callbacks or [])]
     data = yaml.safe_load(parser.dump(config))
     callbacks = list(data["trainer"].get("callbacks") or [])
     for cb in default_callbacks():
-        if type(cb) not in given:
+        if not any(issubclass(g, type(cb)) for g in given):  # a user's subclass replaces it
             callbacks.append({"class_path": f"{type(cb).__module__}.{type(cb).__qualname__}"})
     data["trainer"]["callbacks"] = callbacks
     data["trainer"]["default_callbacks"] = False
@@ -336,7 +352,8 @@ def cmd_fit(argv: list[str]) -> int:
         _check_resumable(spec, task, model, trainer)
     if parsed.parallel > 1 and len(built) > 1:
         _fit_in_parallel(parsed)
-        _write_report(built[0][3].root_dir / experiment)
+        if parsed.report:
+            _write_report(built[0][3].root_dir / experiment)
         return 0
     root = None
     for spec, task, model, trainer in built:
@@ -360,7 +377,7 @@ def _fit_in_parallel(parsed: ParsedCommand) -> None:
     import subprocess
     import threading
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1", SEQLAB_CHILD="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1")
     pending = [spec.name for spec in parsed.specs]
     running: list[tuple[str, subprocess.Popen, threading.Thread]] = []
     failed: list[str] = []
@@ -399,14 +416,26 @@ def _check_resumable(spec: RunSpec, task: Task, model: Model, trainer: Trainer) 
     path = resolve_ckpt_path(spec.config.ckpt_path, trainer.checkpoint_dir)
     if path is not None:
         check_compatible(load_checkpoint(path), path, MODELS.name_of(type(model)),
-                         TASKS.name_of(type(task)), model.state_dict())
+                         TASKS.name_of(type(task)), model.state_dict(), config=trainer.config)
+    elif not trainer.overwrite and any(trainer.checkpoint_dir.glob("*.pdckpt")):
+        raise SeqlabError(
+            f"run folder '{trainer.run_dir}' already holds checkpoints of an earlier run; resume it "
+            "with --ckpt_path last, start over with --trainer.overwrite true, or choose another "
+            "--trainer.root_dir."
+        )
+    # One row through the model: a model that cannot read the task's rows (e.g. a max_len
+    # shorter than them) fails here, before any run writes a file.
+    task.setup(spec.config.trainer.seed)
+    try:
+        with paddle.no_grad():
+            model(task.train_batch(0).inputs[:1])
+    except (ValueError, AssertionError) as exc:
+        raise SeqlabError(f"run '{spec.name}': the model cannot read the task's rows: {str(exc).splitlines()[0]}") from None
 
 
 def _write_report(root: Path) -> None:
-    try:
-        from seqlab.report import write_report
-    except ModuleNotFoundError:
-        return
+    from seqlab.report import write_report
+
     paths = write_report(root)
     if paths:
         log.info("report: %s", paths[0])
@@ -420,7 +449,10 @@ def cmd_evaluate(command: str, argv: list[str]) -> int:
     for spec in parsed.specs:
         task, model, trainer = _instantiate(spec)
         results[spec.name] = trainer.evaluate_checkpoint(task, model, spec.config.ckpt_path, test=(command == "test"))
-    sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    # Strict JSON: NaN (e.g. a probe a model cannot read) becomes null.
+    clean = {run: {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+             for run, r in results.items()}
+    sys.stdout.write(json.dumps(clean, indent=2, allow_nan=False) + "\n")
     return 0
 
 
@@ -478,17 +510,39 @@ recipe options (fit/validate/test):
 """
 
 
+def _add_to_path(folder: Path) -> None:
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
+def _check_environment() -> None:
+    """Environment variables seqlab reads, checked once so a typo is one line, not a traceback."""
+    import os
+
+    backend = os.environ.get("SEQLAB_WKV7")
+    valid = ("reference", "chunked", "cpp", "cuda")
+    if backend and backend not in valid:
+        raise SeqlabError(f"SEQLAB_WKV7={backend!r} is not a WKV7 back end; use one of {', '.join(valid)} or unset it.")
+    threads = os.environ.get("SEQLAB_NUM_THREADS")
+    if threads and not (threads.isdigit() and int(threads) > 0):
+        raise SeqlabError(f"SEQLAB_NUM_THREADS={threads!r} must be a positive integer; fix or unset it.")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    sys.path.insert(0, str(Path.cwd()))  # user callbacks/tasks given by class_path from the cwd
+    _add_to_path(Path.cwd())  # user callbacks/tasks named by class_path from the cwd
     try:
+        _check_environment()
         if not argv or argv[0] in ("-h", "--help"):
             sys.stdout.write(USAGE)
             return 0 if argv else 2
         command, rest = argv[0], argv[1:]
-        if command in RUN_COMMANDS and any(a in ("-h", "--help") for a in rest):
-            build_run_parser(command).print_help()
+        if any(a in ("-h", "--help") for a in rest):
+            if command in RUN_COMMANDS:
+                build_run_parser(command).print_help()
+            else:
+                sys.stdout.write(USAGE)
             return 0
         if command == "fit":
             return cmd_fit(rest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from seqlab._paddle import import_paddle
+from seqlab._paddle import configure_cpu_defaults, import_paddle
 from seqlab.callback import Callback, Event
 from seqlab.checkpoint import (
     FORMAT_VERSION,
@@ -37,6 +38,12 @@ from seqlab.task import Batch, Task
 
 paddle = import_paddle()
 log = logging.getLogger(__name__)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def seed_everything(seed: int) -> None:
@@ -62,6 +69,9 @@ class Trainer:
         callbacks: Callbacks to use, in dispatch order (monitoring callbacks always run last).
         default_callbacks: Add progress, CSV, VisualDL and moving-average checkpoint callbacks
             for each of those kinds not already given in ``callbacks``.
+        overwrite: Start over when the run folder already holds checkpoints of an earlier run
+            (its files are deleted). Without it, such a fit stops with an error, unless it
+            resumes with ``ckpt_path``.
     """
 
     def __init__(
@@ -77,14 +87,19 @@ class Trainer:
         optimizer: AdamW | None = None,
         callbacks: list[Callback] | None = None,
         default_callbacks: bool = True,
+        overwrite: bool = False,
     ) -> None:
         if max_steps < 1:
             raise SeqlabError(f"trainer.max_steps must be at least 1, got {max_steps}.")
+        for name, value in (("val_every", val_every), ("save_every", save_every), ("log_every", log_every)):
+            if value < 0:
+                raise SeqlabError(f"trainer.{name} must be >= 0 (0 disables it), got {value}.")
         self.max_steps = max_steps
         self.val_every = val_every
         self.log_every = max(1, log_every)
         self.save_every = save_every
         self.seed = seed
+        self.overwrite = overwrite
         self.root_dir = Path(root_dir)
         self.experiment = experiment
         self.run_name = run_name
@@ -130,7 +145,8 @@ class Trainer:
     def hparams(self) -> dict[str, Any]:
         """The run's key hyperparameters, flat, for loggers (e.g. VisualDL's ``add_hparams``)."""
         hp: dict[str, Any] = {
-            "model": self.run_name,
+            "run": self.run_name,
+            "model": MODELS.name_of(type(self.model)) if self.model is not None else None,
             "params": self.model.num_parameters() if self.model is not None else 0,
             "lr": self.base_lr,
             "weight_decay": self.optimizer_config.weight_decay,
@@ -152,6 +168,10 @@ class Trainer:
         self.task, self.model = task, model
         if self.run_name is None:
             self.run_name = MODELS.name_of(type(model)) or type(model).__name__.lower()
+        # A Trainer can fit again: progress comes from the checkpoint, never from a previous fit.
+        self.global_step, self.should_stop, self.last_val_metrics = 0, False, {}
+        self._train_time_s = self._wall_time_s = 0.0
+        self._train_tokens = 0
         self._session_start = time.perf_counter()
         try:
             self._setup(ckpt_path)
@@ -163,10 +183,10 @@ class Trainer:
             self._dispatch(Event.ON_FIT_END)
             return metrics
         except BaseException as exc:
-            self._dispatch(Event.ON_EXCEPTION, exc)
+            self._dispatch_safely(Event.ON_EXCEPTION, exc)
             raise
         finally:
-            self._dispatch(Event.TEARDOWN)
+            self._dispatch_safely(Event.TEARDOWN)
 
     def evaluate_checkpoint(self, task: Task, model: Model, ckpt_path: str | None,
                             test: bool = False) -> dict[str, float]:
@@ -181,6 +201,8 @@ class Trainer:
         if ckpt_path is None:  # like the end of fit: best if there is one, else last
             has_best = (self.checkpoint_dir / "best.pdckpt").is_file()
             ckpt_path = "best" if test and has_best else "last"
+            if not (self.checkpoint_dir / f"{ckpt_path}.pdckpt").is_file():
+                raise SeqlabError(f"no checkpoint in '{self.checkpoint_dir}'; train this run first (seqlab fit).")
         path = resolve_ckpt_path(ckpt_path, self.checkpoint_dir)
         ckpt = load_checkpoint(path)
         check_compatible(ckpt, path, MODELS.name_of(type(model)), TASKS.name_of(type(task)), model.state_dict())
@@ -240,8 +262,8 @@ class Trainer:
         if add_defaults:
             from seqlab.callbacks import default_callbacks
 
-            given = {type(cb) for cb in callbacks}
-            callbacks += [cb for cb in default_callbacks() if type(cb) not in given]
+            # A user's subclass of a default (e.g. a custom best checkpoint) replaces it.
+            callbacks += [d for d in default_callbacks() if not any(isinstance(cb, type(d)) for cb in callbacks)]
         keys = [cb.state_key for cb in callbacks]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
@@ -255,27 +277,54 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, event.value)(self, self.task, self.model, *args)
 
+    def _dispatch_safely(self, event: Event, *args: Any) -> None:
+        """Dispatch during cleanup: a failing callback is logged, never masks the real error."""
+        for callback in self.callbacks:
+            try:
+                getattr(callback, event.value)(self, self.task, self.model, *args)
+            except Exception:
+                log.exception("%s.%s failed", type(callback).__name__, event.value)
+
     def _setup(self, ckpt_path: str | None) -> None:
+        configure_cpu_defaults(paddle)
         seed_everything(self.seed)
         self.task.setup(self.seed)
         # The path is resolved before anything is written, so a bad --ckpt_path changes nothing.
         resume_from = resolve_ckpt_path(ckpt_path, self.checkpoint_dir)
+        if resume_from is None:
+            self._claim_run_dir()
         ckpt = load_checkpoint(resume_from) if resume_from is not None else None
         if ckpt is not None:
             check_compatible(ckpt, resume_from, MODELS.name_of(type(self.model)),
-                             TASKS.name_of(type(self.task)), self.model.state_dict())
+                             TASKS.name_of(type(self.task)), self.model.state_dict(), config=self.config)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.optimizer = self.optimizer_config.build(self.model)
         self._forward_model = self.model
         if self.world_size > 1:
             paddle.distributed.init_parallel_env()
-            self._forward_model = paddle.DataParallel(self.model)
+            # find_unused_parameters: RWKV-7's first layer owns value-residual weights it never
+            # uses; without it the gradient all-reduce would wait for them forever.
+            self._forward_model = paddle.DataParallel(self.model, find_unused_parameters=True)
         self._dispatch(Event.SETUP)
         if self.config and self.is_global_zero:
             # Written once the callbacks accepted the config, so a rejected one leaves no file.
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+            _write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
         if ckpt is not None:
             self._restore(ckpt, resume_from)
+
+    def _claim_run_dir(self) -> None:
+        """A fresh fit must not mix with (or test) an earlier run's files in the same folder."""
+        earlier = sorted(self.checkpoint_dir.glob("*.pdckpt"))
+        if not earlier:
+            return
+        if not self.overwrite:
+            raise SeqlabError(
+                f"run folder '{self.run_dir}' already holds checkpoints of an earlier run; resume it "
+                "with --ckpt_path last, start over with --trainer.overwrite true, or choose another "
+                "--trainer.root_dir."
+            )
+        log.info("overwrite: deleting the earlier run in %s", self.run_dir)
+        shutil.rmtree(self.run_dir)
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         self.model.set_state_dict(ckpt["model"])
@@ -384,9 +433,6 @@ class Trainer:
             # The report shows these predictions of the tested weights without loading models.
             samples = self.task.describe(self.model, num_samples=2)
             if samples:
-                (self.run_dir / "samples.txt").write_text(samples + "\n")
-            path = self.run_dir / "metrics.json"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-            tmp.replace(path)
+                _write_text_atomic(self.run_dir / "samples.txt", samples + "\n")
+            _write_text_atomic(self.run_dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=True))
         return metrics

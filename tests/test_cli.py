@@ -163,3 +163,54 @@ def test_without_paddle_one_sentence_and_exit_2(code):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'seqlab[cpu]'" in lines[0] and "paddlepaddle-gpu" in lines[0]
+
+
+def test_refits_never_mix_with_an_earlier_run(recipe, tmp_path):
+    root = tmp_path / "runs"
+    assert run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root).returncode == 0
+    metrics = root / "tiny/mlp/metrics.json"
+    before = metrics.read_text()
+    # A fresh fit into the same folder would overwrite the run (and could test its old best).
+    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root),
+                      "already holds checkpoints", "--trainer.overwrite true")
+    assert metrics.read_text() == before
+    # Resuming with different task settings would continue another experiment.
+    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
+                          "--ckpt_path", "last", "--task.init_args.digit_max", "9"),
+                      "task.init_args.digit_max=8", "9")
+    assert metrics.read_text() == before
+    fresh = run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
+                "--trainer.overwrite", "true", "--trainer.max_steps", "4")
+    assert fresh.returncode == 0, fresh.stderr
+    assert '"steps": 4' in metrics.read_text()
+
+
+def test_model_that_cannot_read_the_rows_fails_before_writing(recipe, tmp_path):
+    bad = dict(SMALL_RECIPE, runs={"transformer": {"model": {"class_path": "transformer",
+                                                               "init_args": {"max_len": 16}}}})
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert_user_error(run("fit", "--recipe", path, "--trainer.root_dir", tmp_path / "runs"),
+                      "cannot read the task's rows")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda r: r.update(trainer=5), "'trainer' must be a mapping"),
+    (lambda r: r["runs"].update(mlp=[1, 2]), "'runs.mlp' must be a mapping"),
+    (lambda r: r["runs"]["mlp"]["model"].update(init_args=[1]), "init_args' must be a mapping"),
+])
+def test_malformed_recipes_are_one_line_errors(tmp_path, mutate, needle):
+    import copy
+    data = copy.deepcopy(SMALL_RECIPE)
+    mutate(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert_user_error(run("fit", "--recipe", path), needle)
+
+
+def test_empty_runs_selection_and_bad_env(recipe):
+    assert_user_error(run("fit", "--recipe", recipe, "--runs", ","), "names no run")
+    env = dict(os.environ, SEQLAB_WKV7="cudaa", PYTHONWARNINGS="ignore")
+    result = subprocess.run([*SEQLAB, "models"], capture_output=True, text=True, env=env, timeout=120)
+    assert_user_error(result, "SEQLAB_WKV7")

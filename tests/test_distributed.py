@@ -12,6 +12,7 @@ from seqlab.checkpoint import load_checkpoint
 SCRIPT = textwrap.dedent("""
     import sys
     from seqlab import Trainer
+    from seqlab.callbacks import MovingAverageCheckpoint
     from seqlab.models.mlp import MLP
     from seqlab.optim import AdamW
     from seqlab.tasks.reverse_digits import ReverseDigits
@@ -22,8 +23,11 @@ SCRIPT = textwrap.dedent("""
     model = MLP(embed_dim=8, window=4, hidden_dim=16)
     task = ReverseDigits(digit_max=8, seq_len=33, batch_size=8, eval_samples=8,
                          probe_digit_min=9, probe_digit_max=10, probe_samples=4)
+    # All default callbacks, and a moving-average window that fills: best checkpoints are saved
+    # at steps where every rank must take part.
     Trainer(max_steps=5, val_every=0, save_every=5, seed=3, root_dir=root, experiment="dist",
-            run_name=run_name, optimizer=AdamW(lr=1e-2), default_callbacks=False).fit(task, model)
+            run_name=run_name, optimizer=AdamW(lr=1e-2),
+            callbacks=[MovingAverageCheckpoint(window=2)]).fit(task, model)
 """)
 
 
@@ -50,3 +54,5 @@ def test_two_processes_match_one(tmp_path):
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-4, atol=1e-6, err_msg=key)
         moved = moved or not np.allclose(a[key].numpy(), 0)
     assert moved
+    best = load_checkpoint(tmp_path / "dist/ddp/checkpoints/best.pdckpt")
+    assert best["step"] == load_checkpoint(tmp_path / "dist/single/checkpoints/best.pdckpt")["step"]

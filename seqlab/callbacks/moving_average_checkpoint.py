@@ -26,7 +26,6 @@ class MovingAverageCheckpoint(Callback):
         monitor: the metric to watch, e.g. ``train/loss`` or ``val/masked_acc``.
         window: how many recent values are averaged.
         mode: ``min`` (lower is better) or ``max``.
-        filename: checkpoint file name inside the run's checkpoint folder.
     """
 
     monitor = True
@@ -36,7 +35,6 @@ class MovingAverageCheckpoint(Callback):
         monitor: str = "train/loss",
         window: int = 100,
         mode: str = "min",
-        filename: str = "best.pdckpt",
     ):
         if mode not in ("min", "max"):
             raise SeqlabError(f"MovingAverageCheckpoint: mode must be 'min' or 'max', got {mode!r}.")
@@ -47,7 +45,6 @@ class MovingAverageCheckpoint(Callback):
         self.metric = monitor
         self.window = int(window)
         self.mode = mode
-        self.filename = filename
         self.values: deque[float] = deque(maxlen=self.window)
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -73,9 +70,10 @@ class MovingAverageCheckpoint(Callback):
     def _observe(self, trainer, metrics: dict[str, float]) -> None:
         if self.metric not in metrics:
             return
-        if self.update(metrics[self.metric], trainer.global_step) and trainer.is_global_zero:
+        # Every rank calls save_checkpoint (it writes on rank 0 and waits for all ranks).
+        if self.update(metrics[self.metric], trainer.global_step):
             trainer.save_checkpoint(
-                trainer.checkpoint_dir / self.filename,
+                trainer.checkpoint_dir / "best.pdckpt",  # the file the final test and --ckpt_path best read
                 meta={"best_step": self.best_step, "best_value": self.best_value,
                       "monitor": self.metric},
             )

@@ -67,6 +67,11 @@ def l2_normalize_heads(x, n_head: int, eps: float = 1e-12):
     return (xh / paddle.clip(norm, min=eps)).reshape([B, T, C])
 
 
+def _layer_norm(ln, x):
+    """``ln(x)`` for an ``nn.LayerNorm`` over the last axis, through the fused C++ op."""
+    return fused_ops_lib.layer_norm(x, ln.weight, ln.bias, ln._epsilon)
+
+
 def ortho_init(shape: tuple[int, int], scale: float):
     """Orthogonal ``[rows, cols]`` matrix times ``scale`` (the seed's numpy QR with sign fix).
 
@@ -228,22 +233,23 @@ class TimeMix(nn.Layer):
         H, N = self.n_head, self.head_size
         mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
         xr, xw, xk, xv, xa, xg = (t.reshape([B * T, C]) for t in fused_ops_lib.token_shift_mix6(x, mixes))
-        r = self.receptance(xr)
-        k = self.key(xk)
-        v = self.value(xv)
+        mm = fused_ops_lib.linear  # x @ W (nn.Linear keeps W as [in, out])
+        r = mm(xr, self.receptance.weight)
+        k = mm(xk, self.key.weight)
+        v = mm(xv, self.value.weight)
         if self.layer_id == 0:
             v_first = v
         else:
-            v = fused_ops_lib.rwkv7_vres(v, v_first, (xv @ self.v1) @ self.v2, self.v0)
-        wl = paddle.tanh(xw @ self.w1) @ self.w2
-        al = (xa @ self.a1) @ self.a2
-        g = F.sigmoid(xg @ self.g1) @ self.g2
+            v = fused_ops_lib.rwkv7_vres(v, v_first, mm(mm(xv, self.v1), self.v2), self.v0)
+        wl = mm(paddle.tanh(mm(xw, self.w1)), self.w2)
+        al = mm(mm(xa, self.a1), self.a2)
+        g = mm(F.sigmoid(mm(xg, self.g1)), self.g2)
         decay, k, wa, wb = fused_ops_lib.rwkv7_tmix_pre(k, wl, al, self.w0, self.a0, self.k_k, self.k_a, N)
         heads = [t.reshape([B, T, H, N]) for t in (decay, r, k, v, wa, wb)]
         y = wkv7(*heads, backend=self.wkv_backend).reshape([B * T, C])
         z = fused_ops_lib.rwkv7_tmix_post(y, r, k, v, g, self.r_k, self.ln_x.weight, self.ln_x.bias, N,
                                           self.ln_x._epsilon)
-        return self.output(z).reshape([B, T, C]), v_first
+        return mm(z, self.output.weight).reshape([B, T, C]), v_first
 
     def step(self, x, xx, v_first, state):
         """One token: ``x``, ``xx`` ``[B, 1, C]``, ``state`` ``[B, H, N, N]``. Returns (out, v_first, state)."""
@@ -278,8 +284,8 @@ class ChannelMix(nn.Layer):
         if self.fused_ops and xx is None:
             B, T, C = x.shape
             xk = fused_ops_lib.token_shift_mix(x, self.x_k.reshape([1, C])).reshape([B * T, C])
-            h = fused_ops_lib.squared_relu(self.key(xk))
-            return self.value(h).reshape([B, T, C])
+            h = fused_ops_lib.squared_relu(fused_ops_lib.linear(xk, self.key.weight))
+            return fused_ops_lib.linear(h, self.value.weight).reshape([B, T, C])
         if xx is None:
             xx = token_shift(x) - x
         (xk,) = token_shift_mix(x, xx, [self.x_k])
@@ -300,9 +306,9 @@ class Block(nn.Layer):
 
     def forward(self, x, v_first):
         if self.fused_ops:  # the token shift happens inside the fused ops
-            dx, v_first = self.att(self.ln1(x), None, v_first)
+            dx, v_first = self.att(_layer_norm(self.ln1, x), None, v_first)
             x = x + dx
-            return x + self.ffn(self.ln2(x), None), v_first
+            return x + self.ffn(_layer_norm(self.ln2, x), None), v_first
         h = self.ln1(x)
         dx, v_first = self.att(h, token_shift(h) - h, v_first)
         x = x + dx
@@ -381,7 +387,7 @@ class RWKV7(Model):
             x, v_first = block(x, v_first)
         if self.fused_ops:  # a 2-D matmul: its weight gradient is one GEMM, not a batched reduce
             B, T, C = x.shape
-            return self.head(self.ln_out(x).reshape([B * T, C])).reshape([B, T, -1])
+            return self.head(_layer_norm(self.ln_out, x).reshape([B * T, C])).reshape([B, T, -1])
         return self.head(self.ln_out(x))  # [B, T, V]
 
     # -- RNN mode ---------------------------------------------------------------------------------

@@ -179,8 +179,18 @@ def linear(x, w, use_cpp: bool | None = None):
     return ops.seqlab_linear(x, w, num_threads())
 
 
+def layer_norm(x, weight, bias, eps: float = 1e-5, use_cpp: bool | None = None):
+    """``paddle.nn.functional.layer_norm`` over the last axis (weight and bias [C] required)."""
+    ops = _ops(x, use_cpp)
+    C = x.shape[-1]
+    if ops is None or C > 1024:
+        return F.layer_norm(x, [C], weight=weight, bias=bias, epsilon=eps)
+    return ops.seqlab_layer_norm(x, weight, bias, float(eps), num_threads())
+
+
 __all__ = [
     "l2_normalize",
+    "layer_norm",
     "linear",
     "rwkv7_tmix_post",
     "rwkv7_tmix_pre",
