@@ -52,6 +52,11 @@ class TargetAccuracyStop(Callback):
                  trainer.run_name, self.metric, value, self.target, trainer.global_step)
         trainer.should_stop = True  # the Trainer ends the loop after this step
 
+    def on_train_start(self, trainer, task, model) -> None:
+        # Restored from the checkpoint: a run resumed after it stopped does not train on.
+        if self.stopped_step is not None:
+            trainer.should_stop = True
+
     # Saved in checkpoints, so a resumed run knows it had already stopped.
     def state_dict(self):
         return {"stopped_step": self.stopped_step}

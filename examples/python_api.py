@@ -54,12 +54,10 @@ def main() -> None:
         trainer.fit(task, model)  # test metrics also land in <run>/metrics.json
 
     root = Path(args.root_dir) / experiment
-    try:
-        from seqlab.report import write_report
-    except ModuleNotFoundError:
-        print("seqlab.report is not available in this seqlab version; no report written.")
-    else:
-        print("report:", write_report(root)[0])
+    from seqlab.report import write_report
+
+    written = write_report(root)  # [] when no run finished
+    print("report:", written[0] if written else "none (no finished runs)")
 
     print(f"\n{'model':<12} {'params':>9} {'state':>7} {'masked_acc':>10} {'exact_acc':>9} {'tok/s':>8}")
     for name in args.models.split(","):

@@ -42,6 +42,7 @@ class Registry:
         self.kind = kind
         self.group = group
         self._classes: dict[str, type] = {}
+        self._broken: dict[str, str] = {}  # plugin name -> why it could not be loaded
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -71,15 +72,21 @@ class Registry:
                 if exc.name != module:  # a real missing dependency inside the module
                     raise
                 log.debug("built-in %s module %s is not present", self.kind, module)
+        base = _base_class(self.group)
         for ep in entry_points(group=self.group):
             try:
                 cls = ep.load()
             except Exception as exc:  # a broken plugin must not break every other command
-                log.warning("could not load %s plugin '%s' (%s): %s", self.kind, ep.name, ep.value, exc)
+                self._broken[ep.name] = f"{ep.value} failed to import ({type(exc).__name__}: {exc})"
+                log.warning("could not load %s plugin '%s': %s", self.kind, ep.name, self._broken[ep.name])
+                continue
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                self._broken[ep.name] = f"{ep.value} is not a subclass of seqlab.{base.__name__}"
+                log.warning("ignoring %s plugin '%s': %s", self.kind, ep.name, self._broken[ep.name])
                 continue
             if ep.name not in self._classes:
                 self._classes[ep.name] = cls
-                if not hasattr(cls, "registry_name"):
+                if "registry_name" not in cls.__dict__:  # not the name inherited from a parent
                     cls.registry_name = ep.name
 
     def get(self, name: str) -> type:
@@ -87,6 +94,8 @@ class Registry:
         self._load()
         if name in self._classes:
             return self._classes[name]
+        if name in self._broken:
+            raise SeqlabError(f"{self.kind} plugin '{name}' is installed but unusable: {self._broken[name]}; fix or reinstall it.")
         known = sorted(self._classes)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -113,6 +122,16 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._classes
+
+
+def _base_class(group: str) -> type:
+    if group == "seqlab.models":
+        from seqlab.model import Model
+
+        return Model
+    from seqlab.task import Task
+
+    return Task
 
 
 def _qualname(cls: type) -> str:

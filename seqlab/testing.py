@@ -31,6 +31,12 @@ BATCH_SIZE = 2
 SEQ_LEN = 24
 
 
+
+def _check(condition, message: str) -> None:
+    # Not `assert`: plugin authors run these checks, and `python -O` would strip asserts.
+    if not condition:
+        raise AssertionError(message)
+
 def _name(model_cls) -> str:
     return getattr(model_cls, "registry_name", None) or model_cls.__name__
 
@@ -71,14 +77,10 @@ def assert_output_shape(model_cls, seed: int = 0, **init_args):
     V = _vocab_size(model)
     logits = model(make_tokens(V))
     expected = [BATCH_SIZE, SEQ_LEN, V]
-    assert list(logits.shape) == expected, (
-        f"{_name(model_cls)}: forward(int64{[BATCH_SIZE, SEQ_LEN]}) returned shape "
-        f"{list(logits.shape)}, expected {expected} ([batch, time, vocab_size])."
-    )
-    assert logits.dtype == paddle.float32, (
-        f"{_name(model_cls)}: logits have dtype {logits.dtype}, expected float32."
-    )
-    assert bool(paddle.isfinite(logits).all()), f"{_name(model_cls)}: logits contain inf or nan."
+    _check(list(logits.shape) == expected, f"{_name(model_cls)}: forward(int64{[BATCH_SIZE, SEQ_LEN]}) returned shape "
+        f"{list(logits.shape)}, expected {expected} ([batch, time, vocab_size]).")
+    _check(logits.dtype == paddle.float32, f"{_name(model_cls)}: logits have dtype {logits.dtype}, expected float32.")
+    _check(bool(paddle.isfinite(logits).all()), f"{_name(model_cls)}: logits contain inf or nan.")
 
 
 def assert_causal(
@@ -101,30 +103,22 @@ def assert_causal(
         changed[:, t] = (changed[:, t] + 1) % V
         out = model(paddle.to_tensor(changed)).numpy()
         leak = float(np.abs(out[:, :t] - base[:, :t]).max()) if t > 0 else 0.0
-        assert leak <= atol, (
-            f"{_name(model_cls)} is not causal: changing the token at position {t} changed the "
-            f"logits at earlier positions by up to {leak:.3g} (tolerance {atol})."
-        )
+        _check(leak <= atol, f"{_name(model_cls)} is not causal: changing the token at position {t} changed the "
+            f"logits at earlier positions by up to {leak:.3g} (tolerance {atol}).")
         effect = float(np.abs(out[:, t:] - base[:, t:]).max())
-        assert effect > atol, (
-            f"{_name(model_cls)}: changing the token at position {t} changed no logits at "
-            f"positions >= {t}; the model seems to ignore its input."
-        )
+        _check(effect > atol, f"{_name(model_cls)}: changing the token at position {t} changed no logits at "
+            f"positions >= {t}; the model seems to ignore its input.")
 
 
 def assert_param_count(model_cls, **init_args):
     """At default settings the parameter count equals the class's ``documented_params``."""
     documented = getattr(model_cls, "documented_params", None)
-    assert documented is not None, (
-        f"{_name(model_cls)} has no `documented_params` class attribute; add "
-        f"`documented_params: int = <count at default settings>`."
-    )
+    _check(documented is not None, f"{_name(model_cls)} has no `documented_params` class attribute; add "
+        f"`documented_params: int = <count at default settings>`.")
     model = _build(model_cls, 0, init_args)
     count = model.num_parameters()
-    assert count == documented, (
-        f"{_name(model_cls)} has {count:,} parameters at these settings but documents "
-        f"{documented:,} (documented_params)."
-    )
+    _check(count == documented, f"{_name(model_cls)} has {count:,} parameters at these settings but documents "
+        f"{documented:,} (documented_params).")
 
 
 def _next_token_loss(model, tokens):
@@ -145,18 +139,16 @@ def assert_one_step_lowers_loss(model_cls, lr: float = 3e-3, seed: int = 0, **in
     params = [p for p in model.parameters() if not p.stop_gradient]
     opt = paddle.optimizer.AdamW(learning_rate=lr, parameters=params, weight_decay=0.0)
     before = _next_token_loss(model, tokens)
-    assert bool(paddle.isfinite(before)), f"{_name(model_cls)}: initial loss is {before.item()}."
+    _check(bool(paddle.isfinite(before)), f"{_name(model_cls)}: initial loss is {before.item()}.")
     before.backward()
     n_grads = sum(1 for p in params if p.grad is not None)
-    assert n_grads > 0, f"{_name(model_cls)}: backward produced no parameter gradients."
+    _check(n_grads > 0, f"{_name(model_cls)}: backward produced no parameter gradients.")
     opt.step()
     opt.clear_grad()
     with paddle.no_grad():
         after = _next_token_loss(model, tokens)
-    assert after.item() < before.item(), (
-        f"{_name(model_cls)}: one AdamW step (lr={lr}) on a fixed batch did not lower its loss "
-        f"({before.item():.5f} -> {after.item():.5f})."
-    )
+    _check(after.item() < before.item(), f"{_name(model_cls)}: one AdamW step (lr={lr}) on a fixed batch did not lower its loss "
+        f"({before.item():.5f} -> {after.item():.5f}).")
 
 
 def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
@@ -172,16 +164,12 @@ def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
         result = fresh.set_state_dict(paddle.load(path))
     if isinstance(result, tuple) and len(result) == 2:
         missing, unexpected = result
-        assert not missing and not unexpected, (
-            f"{_name(model_cls)}: loading its own state dict reported missing keys {missing} "
-            f"and unexpected keys {unexpected}."
-        )
+        _check(not missing and not unexpected, f"{_name(model_cls)}: loading its own state dict reported missing keys {missing} "
+            f"and unexpected keys {unexpected}.")
     got = fresh(tokens).numpy()
     diff = float(np.abs(got - expected).max())
-    assert diff == 0.0, (
-        f"{_name(model_cls)}: logits after a save/load round trip differ by up to {diff:.3g}; "
-        f"some state is not in state_dict() (or is not restored by set_state_dict)."
-    )
+    _check(diff == 0.0, f"{_name(model_cls)}: logits after a save/load round trip differ by up to {diff:.3g}; "
+        f"some state is not in state_dict() (or is not restored by set_state_dict).")
 
 
 def run_model_checks(model_cls, **init_args):

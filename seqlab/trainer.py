@@ -361,7 +361,6 @@ class Trainer:
 
     def _train_loop(self) -> None:
         self.model.train()
-        self.should_stop = False
         while self.global_step < self.max_steps and not self.should_stop:
             started = time.perf_counter()
             self._step_metrics = {}

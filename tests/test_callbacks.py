@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import seqlab  # noqa: F401  (applies the CPU defaults)
+import seqlab  # noqa: F401
 from seqlab._paddle import import_paddle
 from seqlab.callback import Callback
 from seqlab.errors import SeqlabError
@@ -444,3 +444,20 @@ def test_csv_after_early_stop_amends_the_last_row(tmp_path):
     # The validation after the stop lands in the row of step 13, which keeps its train columns.
     assert rows[-1]["val_masked_acc"] != "" and rows[-1]["loss"] != ""
     assert [int(r["step"]) for r in rows if r["val_masked_acc"]] == [10, 13]
+
+
+def test_boolean_model_arguments_reach_visualdl_hparams(tmp_path):
+    """VisualDL's add_hparams rejects bools; a model with a bool init_arg must still finish."""
+    from visualdl import LogReader
+
+    trainer = Trainer(max_steps=3, val_every=0, root_dir=str(tmp_path), experiment="e", run_name="mlp",
+                      callbacks=[VisualDLLogger()])
+    trainer.config = {"model": {"init_args": {"fused_ops": True, "width": 8}}}
+    trainer.fit(ReverseDigits(digit_max=8, seq_len=33, batch_size=4, eval_samples=4,
+                              probe_digit_min=9, probe_digit_max=10, probe_samples=2),
+                MLP(embed_dim=4, window=2, hidden_dim=8))
+    reader = LogReader(file_path=str(next((tmp_path / "e/mlp/vdl").glob("vdlrecords.*"))))
+    records = reader.get_data("hyper_parameters", "hparam")
+    infos = {h.name: h for h in records[0].hparam.hparamInfos}
+    assert infos["model.fused_ops"].string_value == "true"
+    assert infos["model.width"].int_value == 8

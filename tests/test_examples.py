@@ -3,8 +3,8 @@
 The GRU plugin is pip-installed (editable, offline: --no-index --no-build-isolation) into the
 test environment, because entry-point discovery is what is being tested. If this test installed
 it, it uninstalls it at the end; an install that was there before (a user who followed
-examples/plugin_gru/README.md) is left alone. While installed, `gru` is an ordinary registry
-entry: the registry-parametrised model tests then check it too.
+examples/plugin_gru/README.md) is left alone. The shared model checks (seqlab.testing) run on
+the GRU through the plugin's own tests/test_gru.py, as its README shows.
 """
 
 from __future__ import annotations

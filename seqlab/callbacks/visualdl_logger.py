@@ -14,8 +14,11 @@ paddle = import_paddle()
 
 
 def _hparam_value(value: Any):
-    # VisualDL's hparams accept only str, int, float and bool.
-    if isinstance(value, (bool, int, float, str)):
+    # VisualDL 2.5.3 takes str, int and float; a bool hits its int branch and fails
+    # ("Expected an int, got a boolean"), so booleans are shown as text.
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float, str)):
         return value
     return str(value)
 

@@ -90,7 +90,22 @@ def _fingerprint(sources, cflags, cuda_cflags, ldflags) -> str:
     h.update(paddle.__version__.encode())
     h.update(str(getattr(paddle.version, "commit", "")).encode())
     h.update(sys.version.encode())
+    # -march=native: a build is only valid on a CPU with the same instruction set, so a cache on a
+    # shared home folder or restored on another runner must not load it (SIGILL).
+    h.update(_cpu_signature().encode())
     return h.hexdigest()[:16]
+
+
+def _cpu_signature() -> str:
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return f"{platform.machine()}|{platform.processor()}|{flags.strip()}"
 
 
 def load_extension(name, sources, *, what, cflags=(), cuda_cflags=(), ldflags=()):

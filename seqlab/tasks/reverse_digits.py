@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import numpy as np
 
@@ -310,13 +309,6 @@ class ReverseDigits(Task):
                 )
             )
         return "\n\n".join(blocks)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Nothing to save: batches are a function of (seed, step), eval rows of eval_seed."""
-        return super().state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
 
 
 def _logits(model, inputs: np.ndarray) -> np.ndarray:

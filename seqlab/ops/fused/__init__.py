@@ -1,7 +1,7 @@
 """Fused CPU ops for the RWKV-7 block, each with an exact hand-written backward.
 
 Why: on CPU, Paddle's eager formulas for these run several kernels each and some of their
-gradients are slow (FACTS.md: the ``[1,1,C]`` broadcast-multiply gradients of the token-shift
+gradients are slow (measured in benchmarks/RESULTS.md: the ``[1,1,C]`` broadcast-multiply gradients of the token-shift
 mixes ~330 ms/step at B=256, T=128; ``pow(relu(x), 2)`` ~100 ms; ``F.normalize`` backward
 ~41 ms per layer). The C++ kernels live in ``csrc/fused_cpu.cc`` and are built into the same
 extension as the WKV7 op (one JIT build, one load per process).

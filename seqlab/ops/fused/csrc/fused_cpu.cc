@@ -18,6 +18,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -34,12 +36,41 @@ int threads_for(int64_t work, int num_threads) {
   return work < (1 << 15) ? 1 : std::max(1, num_threads);
 }
 
+// body(tid, lo, hi) over [0, n) in chunks of `grain`, on `threads` threads (tid 0 = the caller),
+// chunks handed out dynamically. std::thread, not OpenMP: libgomp's idle workers spin-wait after
+// every parallel region (OMP_WAIT_POLICY cannot change once Paddle has started libgomp), which
+// on a 2-core machine steals the core from the Paddle kernels that run next (the RWKV-7 step
+// measured 2.6x slower with 2 OpenMP threads than with 1).
+template <typename F>
+void parallel_rows(int64_t n, int threads, F&& body, int64_t grain) {
+  if (n <= 0) return;
+  const int64_t chunks = (n + grain - 1) / grain;
+  const int nth = static_cast<int>(std::min<int64_t>(std::max(threads, 1), chunks));
+  if (nth <= 1) {
+    body(0, int64_t(0), n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  auto work = [&](int tid) {
+    for (;;) {
+      const int64_t c = next.fetch_add(1);
+      if (c >= chunks) break;
+      body(tid, c * grain, std::min(n, (c + 1) * grain));
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(nth - 1);
+  for (int t = 1; t < nth; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& th : pool) th.join();
+}
+
 template <typename T>
 void token_shift_mix_fwd(const T* __restrict x, const T* __restrict m, T* __restrict out,
                          int64_t B, int64_t Tn, int64_t C, int64_t K, int nt) {
   const int64_t rows = B * Tn, BTC = rows * C;
-#pragma omp parallel for schedule(static) num_threads(threads_for(BTC * K, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(BTC * K, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const T* xr = x + r * C;
     const bool first = (r % Tn) == 0;
     for (int64_t i = 0; i < K; ++i) {
@@ -55,6 +86,7 @@ void token_shift_mix_fwd(const T* __restrict x, const T* __restrict m, T* __rest
       }
     }
   }
+}, 1024);
 }
 
 template <typename T>
@@ -65,11 +97,9 @@ void token_shift_mix_bwd(const T* __restrict x, const T* __restrict m, const T* 
   const int threads = threads_for(BTC * K, nt);
   // dm sums B*T terms: accumulate in double so float32 stays accurate (~1e-7) for long sums.
   std::vector<double> partial(static_cast<size_t>(threads) * K * C, 0.0);
-#pragma omp parallel num_threads(threads)
-  {
-    double* __restrict dmp = partial.data() + static_cast<size_t>(omp_get_thread_num()) * K * C;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+    double* __restrict dmp = partial.data() + static_cast<size_t>(tid_) * K * C;
+    for (int64_t r = lo_; r < hi_; ++r) {
       const T* xr = x + r * C;
       const bool first = (r % Tn) == 0;
       const bool last = (r % Tn) == Tn - 1;
@@ -100,7 +130,7 @@ void token_shift_mix_bwd(const T* __restrict x, const T* __restrict m, const T* 
         }
       }
     }
-  }
+}, 1024);
   for (int64_t j = 0; j < K * C; ++j) {
     double s = 0;
     for (int th = 0; th < threads; ++th) s += partial[static_cast<size_t>(th) * K * C + j];
@@ -168,28 +198,32 @@ namespace {
 // (Loops with pragmas cannot sit inside PD_DISPATCH_FLOATING_TYPES' macro argument.)
 template <typename T>
 void squared_relu_fwd(const T* __restrict x, T* __restrict y, int64_t n, int nt) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(n, nt))
-  for (int64_t i = 0; i < n; ++i) {
+parallel_rows(n, threads_for(n, nt), [&](int, int64_t lo_, int64_t hi_) {
+#pragma omp simd
+for (int64_t i = lo_; i < hi_; ++i) {
     const T r = x[i] > T(0) ? x[i] : T(0);
     y[i] = r * r;
   }
+}, 65536);
 }
 
 template <typename T>
 void squared_relu_bwd(const T* __restrict x, const T* __restrict g, T* __restrict dx, int64_t n,
                       int nt) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(n, nt))
-  for (int64_t i = 0; i < n; ++i) {
+parallel_rows(n, threads_for(n, nt), [&](int, int64_t lo_, int64_t hi_) {
+#pragma omp simd
+for (int64_t i = lo_; i < hi_; ++i) {
     const T r = x[i] > T(0) ? x[i] : T(0);
     dx[i] = T(2) * r * g[i];
   }
+}, 65536);
 }
 
 template <typename T>
 void l2_normalize_fwd(const T* __restrict x, T* __restrict y, int64_t rows, int64_t C, T eps,
                       int nt) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(rows * C, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const T* xr = x + r * C;
     T ss = 0;
 #pragma omp simd reduction(+ : ss)
@@ -198,13 +232,14 @@ void l2_normalize_fwd(const T* __restrict x, T* __restrict y, int64_t rows, int6
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) y[r * C + c] = xr[c] * inv;
   }
+}, 1024);
 }
 
 template <typename T>
 void l2_normalize_bwd(const T* __restrict x, const T* __restrict g, T* __restrict dx,
                       int64_t rows, int64_t C, T eps, int nt) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(rows * C, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const T* xr = x + r * C;
     const T* gr = g + r * C;
     T ss = 0, xg = 0;
@@ -225,6 +260,7 @@ void l2_normalize_bwd(const T* __restrict x, const T* __restrict g, T* __restric
       for (int64_t c = 0; c < C; ++c) dx[r * C + c] = gr[c] * inv;
     }
   }
+}, 1024);
 }
 
 }  // namespace
@@ -356,7 +392,7 @@ struct ParamGrads {
   std::vector<double> buf;
   ParamGrads(int threads_, int P_, int64_t C_)
       : threads(threads_), P(P_), C(C_), buf(static_cast<size_t>(threads_) * P_ * C_, 0.0) {}
-  double* get(int p) { return buf.data() + (static_cast<size_t>(omp_get_thread_num()) * P + p) * C; }
+  double* get(int tid, int p) { return buf.data() + (static_cast<size_t>(tid) * P + p) * C; }
   template <typename T>
   void write(int p, T* out) const {
     for (int64_t c = 0; c < C; ++c) {
@@ -372,8 +408,8 @@ constexpr int kMix = 6;
 template <typename T>
 void mix6_fwd(const T* __restrict x, const T* const* m, T* const* o, int64_t rows, int64_t Tn,
               int64_t C, int nt) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * kMix, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(rows * C * kMix, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const T* xr = x + r * C;
     const bool first = (r % Tn) == 0;
     for (int i = 0; i < kMix; ++i) {
@@ -389,6 +425,7 @@ void mix6_fwd(const T* __restrict x, const T* const* m, T* const* o, int64_t row
       }
     }
   }
+}, 1024);
 }
 
 template <typename T>
@@ -396,10 +433,8 @@ void mix6_bwd(const T* __restrict x, const T* const* m, const T* const* g, T* __
               T* const* dm, int64_t rows, int64_t Tn, int64_t C, int nt) {
   const int threads = threads_for(rows * C * kMix, nt);
   ParamGrads acc(threads, kMix, C);
-#pragma omp parallel num_threads(threads)
-  {
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+    for (int64_t r = lo_; r < hi_; ++r) {
       const T* xr = x + r * C;
       const bool first = (r % Tn) == 0;
       const bool last = (r % Tn) == Tn - 1;
@@ -408,7 +443,7 @@ void mix6_bwd(const T* __restrict x, const T* const* m, const T* const* g, T* __
       for (int i = 0; i < kMix; ++i) {
         const T* mi = m[i];
         const T* gi = g[i] + r * C;
-        double* dmi = acc.get(i);
+        double* dmi = acc.get(tid_, i);
         const T* xp = first ? nullptr : xr - C;
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
@@ -423,7 +458,7 @@ void mix6_bwd(const T* __restrict x, const T* const* m, const T* const* g, T* __
         }
       }
     }
-  }
+}, 1024);
   for (int i = 0; i < kMix; ++i) acc.write(i, dm[i]);
 }
 
@@ -449,8 +484,8 @@ void tmix_pre_fwd(const T* __restrict k, const T* __restrict wl, const T* __rest
                   const T* __restrict ka, T* __restrict decay, T* __restrict kout,
                   T* __restrict wa, T* __restrict wb, int64_t rows, int64_t C, int64_t N, int nt) {
   const T eps = T(1e-12f);
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * 8, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(rows * C * 8, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const int64_t o = r * C;
     T kk[512], av[512];
 #pragma omp simd
@@ -476,6 +511,7 @@ void tmix_pre_fwd(const T* __restrict k, const T* __restrict wl, const T* __rest
       }
     }
   }
+}, 1024);
 }
 
 template <typename T>
@@ -488,14 +524,12 @@ void tmix_pre_bwd(const T* __restrict k, const T* __restrict wl, const T* __rest
   const T eps = T(1e-12f);
   const int threads = threads_for(rows * C * 8, nt);
   ParamGrads acc(threads, 4, C);
-#pragma omp parallel num_threads(threads)
-  {
-    double* pw0 = acc.get(0);
-    double* pa0 = acc.get(1);
-    double* pkk = acc.get(2);
-    double* pka = acc.get(3);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+    double* pw0 = acc.get(tid_, 0);
+    double* pa0 = acc.get(tid_, 1);
+    double* pkk = acc.get(tid_, 2);
+    double* pka = acc.get(tid_, 3);
+    for (int64_t r = lo_; r < hi_; ++r) {
       const int64_t o = r * C;
       T kk[512], av[512];
 #pragma omp simd
@@ -548,7 +582,7 @@ void tmix_pre_bwd(const T* __restrict k, const T* __restrict wl, const T* __rest
         }
       }
     }
-  }
+}, 1024);
   acc.write(0, dw0);
   acc.write(1, da0);
   acc.write(2, dkk_);
@@ -558,14 +592,15 @@ void tmix_pre_bwd(const T* __restrict k, const T* __restrict wl, const T* __rest
 template <typename T>
 void vres_fwd(const T* __restrict v, const T* __restrict vf, const T* __restrict vl,
               const T* __restrict v0, T* __restrict out, int64_t rows, int64_t C, int nt) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * 4, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(rows * C * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const int64_t o = r * C;
     for (int64_t c = 0; c < C; ++c) {
       const T s = sigmoid_(v0[c] + vl[o + c]);
       out[o + c] = v[o + c] + (vf[o + c] - v[o + c]) * s;
     }
   }
+}, 1024);
 }
 
 template <typename T>
@@ -574,11 +609,9 @@ void vres_bwd(const T* __restrict v, const T* __restrict vf, const T* __restrict
               T* __restrict dvl, T* dv0, int64_t rows, int64_t C, int nt) {
   const int threads = threads_for(rows * C * 4, nt);
   ParamGrads acc(threads, 1, C);
-#pragma omp parallel num_threads(threads)
-  {
-    double* p0 = acc.get(0);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+    double* p0 = acc.get(tid_, 0);
+    for (int64_t r = lo_; r < hi_; ++r) {
       const int64_t o = r * C;
       for (int64_t c = 0; c < C; ++c) {
         const T s = sigmoid_(v0[c] + vl[o + c]);
@@ -590,7 +623,7 @@ void vres_bwd(const T* __restrict v, const T* __restrict vf, const T* __restrict
         p0[c] += gp;
       }
     }
-  }
+}, 1024);
   acc.write(0, dv0);
 }
 
@@ -599,8 +632,8 @@ void tmix_post_fwd(const T* __restrict y, const T* __restrict r_, const T* __res
                    const T* __restrict v, const T* __restrict g, const T* __restrict rk,
                    const T* __restrict gw, const T* __restrict gb, T* __restrict z, int64_t rows,
                    int64_t C, int64_t N, T eps, int nt) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * 8, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(rows * C * 8, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const int64_t o = r * C;
     for (int64_t h = 0; h < C; h += N) {
       T mu = 0, s = 0;
@@ -622,6 +655,7 @@ void tmix_post_fwd(const T* __restrict y, const T* __restrict r_, const T* __res
       }
     }
   }
+}, 1024);
 }
 
 template <typename T>
@@ -633,13 +667,11 @@ void tmix_post_bwd(const T* __restrict y, const T* __restrict r_, const T* __res
                    T eps, int nt) {
   const int threads = threads_for(rows * C * 8, nt);
   ParamGrads acc(threads, 3, C);
-#pragma omp parallel num_threads(threads)
-  {
-    double* prk = acc.get(0);
-    double* pgw = acc.get(1);
-    double* pgb = acc.get(2);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+    double* prk = acc.get(tid_, 0);
+    double* pgw = acc.get(tid_, 1);
+    double* pgb = acc.get(tid_, 2);
+    for (int64_t r = lo_; r < hi_; ++r) {
       const int64_t o = r * C;
       for (int64_t h = 0; h < C; h += N) {
         T mu = 0, s = 0;
@@ -683,7 +715,7 @@ void tmix_post_bwd(const T* __restrict y, const T* __restrict r_, const T* __res
         }
       }
     }
-  }
+}, 1024);
   acc.write(0, drk);
   acc.write(1, dgw);
   acc.write(2, dgb);
@@ -1017,8 +1049,8 @@ void linear_fwd(const T* __restrict x, const T* __restrict w, T* __restrict y, i
                 int64_t K, int64_t N_, int nt) {
   const int64_t N = NN > 0 ? NN : N_;
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(rows * N * 4, nt))
-  for (int64_t ch = 0; ch < chunks; ++ch) {
+parallel_rows(chunks, threads_for(rows * N * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t ch = lo_; ch < hi_; ++ch) {
     const int64_t r1 = std::min(rows, (ch + 1) * kRowChunk);
     T acc[1024];
     for (int64_t r = ch * kRowChunk; r < r1; ++r) {
@@ -1036,6 +1068,7 @@ void linear_fwd(const T* __restrict x, const T* __restrict w, T* __restrict y, i
       for (int64_t n = 0; n < N; ++n) yr[n] = acc[n];
     }
   }
+}, 1);
 }
 
 template <typename T, int NN>
@@ -1049,14 +1082,12 @@ void linear_bwd(const T* __restrict x, const T* __restrict w, const T* __restric
   const int threads = threads_for(rows * N * 4, nt);
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
   std::vector<double> dwsum(static_cast<size_t>(threads) * K * N, 0.0);
-#pragma omp parallel num_threads(threads)
-  {
+parallel_rows(chunks, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     std::vector<T> blk(need_dw ? static_cast<size_t>(K * N) : 0, T(0));
-    double* mine = dwsum.data() + static_cast<size_t>(omp_get_thread_num()) * K * N;
+    double* mine = dwsum.data() + static_cast<size_t>(tid_) * K * N;
     T* __restrict b = blk.data();
     const T* __restrict wtp = wt.data();
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
+    for (int64_t ch = lo_; ch < hi_; ++ch) {
       const int64_t r0 = ch * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
       for (int64_t r = r0; r < r1; ++r) {
         const T* xr = x + r * K;
@@ -1091,7 +1122,7 @@ void linear_bwd(const T* __restrict x, const T* __restrict w, const T* __restric
         }
       }
     }
-  }
+}, 1);
   if (need_dw) {
     for (int64_t j = 0; j < K * N; ++j) {
       double s = 0;
@@ -1185,9 +1216,11 @@ bool linear_fwd_fast(const float* x, const float* w, float* y, int64_t rows, int
                      int64_t N, int nt) {
   if (N % 8) return false;
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(rows * N * 4, nt))
-  for (int64_t ch = 0; ch < chunks; ++ch)
+parallel_rows(chunks, threads_for(rows * N * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t ch = lo_; ch < hi_; ++ch) {
     gemm_rows_f32(x, w, y, ch * kRowChunk, std::min(rows, (ch + 1) * kRowChunk), K, N);
+  }
+}, 1);
   return true;
 }
 
@@ -1201,16 +1234,14 @@ bool linear_bwd_fast(const float* x, const float* w, const float* g, float* dx, 
   const int threads = threads_for(rows * N * 4, nt);
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
   std::vector<double> dwsum(static_cast<size_t>(threads) * K * N, 0.0);
-#pragma omp parallel num_threads(threads)
-  {
-    double* mine = dwsum.data() + static_cast<size_t>(omp_get_thread_num()) * K * N;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
+parallel_rows(chunks, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+    double* mine = dwsum.data() + static_cast<size_t>(tid_) * K * N;
+    for (int64_t ch = lo_; ch < hi_; ++ch) {
       const int64_t r0 = ch * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
       gemm_rows_f32(g, wt.data(), dx, r0, r1, N, K);
       gemm_tn_f32(x, g, mine, r0, r1, K, N);
     }
-  }
+}, 1);
   for (int64_t j = 0; j < K * N; ++j) {
     double s = 0;
     for (int th = 0; th < threads; ++th) s += dwsum[static_cast<size_t>(th) * K * N + j];
@@ -1338,8 +1369,8 @@ inline void row_stats(const T* __restrict xr, int64_t C, T eps, T* mu_out, T* rs
 template <typename T>
 void layer_norm_fwd(const T* __restrict x, const T* __restrict w, const T* __restrict b,
                     T* __restrict y, int64_t rows, int64_t C, T eps, int nt) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * C * 4, nt))
-  for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads_for(rows * C * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
+for (int64_t r = lo_; r < hi_; ++r) {
     const T* xr = x + r * C;
     T mu, rstd;
     row_stats(xr, C, eps, &mu, &rstd);
@@ -1347,6 +1378,7 @@ void layer_norm_fwd(const T* __restrict x, const T* __restrict w, const T* __res
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mu) * rstd * w[c] + b[c];
   }
+}, 1024);
 }
 
 template <typename T>
@@ -1354,12 +1386,10 @@ void layer_norm_bwd(const T* __restrict x, const T* __restrict w, const T* __res
                     T* __restrict dx, T* dw, T* db, int64_t rows, int64_t C, T eps, int nt) {
   const int threads = threads_for(rows * C * 4, nt);
   ParamGrads acc(threads, 2, C);
-#pragma omp parallel num_threads(threads)
-  {
-    double* pw = acc.get(0);
-    double* pb = acc.get(1);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+    double* pw = acc.get(tid_, 0);
+    double* pb = acc.get(tid_, 1);
+    for (int64_t r = lo_; r < hi_; ++r) {
       const T* xr = x + r * C;
       const T* gr = g + r * C;
       T mu, rstd;
@@ -1383,7 +1413,7 @@ void layer_norm_bwd(const T* __restrict x, const T* __restrict w, const T* __res
         d[c] = rstd * (gr[c] * w[c] - m1 - xhat * m2);
       }
     }
-  }
+}, 1024);
   acc.write(0, dw);
   acc.write(1, db);
 }
