@@ -7,6 +7,7 @@ hits all of them alike; each figure is the median over the timed rounds.
     python benchmarks/bench_models.py                      # all models, 2 warmup + 5 timed rounds
     python benchmarks/bench_models.py --models rwkv7,transformer --repeats 9
     python benchmarks/bench_models.py --with-reference     # adds rwkv7 on the Python-loop WKV7
+    python benchmarks/bench_models.py --models rwkv7,transformer --with-unfused  # + fused_ops=False
 
 Prints machine info, then a Markdown table (ready for benchmarks/RESULTS.md) with s/step and
 tokens/s side by side, each model's time relative to the Transformer, and for rwkv7 (with
@@ -25,10 +26,12 @@ import time
 
 import numpy as np
 
-import seqlab  # noqa: F401  (quiet Paddle import, CPU defaults)
+import seqlab  # noqa: F401  (quiet Paddle import)
 import paddle
 import paddle.nn.functional as F
 from seqlab import MODELS
+from seqlab._paddle import configure_cpu_defaults
+from seqlab.ops._build import num_threads
 
 
 def machine_info() -> str:
@@ -46,7 +49,8 @@ def machine_info() -> str:
         f"{os.cpu_count()} logical CPUs, load average {load}\n"
         f"python {platform.python_version()}, paddle {paddle.__version__} "
         f"({'CUDA' if paddle.is_compiled_with_cuda() else 'CPU'} build, device {paddle.get_device()}), "
-        f"FLAGS_use_stride_kernel={stride}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+        f"FLAGS_use_stride_kernel={stride}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"seqlab C++ op threads={num_threads()}"
     )
 
 
@@ -96,13 +100,20 @@ def main(argv=None) -> int:
         "--with-reference", action="store_true",
         help="also time rwkv7 on the 'reference' (Python loop) WKV7 back end; slow, ~5 s/step",
     )
+    parser.add_argument(
+        "--with-unfused", action="store_true",
+        help="also time rwkv7 with fused_ops=False (its plain Paddle formulas; ~1 s/step)",
+    )
     args = parser.parse_args(argv)
+    configure_cpu_defaults(paddle)  # what a Trainer run gets (stride kernels off on CPU)
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] or MODELS.names()
     specs = []
     for name in names:
         init_args = {"wkv_backend": args.wkv_backend} if name == "rwkv7" and args.wkv_backend else {}
         specs.append((name, name, init_args))
+    if args.with_unfused:
+        specs.append(("rwkv7 [unfused]", "rwkv7", {"fused_ops": False}))
     if args.with_reference:
         specs.append(("rwkv7 [reference wkv7]", "rwkv7", {"wkv_backend": "reference"}))
 
@@ -136,6 +147,9 @@ def main(argv=None) -> int:
     ref = median.get("rwkv7 [reference wkv7]")
     if "rwkv7" in median and ref:
         print(f"rwkv7 speedup over the reference WKV7 back end: {ref / median['rwkv7']:.1f}x")
+    unfused = median.get("rwkv7 [unfused]")
+    if "rwkv7" in median and unfused:
+        print(f"rwkv7 speedup of the fused ops over its plain Paddle formulas: {unfused / median['rwkv7']:.1f}x")
     return 0
 
 

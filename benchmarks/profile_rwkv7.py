@@ -20,6 +20,7 @@ import paddle
 import paddle.nn.functional as F
 import paddle.profiler as profiler
 from seqlab import MODELS
+from seqlab._paddle import configure_cpu_defaults
 
 
 def main(argv=None) -> int:
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--no-fused", action="store_true", help="rwkv7 with fused_ops=False")
     args = p.parse_args(argv)
+    configure_cpu_defaults(paddle)  # what a Trainer run gets (stride kernels off on CPU)
 
     paddle.seed(0)
     kw = {"fused_ops": False} if args.no_fused and args.model == "rwkv7" else {}
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
         step()
     print(f"{args.model}{' (no fused)' if args.no_fused else ''}: "
           f"{(time.perf_counter() - t0) / args.steps:.3f} s/step unprofiled")
-    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+    # on_trace_ready: no chrome trace written to ./profiler_log (the summary needs none)
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda p: None)
     prof.start()
     for _ in range(args.steps):
         step()

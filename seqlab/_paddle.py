@@ -17,6 +17,10 @@ INSTALL_HINT = (
 
 def import_paddle():
     """Return the ``paddle`` module, or exit 2 with :data:`INSTALL_HINT` when it is missing."""
+    # Idle OpenMP threads of the WKV7 op otherwise spin and take the core from the Paddle kernel
+    # that runs next (measured: benchmarks/RESULTS.md). It must be set before libgomp starts, i.e.
+    # before Paddle is imported; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Paddle prints a "No ccache found" UserWarning on every import; it is noise for our users.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ccache.*")

@@ -104,7 +104,141 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
         y1 = squared_relu(x)
         y2 = l2_normalize(x)
     assert len([w for w in caught if "could not be built" in str(w.message)]) == 1, caught
-    np.testing.assert_allclose(y1.numpy(), (F.relu(x) ** 2).numpy())
+    np.testing.assert_allclose(y1.numpy(), (F.relu(x) ** 2).numpy(), rtol=1e-6)  # r*r vs pow
     np.testing.assert_allclose(y2.numpy(), F.normalize(x, axis=-1).numpy())
     with pytest.raises(OpBuildError):
         squared_relu(x, use_cpp=True)
+
+
+# ------------------------------------------------------------------ RWKV-7 TimeMix block ops
+
+from seqlab.ops.fused import (  # noqa: E402
+    layer_norm,
+    linear,
+    rwkv7_tmix_post,
+    rwkv7_tmix_post_reference,
+    rwkv7_tmix_pre,
+    rwkv7_tmix_pre_reference,
+    rwkv7_vres,
+    token_shift_mix6,
+)
+
+
+def _all_grads(fn, arrays, dtype, seed=0):
+    """Outputs and the gradients of a random projection of all outputs w.r.t. every input."""
+    xs = [paddle.to_tensor(a.astype(dtype), stop_gradient=False) for a in arrays]
+    ys = fn(*xs)
+    ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
+    rng = np.random.default_rng(seed)
+    loss = sum((y * paddle.to_tensor(rng.normal(size=y.shape).astype(dtype))).sum() for y in ys)
+    gs = paddle.grad([loss], xs)
+    return [y.numpy() for y in ys] + [g.numpy() for g in gs]
+
+
+def _check(fast, ref, arrays, dtype, tol):
+    assert_close(_all_grads(fast, arrays, dtype), _all_grads(ref, arrays, "float64"), tol)
+
+
+TOLS = {"float32": 1e-6, "float64": 1e-10}
+# float64 rows with a tiny norm or variance: the eps constants (1e-12, 64e-5) are float32 values
+EPS_TOLS = {"float32": 1e-6, "float64": 1e-7}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("B,T,C", [(1, 1, 8), (3, 17, 32), (64, 128, 32)])
+def test_token_shift_mix6(B, T, C, dtype):
+    rng = np.random.default_rng(6)
+    arrays = [rng.normal(size=(B, T, C))] + [rng.uniform(size=(1, 1, C)) for _ in range(6)]
+    _check(lambda x, *m: token_shift_mix6(x, m, use_cpp=True),
+           lambda x, *m: token_shift_mix6(x, m, use_cpp=False), arrays, dtype, TOLS[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("R,C,N", [(5, 16, 16), (37, 32, 16), (8192, 32, 16), (9, 64, 8)])
+def test_rwkv7_tmix_pre(R, C, N, dtype):
+    rng = np.random.default_rng(7)
+    arrays = [rng.normal(size=(R, C)), rng.normal(size=(R, C)) * 3, rng.normal(size=(R, C)),
+              rng.normal(size=(1, 1, C)), rng.normal(size=(1, 1, C)), rng.normal(size=(1, 1, C)),
+              rng.normal(size=(1, 1, C))]
+    arrays[1][0, :4] = [-30.0, -21.0, 25.0, 0.0]  # both sides of softplus' threshold (20)
+    arrays[0][1, :N] *= 1e-14  # a key below the normalise eps
+    _check(lambda *a: rwkv7_tmix_pre(*a, N, use_cpp=True),
+           lambda *a: rwkv7_tmix_pre_reference(*a, N), arrays, dtype, EPS_TOLS[dtype])
+
+
+def test_rwkv7_tmix_pre_reference_is_the_model_formula():
+    rng = np.random.default_rng(8)
+    k, wl, al = (paddle.to_tensor(rng.normal(size=(4, 6, 32))) for _ in range(3))
+    w0, a0, k_k, k_a = (paddle.to_tensor(rng.normal(size=(1, 1, 32))) for _ in range(4))
+    decay, kout, wa, wb = rwkv7_tmix_pre_reference(k, wl, al, w0, a0, k_k, k_a, 16)
+    w = -F.softplus(-(w0 + wl)) - 0.5
+    a = F.sigmoid(a0 + al)
+    kk = F.normalize((k * k_k).reshape([4, 6, 2, 16]), axis=-1, epsilon=1e-12).reshape([4, 6, 32])
+    for got, want in [(decay, paddle.exp(-paddle.exp(w))), (kout, k * (1 + (a - 1) * k_a)),
+                      (wa, -kk), (wb, kk * a)]:
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rwkv7_vres(dtype):
+    rng = np.random.default_rng(9)
+    arrays = [rng.normal(size=(300, 32)) for _ in range(3)] + [rng.normal(size=(1, 1, 32))]
+    _check(lambda *a: rwkv7_vres(*a, use_cpp=True), lambda *a: rwkv7_vres(*a, use_cpp=False),
+           arrays, dtype, TOLS[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("R,C,N", [(7, 32, 16), (8192, 32, 16), (5, 24, 8)])
+def test_rwkv7_tmix_post(R, C, N, dtype):
+    rng = np.random.default_rng(10)
+    arrays = [rng.normal(size=(R, C)) for _ in range(5)] + [
+        rng.normal(size=(C // N, N)), rng.normal(size=(C,)), rng.normal(size=(C,))]
+    arrays[0][0, :N] = 0.25  # a constant group: variance 0, only eps in the denominator
+    _check(lambda *a: rwkv7_tmix_post(*a, N, 64e-5, use_cpp=True),
+           lambda *a: rwkv7_tmix_post_reference(*a, N, 64e-5), arrays, dtype, EPS_TOLS[dtype])
+
+
+def test_rwkv7_tmix_post_reference_uses_groupnorm():
+    rng = np.random.default_rng(11)
+    y = paddle.to_tensor(rng.normal(size=(50, 32)))
+    gn = paddle.nn.GroupNorm(2, 32, epsilon=64e-5)
+    gn.to(dtype="float64")
+    zeros = paddle.zeros_like(y)
+    out = rwkv7_tmix_post_reference(y, zeros, zeros, zeros, zeros + 1, paddle.zeros([2, 16], "float64"),
+                                    gn.weight, gn.bias, 16, 64e-5)
+    np.testing.assert_allclose(out.numpy(), gn(y).numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("R,K,N", [(37, 32, 8), (1000, 8, 32), (32768, 32, 128), (4099, 128, 32),
+                                   (5, 32, 32), (7, 13, 5), (3, 4, 12)])
+def test_linear(R, K, N, dtype):
+    rng = np.random.default_rng(12)
+    arrays = [rng.normal(size=(R, K)), rng.normal(size=(K, N))]
+    _check(lambda x, w: linear(x, w, use_cpp=True), lambda x, w: paddle.matmul(x, w), arrays, dtype,
+           2e-6 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(5, 32), (4, 33, 32), (32768, 32), (3, 7)])
+def test_layer_norm(shape, dtype):
+    rng = np.random.default_rng(13)
+    C = shape[-1]
+    arrays = [rng.normal(size=shape) * 2 + 1, rng.normal(size=(C,)), rng.normal(size=(C,))]
+    arrays[0].reshape(-1, C)[0] = 0.5  # a constant row
+    _check(lambda x, w, b: layer_norm(x, w, b, 1e-5, use_cpp=True),
+           lambda x, w, b: F.layer_norm(x, [C], weight=w, bias=b, epsilon=1e-5), arrays, dtype,
+           TOLS[dtype])
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_thread_counts_give_the_same_result(threads, monkeypatch):
+    """Parameter gradients are summed per thread: any thread count stays within 1e-6."""
+    monkeypatch.setenv("SEQLAB_NUM_THREADS", threads)
+    rng = np.random.default_rng(14)
+    arrays = [rng.normal(size=(70000, 32)), rng.normal(size=(32, 32))]
+    _check(lambda x, w: linear(x, w, use_cpp=True), lambda x, w: paddle.matmul(x, w), arrays,
+           "float32", 2e-6)
+    arrays = [rng.normal(size=(70000, 32)), rng.normal(size=(32,)), rng.normal(size=(32,))]
+    _check(lambda x, w, b: layer_norm(x, w, b, use_cpp=True),
+           lambda x, w, b: F.layer_norm(x, [32], weight=w, bias=b, epsilon=1e-5), arrays, "float32", 1e-6)

@@ -99,3 +99,26 @@ def test_rnn_step_matches_fast_forward():
         logits, state = fast.step(tokens[:, t], state)
         steps.append(logits.numpy())
     assert _rel(np.stack(steps, axis=1), full) <= 1e-5
+
+
+def test_fast_structure_on_paddle_fallbacks(monkeypatch):
+    """SEQLAB_FUSED=paddle (what a GPU or a failed build gets): the fused path's Paddle formulas."""
+    fast, slow = _pair(seed=7)
+    x = paddle.to_tensor(np.random.default_rng(2).integers(0, 12, (4, 20)), dtype="int64")
+    want = slow(x).numpy()
+    monkeypatch.setenv("SEQLAB_FUSED", "paddle")
+    assert _rel(fast(x).numpy(), want) <= 1e-6
+
+
+def test_thread_count_does_not_change_the_model(monkeypatch):
+    fast, _ = _pair(seed=8)
+    x = paddle.to_tensor(np.random.default_rng(3).integers(0, 12, (64, 40)), dtype="int64")
+    outs = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("SEQLAB_NUM_THREADS", threads)
+        logits = fast(x)
+        logits.mean().backward()
+        outs.append([logits.numpy()] + [p.grad.numpy() for p in fast.parameters() if p.grad is not None])
+        fast.clear_gradients()
+    for a, b in zip(*outs):
+        assert _rel(a, b) <= 1e-6

@@ -15,6 +15,19 @@ warning per process). Results match the Paddle formulas to float rounding (tests
 * ``squared_relu(x) = relu(x) ** 2``.
 * ``l2_normalize(x, axis=-1, eps=1e-12)`` = ``paddle.nn.functional.normalize(x, 2, axis, eps)``
   (the C++ op handles the last axis; other axes use the Paddle formula).
+
+The RWKV-7 TimeMix layer's element-wise work between its matmuls (used by ``RWKV7`` with
+``fused_ops=True``; ``benchmarks/RESULTS.md``, "RWKV-7 step: profile and fixes"):
+
+* ``token_shift_mix6(x, [m0..m5])``: six ``[B,T,C]`` token-shift mixes, one op.
+* ``rwkv7_tmix_pre``: decay ``exp(-exp(-softplus(-(w0 + wl)) - 0.5))``, ``a = sigmoid(a0 + al)``,
+  the rescaled key, and the delta-rule vectors ``-kkn``, ``kkn * a`` (``kkn`` per-head normalised).
+* ``rwkv7_vres``: value residual ``v + (v_first - v) * sigmoid(v0 + vl)``.
+* ``rwkv7_tmix_post``: ``(GroupNorm(y) + sum_head(r * k * r_k) * v) * g``.
+* ``linear(x, W)`` (``x @ W`` for widths <= 1024, one-pass backward) and ``layer_norm``.
+
+Every ``[C]`` parameter's gradient is a row reduction inside the op (per-thread, in double),
+where Paddle's broadcast-multiply gradients reduced over B x T slowly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-// Fused CPU ops for the RWKV-7 block (float32/float64, OpenMP), with exact backward passes.
+// Fused CPU ops for the RWKV-7 block (float32/float64), with exact backward passes.
+//
+// Threads: every op takes an explicit thread count (seqlab.ops._build.num_threads()) and runs
+// on std::threads via parallel_rows() below, not OpenMP: libgomp's idle workers spin after each
+// parallel region and, on a 2-core machine, steal the core from the Paddle kernel that runs next.
+// (`#pragma omp simd` is still used, for vectorisation only.) The RWKV-7 TimeMix ops, the
+// small-width linear and layer_norm are documented where they are defined, further down.
 //
 // Why: in Paddle's eager mode these small formulas cost several kernels each, and some
 // gradients are very slow on CPU (FACTS.md: the [1,1,C] broadcast-multiply gradients of the
@@ -14,15 +20,16 @@
 //       (eps travels as a float32 attribute, so rows with |x| < eps differ from a float64
 //       Paddle formula by ~1e-8 relative; rows above eps are exact)
 
+#if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
-#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -70,22 +77,22 @@ void token_shift_mix_fwd(const T* __restrict x, const T* __restrict m, T* __rest
                          int64_t B, int64_t Tn, int64_t C, int64_t K, int nt) {
   const int64_t rows = B * Tn, BTC = rows * C;
 parallel_rows(rows, threads_for(BTC * K, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const T* xr = x + r * C;
-    const bool first = (r % Tn) == 0;
-    for (int64_t i = 0; i < K; ++i) {
-      const T* mi = m + i * C;
-      T* o = out + i * BTC + r * C;
-      if (first) {
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const T* xr = x + r * C;
+      const bool first = (r % Tn) == 0;
+      for (int64_t i = 0; i < K; ++i) {
+        const T* mi = m + i * C;
+        T* o = out + i * BTC + r * C;
+        if (first) {
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) o[c] = xr[c] - xr[c] * mi[c];
-      } else {
-        const T* xp = xr - C;
+          for (int64_t c = 0; c < C; ++c) o[c] = xr[c] - xr[c] * mi[c];
+        } else {
+          const T* xp = xr - C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) o[c] = xr[c] + (xp[c] - xr[c]) * mi[c];
+          for (int64_t c = 0; c < C; ++c) o[c] = xr[c] + (xp[c] - xr[c]) * mi[c];
+        }
       }
     }
-  }
 }, 1024);
 }
 
@@ -97,7 +104,7 @@ void token_shift_mix_bwd(const T* __restrict x, const T* __restrict m, const T* 
   const int threads = threads_for(BTC * K, nt);
   // dm sums B*T terms: accumulate in double so float32 stays accurate (~1e-7) for long sums.
   std::vector<double> partial(static_cast<size_t>(threads) * K * C, 0.0);
-parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     double* __restrict dmp = partial.data() + static_cast<size_t>(tid_) * K * C;
     for (int64_t r = lo_; r < hi_; ++r) {
       const T* xr = x + r * C;
@@ -130,7 +137,7 @@ parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
         }
       }
     }
-}, 1024);
+  }, 1024);
   for (int64_t j = 0; j < K * C; ++j) {
     double s = 0;
     for (int th = 0; th < threads; ++th) s += partial[static_cast<size_t>(th) * K * C + j];
@@ -200,10 +207,10 @@ template <typename T>
 void squared_relu_fwd(const T* __restrict x, T* __restrict y, int64_t n, int nt) {
 parallel_rows(n, threads_for(n, nt), [&](int, int64_t lo_, int64_t hi_) {
 #pragma omp simd
-for (int64_t i = lo_; i < hi_; ++i) {
-    const T r = x[i] > T(0) ? x[i] : T(0);
-    y[i] = r * r;
-  }
+  for (int64_t i = lo_; i < hi_; ++i) {
+      const T r = x[i] > T(0) ? x[i] : T(0);
+      y[i] = r * r;
+    }
 }, 65536);
 }
 
@@ -212,10 +219,10 @@ void squared_relu_bwd(const T* __restrict x, const T* __restrict g, T* __restric
                       int nt) {
 parallel_rows(n, threads_for(n, nt), [&](int, int64_t lo_, int64_t hi_) {
 #pragma omp simd
-for (int64_t i = lo_; i < hi_; ++i) {
-    const T r = x[i] > T(0) ? x[i] : T(0);
-    dx[i] = T(2) * r * g[i];
-  }
+  for (int64_t i = lo_; i < hi_; ++i) {
+      const T r = x[i] > T(0) ? x[i] : T(0);
+      dx[i] = T(2) * r * g[i];
+    }
 }, 65536);
 }
 
@@ -223,15 +230,15 @@ template <typename T>
 void l2_normalize_fwd(const T* __restrict x, T* __restrict y, int64_t rows, int64_t C, T eps,
                       int nt) {
 parallel_rows(rows, threads_for(rows * C, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const T* xr = x + r * C;
-    T ss = 0;
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const T* xr = x + r * C;
+      T ss = 0;
 #pragma omp simd reduction(+ : ss)
-    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
-    const T inv = T(1) / std::max(std::sqrt(ss), eps);
+      for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+      const T inv = T(1) / std::max(std::sqrt(ss), eps);
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) y[r * C + c] = xr[c] * inv;
-  }
+      for (int64_t c = 0; c < C; ++c) y[r * C + c] = xr[c] * inv;
+    }
 }, 1024);
 }
 
@@ -239,27 +246,27 @@ template <typename T>
 void l2_normalize_bwd(const T* __restrict x, const T* __restrict g, T* __restrict dx,
                       int64_t rows, int64_t C, T eps, int nt) {
 parallel_rows(rows, threads_for(rows * C, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const T* xr = x + r * C;
-    const T* gr = g + r * C;
-    T ss = 0, xg = 0;
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const T* xr = x + r * C;
+      const T* gr = g + r * C;
+      T ss = 0, xg = 0;
 #pragma omp simd reduction(+ : ss, xg)
-    for (int64_t c = 0; c < C; ++c) {
-      ss += xr[c] * xr[c];
-      xg += xr[c] * gr[c];
-    }
-    const T norm = std::sqrt(ss);
-    if (norm > eps) {
-      const T inv = T(1) / norm;
-      const T coef = xg * inv * inv * inv;  // (y . dy) / |x| with y = x / |x|
+      for (int64_t c = 0; c < C; ++c) {
+        ss += xr[c] * xr[c];
+        xg += xr[c] * gr[c];
+      }
+      const T norm = std::sqrt(ss);
+      if (norm > eps) {
+        const T inv = T(1) / norm;
+        const T coef = xg * inv * inv * inv;  // (y . dy) / |x| with y = x / |x|
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) dx[r * C + c] = gr[c] * inv - xr[c] * coef;
-    } else {  // y = x / eps: constant denominator
-      const T inv = T(1) / eps;
+        for (int64_t c = 0; c < C; ++c) dx[r * C + c] = gr[c] * inv - xr[c] * coef;
+      } else {  // y = x / eps: constant denominator
+        const T inv = T(1) / eps;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) dx[r * C + c] = gr[c] * inv;
+        for (int64_t c = 0; c < C; ++c) dx[r * C + c] = gr[c] * inv;
+      }
     }
-  }
 }, 1024);
 }
 
@@ -409,22 +416,22 @@ template <typename T>
 void mix6_fwd(const T* __restrict x, const T* const* m, T* const* o, int64_t rows, int64_t Tn,
               int64_t C, int nt) {
 parallel_rows(rows, threads_for(rows * C * kMix, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const T* xr = x + r * C;
-    const bool first = (r % Tn) == 0;
-    for (int i = 0; i < kMix; ++i) {
-      const T* mi = m[i];
-      T* oi = o[i] + r * C;
-      if (first) {
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const T* xr = x + r * C;
+      const bool first = (r % Tn) == 0;
+      for (int i = 0; i < kMix; ++i) {
+        const T* mi = m[i];
+        T* oi = o[i] + r * C;
+        if (first) {
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) oi[c] = xr[c] + (T(0) - xr[c]) * mi[c];
-      } else {
-        const T* xp = xr - C;
+          for (int64_t c = 0; c < C; ++c) oi[c] = xr[c] + (T(0) - xr[c]) * mi[c];
+        } else {
+          const T* xp = xr - C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) oi[c] = xr[c] + (xp[c] - xr[c]) * mi[c];
+          for (int64_t c = 0; c < C; ++c) oi[c] = xr[c] + (xp[c] - xr[c]) * mi[c];
+        }
       }
     }
-  }
 }, 1024);
 }
 
@@ -433,7 +440,7 @@ void mix6_bwd(const T* __restrict x, const T* const* m, const T* const* g, T* __
               T* const* dm, int64_t rows, int64_t Tn, int64_t C, int nt) {
   const int threads = threads_for(rows * C * kMix, nt);
   ParamGrads acc(threads, kMix, C);
-parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     for (int64_t r = lo_; r < hi_; ++r) {
       const T* xr = x + r * C;
       const bool first = (r % Tn) == 0;
@@ -458,7 +465,7 @@ parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
         }
       }
     }
-}, 1024);
+  }, 1024);
   for (int i = 0; i < kMix; ++i) acc.write(i, dm[i]);
 }
 
@@ -485,32 +492,32 @@ void tmix_pre_fwd(const T* __restrict k, const T* __restrict wl, const T* __rest
                   T* __restrict wa, T* __restrict wb, int64_t rows, int64_t C, int64_t N, int nt) {
   const T eps = T(1e-12f);
 parallel_rows(rows, threads_for(rows * C * 8, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const int64_t o = r * C;
-    T kk[512], av[512];
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const int64_t o = r * C;
+      T kk[512], av[512];
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      const T wpre = w0[c] + wl[o + c];
-      decay[o + c] = vexp(-decay_ew(wpre));
-      const T a = sigmoid_(a0[c] + al[o + c]);
-      av[c] = a;
-      kout[o + c] = k[o + c] * (T(1) + (a - T(1)) * ka[c]);
-      kk[c] = k[o + c] * kk_[c];
-    }
-    for (int64_t h = 0; h < C; h += N) {
-      T ss = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const T wpre = w0[c] + wl[o + c];
+        decay[o + c] = vexp(-decay_ew(wpre));
+        const T a = sigmoid_(a0[c] + al[o + c]);
+        av[c] = a;
+        kout[o + c] = k[o + c] * (T(1) + (a - T(1)) * ka[c]);
+        kk[c] = k[o + c] * kk_[c];
+      }
+      for (int64_t h = 0; h < C; h += N) {
+        T ss = 0;
 #pragma omp simd reduction(+ : ss)
-      for (int64_t n = 0; n < N; ++n) ss += kk[h + n] * kk[h + n];
-      const T den = std::max(std::sqrt(ss), eps);
+        for (int64_t n = 0; n < N; ++n) ss += kk[h + n] * kk[h + n];
+        const T den = std::max(std::sqrt(ss), eps);
 #pragma omp simd
-      for (int64_t n = 0; n < N; ++n) {
-        const int64_t c = h + n;
-        const T kkn = kk[c] / den;
-        wa[o + c] = -kkn;
-        wb[o + c] = kkn * av[c];
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t c = h + n;
+          const T kkn = kk[c] / den;
+          wa[o + c] = -kkn;
+          wb[o + c] = kkn * av[c];
+        }
       }
     }
-  }
 }, 1024);
 }
 
@@ -524,7 +531,7 @@ void tmix_pre_bwd(const T* __restrict k, const T* __restrict wl, const T* __rest
   const T eps = T(1e-12f);
   const int threads = threads_for(rows * C * 8, nt);
   ParamGrads acc(threads, 4, C);
-parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     double* pw0 = acc.get(tid_, 0);
     double* pa0 = acc.get(tid_, 1);
     double* pkk = acc.get(tid_, 2);
@@ -582,7 +589,7 @@ parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
         }
       }
     }
-}, 1024);
+  }, 1024);
   acc.write(0, dw0);
   acc.write(1, da0);
   acc.write(2, dkk_);
@@ -593,13 +600,13 @@ template <typename T>
 void vres_fwd(const T* __restrict v, const T* __restrict vf, const T* __restrict vl,
               const T* __restrict v0, T* __restrict out, int64_t rows, int64_t C, int nt) {
 parallel_rows(rows, threads_for(rows * C * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const int64_t o = r * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const T s = sigmoid_(v0[c] + vl[o + c]);
-      out[o + c] = v[o + c] + (vf[o + c] - v[o + c]) * s;
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const int64_t o = r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const T s = sigmoid_(v0[c] + vl[o + c]);
+        out[o + c] = v[o + c] + (vf[o + c] - v[o + c]) * s;
+      }
     }
-  }
 }, 1024);
 }
 
@@ -609,7 +616,7 @@ void vres_bwd(const T* __restrict v, const T* __restrict vf, const T* __restrict
               T* __restrict dvl, T* dv0, int64_t rows, int64_t C, int nt) {
   const int threads = threads_for(rows * C * 4, nt);
   ParamGrads acc(threads, 1, C);
-parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     double* p0 = acc.get(tid_, 0);
     for (int64_t r = lo_; r < hi_; ++r) {
       const int64_t o = r * C;
@@ -623,7 +630,7 @@ parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
         p0[c] += gp;
       }
     }
-}, 1024);
+  }, 1024);
   acc.write(0, dv0);
 }
 
@@ -633,28 +640,28 @@ void tmix_post_fwd(const T* __restrict y, const T* __restrict r_, const T* __res
                    const T* __restrict gw, const T* __restrict gb, T* __restrict z, int64_t rows,
                    int64_t C, int64_t N, T eps, int nt) {
 parallel_rows(rows, threads_for(rows * C * 8, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const int64_t o = r * C;
-    for (int64_t h = 0; h < C; h += N) {
-      T mu = 0, s = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        mu += y[o + h + n];
-        s += r_[o + h + n] * k[o + h + n] * rk[h + n];
-      }
-      mu /= T(N);
-      T var = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const T d = y[o + h + n] - mu;
-        var += d * d;
-      }
-      const T rstd = T(1) / std::sqrt(var / T(N) + eps);
-      for (int64_t n = 0; n < N; ++n) {
-        const int64_t c = h + n;
-        const T yn = (y[o + c] - mu) * rstd * gw[c] + gb[c];
-        z[o + c] = (yn + s * v[o + c]) * g[o + c];
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const int64_t o = r * C;
+      for (int64_t h = 0; h < C; h += N) {
+        T mu = 0, s = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          mu += y[o + h + n];
+          s += r_[o + h + n] * k[o + h + n] * rk[h + n];
+        }
+        mu /= T(N);
+        T var = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const T d = y[o + h + n] - mu;
+          var += d * d;
+        }
+        const T rstd = T(1) / std::sqrt(var / T(N) + eps);
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t c = h + n;
+          const T yn = (y[o + c] - mu) * rstd * gw[c] + gb[c];
+          z[o + c] = (yn + s * v[o + c]) * g[o + c];
+        }
       }
     }
-  }
 }, 1024);
 }
 
@@ -667,7 +674,7 @@ void tmix_post_bwd(const T* __restrict y, const T* __restrict r_, const T* __res
                    T eps, int nt) {
   const int threads = threads_for(rows * C * 8, nt);
   ParamGrads acc(threads, 3, C);
-parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     double* prk = acc.get(tid_, 0);
     double* pgw = acc.get(tid_, 1);
     double* pgb = acc.get(tid_, 2);
@@ -715,7 +722,7 @@ parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
         }
       }
     }
-}, 1024);
+  }, 1024);
   acc.write(0, drk);
   acc.write(1, dgw);
   acc.write(2, dgb);
@@ -1050,24 +1057,24 @@ void linear_fwd(const T* __restrict x, const T* __restrict w, T* __restrict y, i
   const int64_t N = NN > 0 ? NN : N_;
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
 parallel_rows(chunks, threads_for(rows * N * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t ch = lo_; ch < hi_; ++ch) {
-    const int64_t r1 = std::min(rows, (ch + 1) * kRowChunk);
-    T acc[1024];
-    for (int64_t r = ch * kRowChunk; r < r1; ++r) {
-      const T* xr = x + r * K;
+  for (int64_t ch = lo_; ch < hi_; ++ch) {
+      const int64_t r1 = std::min(rows, (ch + 1) * kRowChunk);
+      T acc[1024];
+      for (int64_t r = ch * kRowChunk; r < r1; ++r) {
+        const T* xr = x + r * K;
 #pragma omp simd
-      for (int64_t n = 0; n < N; ++n) acc[n] = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const T xv = xr[k];
-        const T* wk = w + k * N;
+        for (int64_t n = 0; n < N; ++n) acc[n] = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          const T xv = xr[k];
+          const T* wk = w + k * N;
 #pragma omp simd
-        for (int64_t n = 0; n < N; ++n) acc[n] += xv * wk[n];
+          for (int64_t n = 0; n < N; ++n) acc[n] += xv * wk[n];
+        }
+        T* yr = y + r * N;
+#pragma omp simd
+        for (int64_t n = 0; n < N; ++n) yr[n] = acc[n];
       }
-      T* yr = y + r * N;
-#pragma omp simd
-      for (int64_t n = 0; n < N; ++n) yr[n] = acc[n];
     }
-  }
 }, 1);
 }
 
@@ -1082,7 +1089,7 @@ void linear_bwd(const T* __restrict x, const T* __restrict w, const T* __restric
   const int threads = threads_for(rows * N * 4, nt);
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
   std::vector<double> dwsum(static_cast<size_t>(threads) * K * N, 0.0);
-parallel_rows(chunks, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(chunks, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     std::vector<T> blk(need_dw ? static_cast<size_t>(K * N) : 0, T(0));
     double* mine = dwsum.data() + static_cast<size_t>(tid_) * K * N;
     T* __restrict b = blk.data();
@@ -1122,7 +1129,7 @@ parallel_rows(chunks, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
         }
       }
     }
-}, 1);
+  }, 1);
   if (need_dw) {
     for (int64_t j = 0; j < K * N; ++j) {
       double s = 0;
@@ -1217,9 +1224,9 @@ bool linear_fwd_fast(const float* x, const float* w, float* y, int64_t rows, int
   if (N % 8) return false;
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
 parallel_rows(chunks, threads_for(rows * N * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t ch = lo_; ch < hi_; ++ch) {
-    gemm_rows_f32(x, w, y, ch * kRowChunk, std::min(rows, (ch + 1) * kRowChunk), K, N);
-  }
+  for (int64_t ch = lo_; ch < hi_; ++ch) {
+      gemm_rows_f32(x, w, y, ch * kRowChunk, std::min(rows, (ch + 1) * kRowChunk), K, N);
+    }
 }, 1);
   return true;
 }
@@ -1234,14 +1241,14 @@ bool linear_bwd_fast(const float* x, const float* w, const float* g, float* dx, 
   const int threads = threads_for(rows * N * 4, nt);
   const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
   std::vector<double> dwsum(static_cast<size_t>(threads) * K * N, 0.0);
-parallel_rows(chunks, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(chunks, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     double* mine = dwsum.data() + static_cast<size_t>(tid_) * K * N;
     for (int64_t ch = lo_; ch < hi_; ++ch) {
       const int64_t r0 = ch * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
       gemm_rows_f32(g, wt.data(), dx, r0, r1, N, K);
       gemm_tn_f32(x, g, mine, r0, r1, K, N);
     }
-}, 1);
+  }, 1);
   for (int64_t j = 0; j < K * N; ++j) {
     double s = 0;
     for (int th = 0; th < threads; ++th) s += dwsum[static_cast<size_t>(th) * K * N + j];
@@ -1370,14 +1377,14 @@ template <typename T>
 void layer_norm_fwd(const T* __restrict x, const T* __restrict w, const T* __restrict b,
                     T* __restrict y, int64_t rows, int64_t C, T eps, int nt) {
 parallel_rows(rows, threads_for(rows * C * 4, nt), [&](int, int64_t lo_, int64_t hi_) {
-for (int64_t r = lo_; r < hi_; ++r) {
-    const T* xr = x + r * C;
-    T mu, rstd;
-    row_stats(xr, C, eps, &mu, &rstd);
-    T* yr = y + r * C;
+  for (int64_t r = lo_; r < hi_; ++r) {
+      const T* xr = x + r * C;
+      T mu, rstd;
+      row_stats(xr, C, eps, &mu, &rstd);
+      T* yr = y + r * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mu) * rstd * w[c] + b[c];
-  }
+      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mu) * rstd * w[c] + b[c];
+    }
 }, 1024);
 }
 
@@ -1386,7 +1393,7 @@ void layer_norm_bwd(const T* __restrict x, const T* __restrict w, const T* __res
                     T* __restrict dx, T* dw, T* db, int64_t rows, int64_t C, T eps, int nt) {
   const int threads = threads_for(rows * C * 4, nt);
   ParamGrads acc(threads, 2, C);
-parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
+  parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
     double* pw = acc.get(tid_, 0);
     double* pb = acc.get(tid_, 1);
     for (int64_t r = lo_; r < hi_; ++r) {
@@ -1413,7 +1420,7 @@ parallel_rows(rows, threads, [&](int tid_, int64_t lo_, int64_t hi_) {
         d[c] = rstd * (gr[c] * w[c] - m1 - xhat * m2);
       }
     }
-}, 1024);
+  }, 1024);
   acc.write(0, dw);
   acc.write(1, db);
 }
