@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import seqlab  # noqa: E402,F401
-from seqlab._paddle import import_paddle  # noqa: E402
+from seqlab._paddle import configure_cpu_defaults, import_paddle  # noqa: E402
 from seqlab.callback import Callback, Event  # noqa: E402
 from seqlab.callbacks import MovingAverageCheckpoint  # noqa: E402
 from seqlab.optim import AdamW  # noqa: E402
@@ -39,6 +39,9 @@ from seqlab.registry import MODELS, TASKS  # noqa: E402
 from seqlab.trainer import Trainer  # noqa: E402
 
 paddle = import_paddle()
+# The Trainer applies seqlab's CPU settings in setup; the bare loop must run under the same ones,
+# whichever runs first.
+configure_cpu_defaults(paddle)
 
 
 def make(args):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,26 @@ def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, model_name: 
                 f"{list(saved[key].shape)} in the file and {list(value.shape)} in the model; "
                 "the model config differs from the one it was saved with."
             )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file (config, metrics) so readers never see half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """A fresh fit must not mix with (or test) an earlier run's files in the same folder."""
+    if not any((run_dir / "checkpoints").glob(f"*{SUFFIX}")):
+        return
+    if not overwrite:
+        raise SeqlabError(
+            f"run folder '{run_dir}' already holds checkpoints of an earlier run; resume it with "
+            "--ckpt_path last, start over with --trainer.overwrite true, or choose another "
+            "--trainer.root_dir."
+        )
+    shutil.rmtree(run_dir)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> Path | None:

@@ -411,18 +411,14 @@ def _fit_in_parallel(parsed: ParsedCommand) -> None:
 
 
 def _check_resumable(spec: RunSpec, task: Task, model: Model, trainer: Trainer) -> None:
-    from seqlab.checkpoint import check_compatible, load_checkpoint, resolve_ckpt_path
+    from seqlab.checkpoint import check_compatible, claim_run_dir, load_checkpoint, resolve_ckpt_path
 
     path = resolve_ckpt_path(spec.config.ckpt_path, trainer.checkpoint_dir)
     if path is not None:
         check_compatible(load_checkpoint(path), path, MODELS.name_of(type(model)),
                          TASKS.name_of(type(task)), model.state_dict(), config=trainer.config)
-    elif not trainer.overwrite and any(trainer.checkpoint_dir.glob("*.pdckpt")):
-        raise SeqlabError(
-            f"run folder '{trainer.run_dir}' already holds checkpoints of an earlier run; resume it "
-            "with --ckpt_path last, start over with --trainer.overwrite true, or choose another "
-            "--trainer.root_dir."
-        )
+    elif not trainer.overwrite:
+        claim_run_dir(trainer.run_dir, overwrite=False)  # raises if an earlier run is there
     # One row through the model: a model that cannot read the task's rows (e.g. a max_len
     # shorter than them) fails here, before any run writes a file.
     task.setup(spec.config.trainer.seed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,13 @@ from seqlab.checkpoint import (
     atomic_save,
     capture_rng_state,
     check_compatible,
+    claim_run_dir,
     load_checkpoint,
     load_optimizer_state,
     optimizer_state,
     resolve_ckpt_path,
     restore_rng_state,
+    write_text_atomic,
 )
 from seqlab.errors import SeqlabError
 from seqlab.model import Model
@@ -38,12 +39,6 @@ from seqlab.task import Batch, Task
 
 paddle = import_paddle()
 log = logging.getLogger(__name__)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def seed_everything(seed: int) -> None:
@@ -165,9 +160,7 @@ class Trainer:
         ``ckpt_path`` resumes from ``"last"``, ``"best"`` or a file path. Returns the test
         metrics, which are also written to ``run_dir/metrics.json``.
         """
-        self.task, self.model = task, model
-        if self.run_name is None:
-            self.run_name = MODELS.name_of(type(model)) or type(model).__name__.lower()
+        self._bind(task, model)
         # A Trainer can fit again: progress comes from the checkpoint, never from a previous fit.
         self.global_step, self.should_stop, self.last_val_metrics = 0, False, {}
         self._train_time_s = self._wall_time_s = 0.0
@@ -195,9 +188,7 @@ class Trainer:
         ``test=True`` runs ``task.test`` (the final evaluation, probes included), otherwise
         ``task.evaluate``. Nothing is written.
         """
-        self.task, self.model = task, model
-        if self.run_name is None:
-            self.run_name = MODELS.name_of(type(model)) or type(model).__name__.lower()
+        self._bind(task, model)
         if ckpt_path is None:  # like the end of fit: best if there is one, else last
             has_best = (self.checkpoint_dir / "best.pdckpt").is_file()
             ckpt_path = "best" if test and has_best else "last"
@@ -257,6 +248,11 @@ class Trainer:
         return self._wall_time_s + time.perf_counter() - self._session_start
 
     # ------------------------------------------------------------------ internals
+    def _bind(self, task: Task, model: Model) -> None:
+        self.task, self.model = task, model
+        if self.run_name is None:
+            self.run_name = MODELS.name_of(type(model)) or type(model).__name__.lower()
+
     @staticmethod
     def _arrange_callbacks(callbacks: list[Callback], add_defaults: bool) -> list[Callback]:
         if add_defaults:
@@ -292,7 +288,7 @@ class Trainer:
         # The path is resolved before anything is written, so a bad --ckpt_path changes nothing.
         resume_from = resolve_ckpt_path(ckpt_path, self.checkpoint_dir)
         if resume_from is None:
-            self._claim_run_dir()
+            claim_run_dir(self.run_dir, self.overwrite)
         ckpt = load_checkpoint(resume_from) if resume_from is not None else None
         if ckpt is not None:
             check_compatible(ckpt, resume_from, MODELS.name_of(type(self.model)),
@@ -308,23 +304,9 @@ class Trainer:
         self._dispatch(Event.SETUP)
         if self.config and self.is_global_zero:
             # Written once the callbacks accepted the config, so a rejected one leaves no file.
-            _write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+            write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
         if ckpt is not None:
             self._restore(ckpt, resume_from)
-
-    def _claim_run_dir(self) -> None:
-        """A fresh fit must not mix with (or test) an earlier run's files in the same folder."""
-        earlier = sorted(self.checkpoint_dir.glob("*.pdckpt"))
-        if not earlier:
-            return
-        if not self.overwrite:
-            raise SeqlabError(
-                f"run folder '{self.run_dir}' already holds checkpoints of an earlier run; resume it "
-                "with --ckpt_path last, start over with --trainer.overwrite true, or choose another "
-                "--trainer.root_dir."
-            )
-        log.info("overwrite: deleting the earlier run in %s", self.run_dir)
-        shutil.rmtree(self.run_dir)
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         self.model.set_state_dict(ckpt["model"])
@@ -432,6 +414,6 @@ class Trainer:
             # The report shows these predictions of the tested weights without loading models.
             samples = self.task.describe(self.model, num_samples=2)
             if samples:
-                _write_text_atomic(self.run_dir / "samples.txt", samples + "\n")
-            _write_text_atomic(self.run_dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=True))
+                write_text_atomic(self.run_dir / "samples.txt", samples + "\n")
+            write_text_atomic(self.run_dir / "metrics.json", json.dumps(summary, indent=2, sort_keys=True))
         return metrics

@@ -1,7 +1,7 @@
 """Opt-in (`make test-slow`, ~10 min): the CPU budget recipe's RWKV-7 run learns the task.
 
 Issue 6's bar: RWKV-7 reaches >= 90% masked accuracy within recipes/reverse_digits_cpu.yaml's
-budget (2,000 steps of 64 rows). The full four-model recipe is what `make demo` runs.
+budget (1,300 steps of 32 rows). The full four-model recipe is what `make demo` runs.
 """
 
 import json
@@ -24,5 +24,5 @@ def test_rwkv7_learns_digit_reversal_in_the_cpu_budget(tmp_path):
         capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "reverse_digits_cpu/rwkv7/metrics.json").read_text())
-    assert metrics["steps"] == 2000 and metrics["tested_checkpoint"] == "best"
+    assert metrics["steps"] == 1300 and metrics["tested_checkpoint"] == "best"
     assert metrics["masked_acc"] >= 0.90, metrics
