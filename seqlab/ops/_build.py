@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -83,7 +84,9 @@ def _fingerprint(sources, cflags, cuda_cflags, ldflags) -> str:
 
     h = hashlib.sha256()
     for src in sources:
-        h.update(Path(src).name.encode())
+        # The full path: Paddle's own build signature includes it, so two checkouts sharing one
+        # cache folder would otherwise rebuild each other's extension on every switch.
+        h.update(str(Path(src).resolve()).encode())
         h.update(Path(src).read_bytes())
     for part in (cflags, cuda_cflags, ldflags):
         h.update(repr(list(part)).encode())
@@ -142,17 +145,62 @@ def _build_and_load(name, sources, what, cflags, cuda_cflags, ldflags):
         try:
             if not any(build_dir.rglob("*.so")):
                 log.warning("building the %s (once, ~15 s; longer on a busy machine) in %s ...", what, build_dir)
-            return cpp_extension.load(
-                name=name,
-                sources=sources,
-                extra_cxx_cflags=list(cflags),
-                extra_cuda_cflags=list(cuda_cflags) or None,
-                extra_ldflags=list(ldflags),
-                build_directory=str(build_dir),
-                verbose=False,
-            )
+            # Paddle prints "Compiling user custom op...", its build subprocess logs distutils
+            # lines, on every load, built or cached. Our own notice above is what users need; the
+            # output is kept only to explain a failed build.
+            paddle_log = logging.getLogger("utils.cpp_extension")
+            level = paddle_log.level
+            paddle_log.setLevel(logging.WARNING)
+            try:
+                with _captured_output() as captured:
+                    try:
+                        return cpp_extension.load(
+                            name=name,
+                            sources=sources,
+                            extra_cxx_cflags=list(cflags),
+                            extra_cuda_cflags=list(cuda_cflags) or None,
+                            extra_ldflags=list(ldflags),
+                            build_directory=str(build_dir),
+                            verbose=False,
+                        )
+                    except Exception as exc:
+                        failure, detail = exc, captured.read()[-2000:]
+                raise OpBuildError(f"{failure} {detail}".strip()) from failure
+            finally:
+                paddle_log.setLevel(level)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _Captured:
+    def __init__(self, file):
+        self._file = file
+
+    def read(self) -> str:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._file.seek(0)
+        return self._file.read().decode(errors="replace")
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Send this process's stdout/stderr file descriptors (and its children's) to a temp file."""
+    with tempfile.TemporaryFile() as tmp:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield _Captured(tmp)
+        finally:
+            sys.stdout.flush()  # Python-level prints land in the file before the fds come back
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 @contextlib.contextmanager
