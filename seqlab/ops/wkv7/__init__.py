@@ -21,9 +21,10 @@ Back ends (all differentiable, all agree with ``reference`` to ~1e-7 relative in
                 compile with nvcc (sm_90) and match the oracle in a CPU emulation test.
 ==============  ==============================================================================
 
-Choice: the ``backend`` argument, else env ``SEQLAB_WKV7``, else automatic: ``cuda`` for GPU
-tensors, ``cpp`` for CPU tensors, and ``chunked`` (with ONE warning per process) if that op
-cannot be built. An explicitly requested back end that cannot be built raises ``OpBuildError``.
+Choice: the ``backend`` argument, else env ``SEQLAB_WKV7``, else automatic: ``cpp`` for CPU
+tensors (``chunked``, with ONE warning per process, if it cannot be built) and ``chunked`` for
+GPU tensors. ``cuda`` is opt-in (``SEQLAB_WKV7=cuda``) until it has passed tests/test_wkv7.py
+on a real GPU: untested code must not become every GPU user's default. An explicitly requested back end that cannot be built raises ``OpBuildError``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def resolve_backend(backend: str | None = None, x=None) -> str:
             )
         return name
     kind = "gpu" if _is_gpu(x) else "cpu"
+    if kind == "gpu":
+        return "chunked"  # see the module docstring: cuda stays opt-in until tested on a GPU
     if kind not in _AUTO:
         native = "cuda" if kind == "gpu" else "cpp"
         try:
