@@ -10,3 +10,4 @@ class SeqlabError(Exception):
     """A problem caused by the user's input; its message is shown as is, without a traceback."""
 
     exit_code = 2
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab._paddle import import_paddle
+from seqlab.registry import one_line_summary
 
 paddle = import_paddle()
 nn = paddle.nn
@@ -64,7 +65,4 @@ class Model(nn.Layer):
     @classmethod
     def summary(cls) -> str:
         """The one-line description used by ``seqlab models``."""
-        if cls.description:
-            return cls.description
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else cls.__name__
+        return one_line_summary(cls)

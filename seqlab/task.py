@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqlab._paddle import import_paddle
+from seqlab.registry import one_line_summary
 
 paddle = import_paddle()
 
@@ -86,7 +87,5 @@ class Task:
 
     @classmethod
     def summary(cls) -> str:
-        if cls.description:
-            return cls.description
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else cls.__name__
+        """The one-line description used by ``seqlab tasks``."""
+        return one_line_summary(cls)
