@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[cpu,dev]"
 	touch $(STAMP)
 
+# Extra flags for the demo, e.g. `make demo ARGS="--trainer.overwrite true"` to run it again.
+ARGS ?=
+
 demo: $(STAMP)
-	$(BIN)/seqlab fit --recipe recipes/reverse_digits_cpu.yaml
+	$(BIN)/seqlab fit --recipe recipes/reverse_digits_cpu.yaml $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
