@@ -236,7 +236,7 @@ def _explain(exc: Exception, where: str) -> SeqlabError:
         return SeqlabError(f"{where}: option '{m.group(1)}' is not accepted{owner}; check its spelling in the class's --help.")
     m = re.search(r'Parser key "([^"]+)":\s*(Expected a <class \'(\w+)\'>)?.*?Got value: (.+)', text, re.S)
     if m and m.group(3):
-        return SeqlabError(f"{where}: {m.group(1)} expects a {m.group(3)}, got {m.group(4).splitlines()[0]!r}; fix its value.")
+        return SeqlabError(f"{where}: {m.group(1)} expects {m.group(3)}, got {m.group(4).splitlines()[0]!r}; fix its value.")
     m = re.search(r"Problem with given class_path '([^']+)':\s*(.+)", text)
     if m:
         return SeqlabError(f"{where}: {m.group(1)}: {m.group(2).splitlines()[0]}")
