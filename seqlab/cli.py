@@ -297,14 +297,13 @@ def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: st
     """Write the default callbacks into the config, so the saved config shows what was used."""
     if not config.trainer.default_callbacks:
         return config
-    from seqlab.callbacks import default_callbacks
+    from seqlab.callbacks import missing_defaults
 
     given = [_import_class(cb.class_path) for cb in (config.trainer.callbacks or [])]
     data = yaml.safe_load(parser.dump(config))
     callbacks = list(data["trainer"].get("callbacks") or [])
-    for cb in default_callbacks():
-        if not any(issubclass(g, type(cb)) for g in given):  # a user's subclass replaces it
-            callbacks.append({"class_path": f"{type(cb).__module__}.{type(cb).__qualname__}"})
+    for cb in missing_defaults(given):
+        callbacks.append({"class_path": f"{type(cb).__module__}.{type(cb).__qualname__}"})
     data["trainer"]["callbacks"] = callbacks
     data["trainer"]["default_callbacks"] = False
     data.pop("config", None)

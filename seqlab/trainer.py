@@ -256,10 +256,9 @@ class Trainer:
     @staticmethod
     def _arrange_callbacks(callbacks: list[Callback], add_defaults: bool) -> list[Callback]:
         if add_defaults:
-            from seqlab.callbacks import default_callbacks
+            from seqlab.callbacks import missing_defaults
 
-            # A user's subclass of a default (e.g. a custom best checkpoint) replaces it.
-            callbacks += [d for d in default_callbacks() if not any(isinstance(cb, type(d)) for cb in callbacks)]
+            callbacks += missing_defaults([type(cb) for cb in callbacks])
         keys = [cb.state_key for cb in callbacks]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
@@ -371,8 +370,9 @@ class Trainer:
             if self.val_every and (self.global_step % self.val_every == 0 or last):
                 self.validate()
                 self.model.train()
+            last = last or self.should_stop  # a validation callback may have asked to stop
             # Saved after validation, so the file holds everything that happened at this step.
-            if last or self.should_stop or (self.save_every and self.global_step % self.save_every == 0):
+            if last or (self.save_every and self.global_step % self.save_every == 0):
                 self.save_checkpoint(self.checkpoint_dir / "last.pdckpt")
         if self.should_stop:
             log.info("%s: stopped by a callback at step %d of %d", self.run_name, self.global_step, self.max_steps)

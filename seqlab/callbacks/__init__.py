@@ -18,6 +18,15 @@ def default_callbacks() -> list:
     return [ProgressBar(), CSVLogger(), VisualDLLogger(), MovingAverageCheckpoint()]
 
 
+def missing_defaults(given: list[type]) -> list:
+    """The defaults whose kind is not among the ``given`` callback classes.
+
+    A user's subclass of a default (say, a custom best checkpoint) replaces it. The Trainer adds
+    these; the CLI writes them into the saved config, so both follow this one rule.
+    """
+    return [d for d in default_callbacks() if not any(issubclass(g, type(d)) for g in given)]
+
+
 __all__ = [
     "CSVLogger",
     "ConstantLR",
@@ -28,4 +37,5 @@ __all__ = [
     "ProgressBar",
     "VisualDLLogger",
     "default_callbacks",
+    "missing_defaults",
 ]

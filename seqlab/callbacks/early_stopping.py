@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from seqlab.callback import Callback
+from seqlab.callbacks._monitoring import check_mode, improves
 from seqlab.errors import SeqlabError
 
 
@@ -27,8 +27,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3,
                  min_delta: float = 0.0):
-        if mode not in ("min", "max"):
-            raise SeqlabError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}.")
+        check_mode("EarlyStopping", mode)
         if patience < 1:
             raise SeqlabError(f"EarlyStopping: patience must be at least 1, got {patience}.")
         self.metric = monitor
@@ -39,20 +38,11 @@ class EarlyStopping(Callback):
         self.bad_validations = 0
         self.stopped_step: int | None = None
 
-    def _improves(self, value: float) -> bool:
-        if math.isnan(value):
-            return False
-        if self.best_value is None:
-            return True
-        if self.mode == "min":
-            return value < self.best_value - self.min_delta
-        return value > self.best_value + self.min_delta
-
     def on_validation_end(self, trainer, task, model, metrics) -> None:
         if self.metric not in metrics:
             return
         value = float(metrics[self.metric])
-        if self._improves(value):
+        if improves(value, self.best_value, self.mode, self.min_delta):
             self.best_value, self.bad_validations = value, 0
             return
         self.bad_validations += 1

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any
 
 from seqlab.callback import Callback
+from seqlab.callbacks._monitoring import check_mode, improves
 from seqlab.errors import SeqlabError
 
 
@@ -36,8 +36,7 @@ class MovingAverageCheckpoint(Callback):
         window: int = 100,
         mode: str = "min",
     ):
-        if mode not in ("min", "max"):
-            raise SeqlabError(f"MovingAverageCheckpoint: mode must be 'min' or 'max', got {mode!r}.")
+        check_mode("MovingAverageCheckpoint", mode)
         if window < 1:
             raise SeqlabError(f"MovingAverageCheckpoint: window must be at least 1, got {window}.")
         # The class attribute `monitor = True` marks this as a monitoring callback; the metric
@@ -49,20 +48,13 @@ class MovingAverageCheckpoint(Callback):
         self.best_value: float | None = None
         self.best_step: int | None = None
 
-    def _improves(self, avg: float) -> bool:
-        if math.isnan(avg):
-            return False
-        if self.best_value is None:
-            return True
-        return avg < self.best_value if self.mode == "min" else avg > self.best_value
-
     def update(self, value: float, step: int) -> bool:
         """Add one value; return True when the average just reached a new best."""
         self.values.append(float(value))
         if len(self.values) < self.window:
             return False
         avg = sum(self.values) / self.window
-        if not self._improves(avg):
+        if not improves(avg, self.best_value, self.mode):
             return False
         self.best_value, self.best_step = avg, int(step)
         return True
