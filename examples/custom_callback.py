@@ -27,7 +27,7 @@ log = logging.getLogger("seqlab.examples.custom_callback")
 class TargetAccuracyStop(Callback):
     """Stop training when a validation metric reaches a target.
 
-    It judges the run, so it is a monitoring callback (``monitor = True``): within a hook it
+    It judges the run, so it sets ``runs_last = True``: within a hook it
     runs after the others. The final test still runs, on the best (else last) checkpoint, and
     ``metrics.json`` reports the step training stopped at as ``steps``.
 
@@ -36,7 +36,7 @@ class TargetAccuracyStop(Callback):
         metric: A validation metric, as passed to ``on_validation_end`` (e.g. ``val/masked_acc``).
     """
 
-    monitor = True
+    runs_last = True
 
     def __init__(self, target: float = 0.9, metric: str = "val/masked_acc"):
         self.target = float(target)

@@ -10,22 +10,27 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from seqlab._init_args import record_init_args
+
 
 class Event(str, Enum):
     """Hook names, in firing order. Users depend on this order; see docs/api.md."""
 
-    SETUP = "setup"
+    SETUP = "setup"  # may reject the configuration (raise SeqlabError); must not write files
+    ON_LOAD_CHECKPOINT = "on_load_checkpoint"  # extra: the checkpoint dict (resume only)
     ON_FIT_START = "on_fit_start"
     ON_TRAIN_START = "on_train_start"
     # once per optimizer step
-    ON_TRAIN_BATCH_START = "on_train_batch_start"  # extra: batch
-    ON_BEFORE_BACKWARD = "on_before_backward"  # extra: loss (a Tensor)
-    ON_AFTER_BACKWARD = "on_after_backward"
-    ON_BEFORE_OPTIMIZER_STEP = "on_before_optimizer_step"  # extra: optimizer
+    ON_TRAIN_BATCH_START = "on_train_batch_start"  # extra: batch (this rank's rows)
+    ON_BEFORE_BACKWARD = "on_before_backward"  # extra: loss (a Tensor); once per micro-batch
+    ON_AFTER_BACKWARD = "on_after_backward"  # once per micro-batch
+    ON_BEFORE_OPTIMIZER_STEP = "on_before_optimizer_step"  # extra: optimizer; grads unscaled
     ON_TRAIN_BATCH_END = "on_train_batch_end"  # extra: step metrics (dict)
     # every val_every steps
     ON_VALIDATION_START = "on_validation_start"
     ON_VALIDATION_END = "on_validation_end"  # extra: metrics (dict)
+    # whenever a checkpoint is written (periodic, best, last, on a signal)
+    ON_SAVE_CHECKPOINT = "on_save_checkpoint"  # extra: the checkpoint dict, before it is written
     ON_TRAIN_END = "on_train_end"
     ON_TEST_END = "on_test_end"  # extra: metrics (dict)
     ON_FIT_END = "on_fit_end"
@@ -38,13 +43,23 @@ class Callback:
 
     Hooks get ``(trainer, task, model, ...)``; see :class:`Event` for the extra arguments.
 
-    * Set ``monitor = True`` on callbacks that judge the run (best checkpoint, early stopping):
-      within each event they run after all the others, so they see what the others logged.
+    * Set ``runs_last = True`` on callbacks that judge the run (best checkpoint, early
+      stopping): within each event they run after all the others, so they see what the others
+      logged.
     * A stateful callback implements ``state_dict()``/``load_state_dict()``; its state is saved in
       every checkpoint under ``state_key``, which must be unique among a trainer's callbacks.
+      ``on_save_checkpoint(checkpoint)`` / ``on_load_checkpoint(checkpoint)`` see the whole
+      checkpoint, for anything else a callback wants to add or read (and for loggers to flush,
+      so that what a checkpoint covers is on disk before it exists).
+    * ``setup`` may raise :class:`seqlab.SeqlabError` to reject a configuration; it must not
+      write files, because the CLI sets up every run of a recipe before any of them trains.
     """
 
-    monitor: bool = False
+    runs_last: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        record_init_args(cls)  # so a run driven from Python can write its config.yaml
 
     @property
     def state_key(self) -> str:
@@ -58,6 +73,7 @@ class Callback:
         pass
 
     def setup(self, trainer, task, model) -> None: ...
+    def on_load_checkpoint(self, trainer, task, model, checkpoint: dict[str, Any]) -> None: ...
     def on_fit_start(self, trainer, task, model) -> None: ...
     def on_train_start(self, trainer, task, model) -> None: ...
     def on_train_batch_start(self, trainer, task, model, batch) -> None: ...
@@ -67,6 +83,7 @@ class Callback:
     def on_train_batch_end(self, trainer, task, model, metrics: dict[str, float]) -> None: ...
     def on_validation_start(self, trainer, task, model) -> None: ...
     def on_validation_end(self, trainer, task, model, metrics: dict[str, float]) -> None: ...
+    def on_save_checkpoint(self, trainer, task, model, checkpoint: dict[str, Any]) -> None: ...
     def on_train_end(self, trainer, task, model) -> None: ...
     def on_test_end(self, trainer, task, model, metrics: dict[str, float]) -> None: ...
     def on_fit_end(self, trainer, task, model) -> None: ...

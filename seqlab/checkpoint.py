@@ -6,6 +6,7 @@ renamed over ``<path>``: a crash mid-write leaves the previous checkpoint intact
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -20,6 +21,7 @@ from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 
 paddle = import_paddle()
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SUFFIX = ".pdckpt"
@@ -181,15 +183,85 @@ def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     shutil.rmtree(run_dir)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> Path | None:
-    """Map ``last`` / ``best`` to files in ``checkpoint_dir``; any other value is a path."""
+LAST, BEST = "last", "best"  # the two checkpoint names a run folder holds
+
+
+def checkpoint_file(checkpoint_dir: Path, name: str) -> Path:
+    """``checkpoints/last.pdckpt`` and ``checkpoints/best.pdckpt``: the one place names are made."""
+    return Path(checkpoint_dir) / f"{name}{SUFFIX}"
+
+
+def best_or_last(checkpoint_dir: Path) -> tuple[Path, str] | None:
+    """The weights a finished run is tested on: its best checkpoint if it saved one, else its last."""
+    for name in (BEST, LAST):
+        path = checkpoint_file(checkpoint_dir, name)
+        if path.is_file():
+            return path, name
+    return None
+
+
+def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path, resume: bool = False) -> Path | None:
+    """Map ``last`` / ``best`` to files in ``checkpoint_dir``; any other value is a path.
+
+    With ``resume`` (fit), ``last`` falls back to ``best`` (a run killed before its first
+    periodic save), and to a fresh start with a warning when the run has no checkpoint yet, as
+    Lightning's ``ckpt_path="last"`` does: the same resume command then works for every run of a
+    recipe, started or not.
+    """
     if ckpt_path in (None, ""):
         return None
-    if ckpt_path in ("last", "best"):
-        path = checkpoint_dir / f"{ckpt_path}{SUFFIX}"
-        if not path.is_file():
-            raise SeqlabError(
-                f"--ckpt_path {ckpt_path}: there is no '{path}'; train this run first or pass a path."
-            )
-        return path
+    if ckpt_path in (LAST, BEST):
+        path = checkpoint_file(checkpoint_dir, ckpt_path)
+        if path.is_file():
+            return path
+        if resume and ckpt_path == LAST:
+            best = checkpoint_file(checkpoint_dir, BEST)
+            if best.is_file():
+                log.info("no %s; resuming from %s", path, best)
+                return best
+            log.warning("--ckpt_path last: no checkpoint in '%s' yet; starting this run from step 0.",
+                        checkpoint_dir)
+            return None
+        raise SeqlabError(
+            f"--ckpt_path {ckpt_path}: there is no '{path}'; train this run first or pass a path."
+        )
     return Path(ckpt_path)
+
+
+def trainer_checkpoint(trainer, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to continue ``trainer``'s run exactly, as one dict (before callbacks add theirs)."""
+    from seqlab.registry import MODELS, TASKS
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": trainer.global_step,
+        "model": trainer.model.state_dict(),
+        "optimizer": optimizer_state(trainer.optimizer, trainer.model),
+        "precision": trainer.precision.state_dict(),
+        "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks},
+        "task": trainer.task.state_dict(),
+        "rng": capture_rng_state(),
+        "trainer": {**trainer.counters, "wall_time_s": trainer.wall_time_s(),
+                    "last_val_metrics": trainer.last_val_metrics},
+        "config": trainer.config,
+        "meta": dict(meta or {}),
+        "model_name": MODELS.name_of(type(trainer.model)),
+        "task_name": TASKS.name_of(type(trainer.task)),
+    }
+
+
+def restore_trainer(trainer, ckpt: dict[str, Any]) -> None:
+    """Inverse of :func:`trainer_checkpoint`: weights, optimizer, callbacks, task, RNG, counters."""
+    trainer.model.set_state_dict(ckpt["model"])
+    load_optimizer_state(trainer.optimizer, trainer.model, ckpt["optimizer"])
+    trainer.precision.load_state_dict(ckpt.get("precision") or {})
+    states = ckpt.get("callbacks", {})
+    for cb in trainer.callbacks:
+        if cb.state_key in states:
+            cb.load_state_dict(states[cb.state_key])
+    trainer.task.load_state_dict(ckpt.get("task", {}))
+    restore_rng_state(ckpt["rng"])
+    saved = dict(ckpt.get("trainer", {}))
+    trainer.last_val_metrics = saved.pop("last_val_metrics", {})
+    trainer.counters.update({k: v for k, v in saved.items() if k in trainer.counters})
+    trainer.global_step = int(ckpt["step"])

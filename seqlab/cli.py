@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -54,10 +54,10 @@ from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
 from seqlab.registry import MODELS, TASKS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
+from seqlab.interrupts import TrainingInterrupted  # noqa: E402
 from seqlab.trainer import Trainer, seed_everything  # noqa: E402
 
 log = logging.getLogger("seqlab")
-RUN_COMMANDS = ("fit", "validate", "test")
 # Flags handled by seqlab itself rather than by the per-run jsonargparse parser.
 _OWN_FLAGS = {"--recipe": True, "--runs": True, "--print_config": False, "--parallel": True,
               "--no_report": False}
@@ -87,7 +87,8 @@ def build_run_parser(command: str) -> ArgumentParser:
     parser.add_argument("--config", action=ActionConfigFile, help="A single-run config (YAML).")
     parser.add_subclass_arguments(Task, "task", required=True, help="The task to learn.")
     parser.add_subclass_arguments(Model, "model", required=True, help="The model to train.")
-    parser.add_class_arguments(Trainer, "trainer", help="Loop, optimizer and callbacks.")
+    # `config` is what the CLI itself resolves and passes; it is not an option.
+    parser.add_class_arguments(Trainer, "trainer", help="Loop, optimizer and callbacks.", skip={"config"})
     parser.add_argument(
         "--ckpt_path", type=Optional[str], default=None,
         help="fit: checkpoint to resume from (last, best or a path). validate/test: checkpoint "
@@ -234,6 +235,9 @@ def _explain(exc: Exception, where: str) -> SeqlabError:
         cls = re.search(r"given class_path '([^']+)'", text)
         owner = f" by {cls.group(1)}" if cls else ""
         return SeqlabError(f"{where}: option '{m.group(1)}' is not accepted{owner}; check its spelling in the class's --help.")
+    m = re.search(r'Parser key "([^"]+)":\s*Expected a typing.Literal\[(.*?)\]\.\s*Got value: (.+)', text, re.S)
+    if m:
+        return SeqlabError(f"{where}: {m.group(1)} expects one of {m.group(2)}, got {m.group(3).splitlines()[0]!r}; fix its value.")
     m = re.search(r'Parser key "([^"]+)":\s*(Expected a <class \'(\w+)\'>)?.*?Got value: (.+)', text, re.S)
     if m and m.group(3):
         return SeqlabError(f"{where}: {m.group(1)} expects {m.group(3)}, got {m.group(4).splitlines()[0]!r}; fix its value.")
@@ -322,15 +326,39 @@ def dump_config(spec: RunSpec) -> str:
 
 # ---------------------------------------------------------------------------- commands
 def _instantiate(spec: RunSpec) -> tuple[Task, Model, Trainer]:
-    seed_everything(spec.config.trainer.seed)  # before the model is built: its init is seeded
+    """Build the run's task, model and trainer, turning a rejected setting into one sentence."""
+    where = f"run '{spec.name}'"
+    config = spec.config.as_dict()
+    seed_everything(config["trainer"]["seed"])  # before the model is built: its init is seeded
+    task = _build(config["task"], f"{where}, task")
+    model = _build(config["model"], f"{where}, model")
+    settings = dict(config["trainer"])
+    settings["optimizer"] = _build({"class_path": "seqlab.optim.AdamW", "init_args": settings.get("optimizer") or {}},
+                                   f"{where}, trainer.optimizer")
+    settings["callbacks"] = [_build(cb, f"{where}, callback") for cb in settings.get("callbacks") or []]
     try:
-        init = spec.parser.instantiate(spec.config)
-    except SeqlabError:
-        raise
-    except Exception as exc:
-        raise SeqlabError(f"run '{spec.name}': could not build it: {str(exc).splitlines()[0]}") from None
-    init.trainer.config = yaml.safe_load(dump_config(spec))
-    return init.task, init.model, init.trainer
+        trainer = Trainer(**settings, config=yaml.safe_load(dump_config(spec)))
+    except SeqlabError as exc:
+        raise SeqlabError(f"{where}: {exc}") from None
+    return task, model, trainer
+
+
+def _build(section: dict[str, Any], where: str):
+    """``{class_path, init_args}`` -> an instance; its own error, or one sentence from a bad value.
+
+    jsonargparse already checked the types; what is left are a class's own rules (``n_embd``
+    must divide into heads, ``lr`` must be positive...), raised from its ``__init__``.
+    """
+    cls = _import_class(section["class_path"])
+    kwargs = {k: _build(v, where) if isinstance(v, dict) and "class_path" in v else v
+              for k, v in (section.get("init_args") or {}).items()}
+    try:
+        return cls(**kwargs)
+    except SeqlabError as exc:
+        raise SeqlabError(f"{where}: {exc}") from None
+    except (ValueError, TypeError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise SeqlabError(f"{where}: {cls.__name__} rejected its settings: {first}; fix its init_args.") from None
 
 
 def _print_recipe(parsed: ParsedCommand) -> int:
@@ -342,44 +370,80 @@ def _print_recipe(parsed: ParsedCommand) -> int:
 
 def cmd_fit(argv: list[str]) -> int:
     parsed = parse_runs("fit", argv)
-    experiment, specs = parsed.experiment, parsed.specs
     if parsed.print_config:
         return _print_recipe(parsed)
-    # Build every run and check every checkpoint first: a bad one fails before anything is written.
-    built = [(spec, *_instantiate(spec)) for spec in specs]
+    # Build and check every run first (settings, checkpoints, callbacks' setup, one forward pass):
+    # a mistake in the last run fails before the first one trains or writes a file.
+    built = [(spec, *_instantiate(spec)) for spec in parsed.specs]
     for spec, task, model, trainer in built:
-        _check_resumable(spec, task, model, trainer)
+        trainer.preflight(task, model, spec.config.ckpt_path)
+    root = built[0][3].root_dir / parsed.experiment
     if parsed.parallel > 1 and len(built) > 1:
-        _fit_in_parallel(parsed)
-        if parsed.report:
-            _write_report(built[0][3].root_dir / experiment)
-        return 0
-    root = None
-    for spec, task, model, trainer in built:
-        root = trainer.root_dir / experiment
-        log.info("== run %s: %s, %d parameters -> %s", spec.name, type(model).__name__, model.num_parameters(), trainer.run_dir)
-        trainer.fit(task, model, ckpt_path=spec.config.ckpt_path)
-    if root is not None and parsed.report:
+        _fit_in_parallel(parsed, argv)
+    else:
+        for spec, task, model, trainer in built:
+            log.info("== run %s: %s, %d parameters -> %s", spec.name, type(model).__name__,
+                     model.num_parameters(), trainer.run_dir)
+            try:
+                trainer.fit(task, model, ckpt_path=spec.config.ckpt_path)
+            except TrainingInterrupted as exc:
+                raise exc.with_resume(resume_command(argv)) from None
+    if parsed.report:
         _write_report(root)
     return 0
 
 
-def _fit_in_parallel(parsed: ParsedCommand) -> None:
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this one: the same arguments with ``--ckpt_path last``.
+
+    Finished runs reload their last checkpoint and are done at once, the interrupted one
+    resumes, and runs that never started begin (``last`` starts fresh where there is none).
+    """
+    import shlex
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--ckpt_path":
+            skip = True
+            continue
+        if not arg.startswith("--ckpt_path="):
+            rest.append(arg)
+    return shlex.join(["seqlab", "fit", *rest, "--ckpt_path", "last"])
+
+
+def _fit_in_parallel(parsed: ParsedCommand, argv: list[str]) -> None:
     """Train the runs in ``parsed.parallel`` child processes, one thread each.
 
     Paddle's CPU kernels for these small models barely use a second core, so on a 2-core machine
     two single-threaded runs at once nearly halve a recipe's wall time (benchmarks/RESULTS.md).
     Each child is ``seqlab fit --runs <one run>`` with the same overrides; its lines are prefixed
     with the run name. Longest runs are not known in advance, so runs start in recipe order.
+
+    Children run in their own session, so a terminal's Ctrl-C reaches only this process, which
+    forwards SIGINT/SIGTERM to each child exactly once (a second signal is forwarded too, and
+    aborts them), stops starting runs, waits for the children to save, and exits with their
+    status. A child whose parent dies (even by SIGKILL) gets SIGTERM from the kernel.
     """
     import os
+    import signal
     import subprocess
     import threading
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1", SEQLAB_PARENT_PID=str(os.getpid()))
     pending = [spec.name for spec in parsed.specs]
     running: list[tuple[str, subprocess.Popen, threading.Thread]] = []
-    failed: list[str] = []
+    failed: list[tuple[str, int]] = []
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        pending.clear()
+        for _, proc, _ in running:
+            if proc.poll() is None:
+                proc.send_signal(signum)
 
     def pump(name: str, stream) -> None:
         width = max(len(s.name) for s in parsed.specs)
@@ -387,45 +451,55 @@ def _fit_in_parallel(parsed: ParsedCommand) -> None:
             sys.stdout.write(f"[{name:<{width}}] {line}")
             sys.stdout.flush()
 
-    log.info("training %d runs, %d at a time: %s", len(pending), parsed.parallel, ", ".join(pending))
-    while pending or running:
-        while pending and len(running) < parsed.parallel:
-            name = pending.pop(0)
-            cmd = [sys.executable, "-m", "seqlab.cli", "fit", "--recipe", parsed.recipe,
-                   "--runs", name, "--no_report", *parsed.overrides]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-            thread = threading.Thread(target=pump, args=(name, proc.stdout), daemon=True)
-            thread.start()
-            running.append((name, proc, thread))
-        for item in list(running):
-            name, proc, thread = item
-            if proc.poll() is not None:
-                thread.join()
-                running.remove(item)
-                if proc.returncode != 0:
-                    failed.append(name)
-        time.sleep(0.2)
-    if failed:
-        raise SeqlabError(f"run(s) {', '.join(failed)} failed (their lines above say why); rerun them with --runs {','.join(failed)}, adding --ckpt_path last to resume from their last checkpoint.")
-
-
-def _check_resumable(spec: RunSpec, task: Task, model: Model, trainer: Trainer) -> None:
-    from seqlab.checkpoint import check_compatible, claim_run_dir, load_checkpoint, resolve_ckpt_path
-
-    path = resolve_ckpt_path(spec.config.ckpt_path, trainer.checkpoint_dir)
-    if path is not None:
-        check_compatible(load_checkpoint(path), path, MODELS.name_of(type(model)),
-                         TASKS.name_of(type(task)), model.state_dict(), config=trainer.config)
-    elif not trainer.overwrite:
-        claim_run_dir(trainer.run_dir, overwrite=False)  # raises if an earlier run is there
-    # One row through the model: a model that cannot read the task's rows (e.g. a max_len
-    # shorter than them) fails here, before any run writes a file.
-    task.setup(spec.config.trainer.seed)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with paddle.no_grad():
-            model(task.train_batch(0).inputs[:1])
-    except (ValueError, AssertionError) as exc:
-        raise SeqlabError(f"run '{spec.name}': the model cannot read the task's rows: {str(exc).splitlines()[0]}") from None
+        log.info("training %d runs, %d at a time: %s", len(pending), parsed.parallel, ", ".join(pending))
+        while pending or running:
+            while pending and len(running) < parsed.parallel:
+                name = pending.pop(0)
+                cmd = [sys.executable, "-m", "seqlab.cli", "fit", "--recipe", parsed.recipe,
+                       "--runs", name, "--no_report", *parsed.overrides]
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env=env, start_new_session=True)
+                thread = threading.Thread(target=pump, args=(name, proc.stdout), daemon=True)
+                thread.start()
+                running.append((name, proc, thread))
+            for item in list(running):
+                name, proc, thread = item
+                if proc.poll() is not None:
+                    thread.join()
+                    running.remove(item)
+                    if proc.returncode != 0:
+                        failed.append((name, proc.returncode))
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        codes = {code for _, code in failed}
+        name = signal.Signals(received[0]).name
+        raise TrainingInterrupted(received[0], f"stopped by {name}; every started run saved its last checkpoint.",
+                                  resume_command(argv), codes.pop() if len(codes) == 1 else None)
+    if failed:
+        names = ",".join(name for name, _ in failed)
+        raise SeqlabError(f"run(s) {names} failed (their lines above say why); rerun them with --runs {names}, adding --ckpt_path last to resume from their last checkpoint.")
+
+
+def _die_with_parent() -> None:
+    """In a ``--parallel`` child: ask the kernel for SIGTERM when the parent process dies."""
+    import ctypes
+    import os
+    import signal
+
+    parent = os.environ.pop("SEQLAB_PARENT_PID", None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _write_report(root: Path) -> None:
@@ -443,7 +517,8 @@ def cmd_evaluate(command: str, argv: list[str]) -> int:
     results = {}
     for spec in parsed.specs:
         task, model, trainer = _instantiate(spec)
-        results[spec.name] = trainer.evaluate_checkpoint(task, model, spec.config.ckpt_path, test=(command == "test"))
+        evaluate = trainer.test if command == "test" else trainer.validate
+        results[spec.name] = evaluate(task, model, spec.config.ckpt_path)
     # Strict JSON: NaN (e.g. a probe a model cannot read) becomes null.
     clean = {run: {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
              for run, r in results.items()}
@@ -484,17 +559,33 @@ def cmd_compare(argv: list[str]) -> int:
     return 0
 
 
-USAGE = """usage: seqlab COMMAND [options]
+# ---------------------------------------------------------------------------- the command table
+@dataclass(frozen=True)
+class Command:
+    """One ``seqlab`` subcommand: its name, what it runs, its line in the usage text.
 
-commands:
-  fit       train the runs of a recipe, test each on its best checkpoint, write the report
-  validate  evaluate a run's checkpoint (default: last) on the validation set
-  test      evaluate a run's checkpoint (default: best) with the task's final test
-  compare   write report.md / loss.png / accuracy.png for runs/<experiment>
-  models    list registered models with their parameter counts
-  tasks     list registered tasks
+    ``recipe`` commands take ``--recipe`` and dotted overrides; their ``--help`` is the per-run
+    parser's, generated from the classes' signatures and docstrings.
+    """
 
-recipe options (fit/validate/test):
+    name: str
+    run: Callable[[list[str]], int]
+    help: str
+    recipe: bool = False
+
+
+COMMANDS = [
+    Command("fit", cmd_fit, "train the runs of a recipe, test each on its best checkpoint, write the report", recipe=True),
+    Command("validate", lambda argv: cmd_evaluate("validate", argv),
+            "evaluate a run's checkpoint (default: last) on the validation set", recipe=True),
+    Command("test", lambda argv: cmd_evaluate("test", argv),
+            "evaluate a run's checkpoint (default: best) with the task's final test", recipe=True),
+    Command("compare", cmd_compare, "write report.md / loss.png / accuracy.png for runs/<experiment>"),
+    Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
+    Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
+]
+
+RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
   --recipe FILE         the recipe (YAML); a saved runs/<exp>/<run>/config.yaml works too
   --runs a,b            only these runs of the recipe
   --print_config        print the resolved recipe and exit
@@ -505,7 +596,16 @@ recipe options (fit/validate/test):
 """
 
 
+def usage() -> str:
+    width = max(len(c.name) for c in COMMANDS)
+    lines = [f"  {c.name:<{width}}  {c.help}" for c in COMMANDS]
+    return "usage: seqlab COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + "\n\n" + RECIPE_OPTIONS
+
+
 def _add_to_path(folder: Path) -> None:
+    # A recipe may name its own classes by class_path (examples/custom_task.yaml names
+    # `custom_task.SortDigits`, a file beside it). `python script.py` finds such modules beside
+    # the script; seqlab does the same for the recipe's folder and the working directory.
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
@@ -526,37 +626,36 @@ def _check_environment() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    _add_to_path(Path.cwd())  # user callbacks/tasks named by class_path from the cwd
+    _die_with_parent()
+    _add_to_path(Path.cwd())
     try:
         _check_environment()
         if not argv or argv[0] in ("-h", "--help"):
-            sys.stdout.write(USAGE)
+            sys.stdout.write(usage())
             return 0 if argv else 2
-        command, rest = argv[0], argv[1:]
+        name, rest = argv[0], argv[1:]
+        command = next((c for c in COMMANDS if c.name == name), None)
+        if command is None:
+            close = difflib.get_close_matches(name, [c.name for c in COMMANDS], n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise SeqlabError(f"unknown command '{name}'.{hint} Run `seqlab --help` for the list.")
         if any(a in ("-h", "--help") for a in rest):
-            if command in RUN_COMMANDS:
-                build_run_parser(command).print_help()
+            if command.recipe:
+                build_run_parser(name).print_help()
             else:
-                sys.stdout.write(USAGE)
+                sys.stdout.write(usage())
             return 0
-        if command == "fit":
-            return cmd_fit(rest)
-        if command in ("validate", "test"):
-            return cmd_evaluate(command, rest)
-        if command == "models":
-            return cmd_list(MODELS)
-        if command == "tasks":
-            return cmd_list(TASKS)
-        if command == "compare":
-            return cmd_compare(rest)
-        close = difflib.get_close_matches(command, [*RUN_COMMANDS, "compare", "models", "tasks"], n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise SeqlabError(f"unknown command '{command}'.{hint} Run `seqlab --help` for the list.")
+        return command.run(rest)
+    except TrainingInterrupted as exc:
+        sys.stderr.write(f"{exc}\n")
+        if exc.resume:
+            sys.stderr.write(f"resume with: {exc.resume}\n")
+        return exc.exit_code
     except SeqlabError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted; the last checkpoint is intact (resume with --ckpt_path last).\n")
+        sys.stderr.write("aborted; the last checkpoint written is intact (resume with --ckpt_path last).\n")
         return 130
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from seqlab._init_args import record_init_args
 from seqlab._paddle import import_paddle
 from seqlab.registry import one_line_summary
 
@@ -30,6 +31,10 @@ class Model(nn.Layer):
 
     #: One line shown by ``seqlab models``; defaults to the first line of the class docstring.
     description: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        record_init_args(cls)  # so a run driven from Python can write its config.yaml
 
     def param_groups(self) -> dict[str, list[Any]]:
         """Split trainable parameters into ``{"decay": [...], "no_decay": [...]}``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seqlab._paddle import import_paddle
+from seqlab.errors import SeqlabError
 
 paddle = import_paddle()
 
@@ -28,6 +29,17 @@ class AdamW:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     decay_all: bool = False
+
+    def __post_init__(self) -> None:
+        beta1, beta2 = self.betas
+        problems = [(self.lr > 0, "lr", "must be > 0"),
+                    (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+                    (0 <= beta1 < 1 and 0 <= beta2 < 1, "betas", "must both be in [0, 1)"),
+                    (self.eps > 0, "eps", "must be > 0")]
+        for ok, name, rule in problems:
+            if not ok:
+                raise SeqlabError(f"{name} {rule}, got {getattr(self, name)}; fix trainer.optimizer.{name} "
+                                  "in the recipe or on the command line.")
 
     def build(self, model) -> "paddle.optimizer.AdamW":
         groups = model.param_groups()

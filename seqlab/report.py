@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from seqlab.summary import RunSummary
+
 log = logging.getLogger(__name__)
 
 # The seed's colours for its three models; other runs take the next unused tab10 colour.
@@ -49,7 +51,7 @@ class RunData:
 
     name: str
     path: Path
-    metrics: Optional[dict[str, Any]] = None  # None: not finished (no readable metrics.json)
+    summary: Optional[RunSummary] = None  # None: not finished (no readable metrics.json)
     steps: list[int] = field(default_factory=list)  # from metrics.csv
     losses: list[float] = field(default_factory=list)
     samples: Optional[str] = None
@@ -58,31 +60,23 @@ class RunData:
 
     @property
     def finished(self) -> bool:
-        return self.metrics is not None
+        return self.summary is not None
 
     def metric(self, key: str) -> Optional[float]:
-        """A numeric metric, or None when absent, not a number, or NaN."""
-        value = (self.metrics or {}).get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        return None if math.isnan(value) else float(value)
+        """A numeric metric or fact, or None when absent, not a number, or NaN."""
+        return self.summary.metric(key) if self.summary is not None else None
 
     def is_nan(self, key: str) -> bool:
-        value = (self.metrics or {}).get(key)
-        return isinstance(value, float) and math.isnan(value)
+        return self.summary is not None and self.summary.is_nan(key)
 
 
 # ---------------------------------------------------------------------------- reading
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
+def _read_summary(path: Path) -> Optional[RunSummary]:
     try:
-        data = json.loads(path.read_text())  # Python's json reads the NaN that metrics.json holds
-    except (OSError, ValueError) as exc:
+        return RunSummary.read(path)
+    except (OSError, ValueError, TypeError) as exc:
         log.warning("report: cannot read %s (%s); the run is listed as not finished.", path, exc)
         return None
-    if not isinstance(data, dict):
-        log.warning("report: %s is not a JSON object; the run is listed as not finished.", path)
-        return None
-    return data
 
 
 def _read_loss_curve(path: Path) -> tuple[list[int], list[float]]:
@@ -120,8 +114,8 @@ def load_runs(root: Path) -> list[RunData]:
         if not any((path / marker).exists() for marker in _RUN_MARKERS):
             continue
         run = RunData(name=path.name, path=path)
-        if (path / "metrics.json").is_file():
-            run.metrics = _read_json(path / "metrics.json")
+        if (path / RunSummary.FILENAME).is_file():
+            run.summary = _read_summary(path / RunSummary.FILENAME)
         if (path / "metrics.csv").is_file():
             run.steps, run.losses = _read_loss_curve(path / "metrics.csv")
         if (path / "samples.txt").is_file():
@@ -142,7 +136,7 @@ def _assign_colours(runs: list[RunData]) -> None:
     used: set[str] = set()
     rest = []
     for run in runs:
-        name = str((run.metrics or {}).get("model") or run.name).lower()
+        name = str((run.summary.model if run.summary else None) or run.name).lower()
         colour = next((c for key, c in SEED_COLOURS.items() if key in name), None)
         if colour is not None and colour not in used:
             run.colour = colour
@@ -184,12 +178,12 @@ def _int(value: Optional[float]) -> str:
 
 
 def _best_loss(run: RunData) -> str:
-    if (run.metrics or {}).get("tested_checkpoint") != "best":
+    if run.summary is None or run.summary.tested_checkpoint != "best":
         return "— (last)"
     value, step = run.metric("best_value"), run.metric("best_step")
     if value is None:
         return f"— @ {_int(step)}"
-    monitor = str(run.metrics.get("best_monitor") or "train/loss")
+    monitor = str(run.summary.best_monitor or "train/loss")
     suffix = "" if monitor == "train/loss" else f" ({monitor})"
     return f"{value:.4f} @ {_int(step)}{suffix}"
 
@@ -227,7 +221,7 @@ def _fence(text: str) -> str:
 
 def run_summary(run: RunData) -> dict[str, Any]:
     """One run's row of report.json: the table's numbers, unformatted (NaN becomes null)."""
-    m = run.metrics or {}
+    m = run.summary.to_dict() if run.summary is not None else {}
     keys = ["model", "params", "state_size", "steps", "tokens_per_s", "train_time_s", "wall_time_s",
             "tested_checkpoint", "tested_step", "best_step", "best_value", "best_monitor",
             "masked_acc", "exact_acc", "loss", "probe_masked_acc", "probe_exact_acc"]
@@ -368,7 +362,7 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
             probe_cell, any_nan_probe = "n/a ¹", True
         else:
             probe_cell = _pct(run.metric("probe_masked_acc"))
-        model = str(run.metrics.get("model") or "")
+        model = str(run.summary.model or "")
         label = run.name if not model or model.lower() == run.name.lower() else f"{run.name} ({model})"
         cells = [label, _int(run.metric("params")), _int(run.metric("state_size")),
                  _int(run.metric("tokens_per_s")), format_duration(run.metric("wall_time_s")),
@@ -403,8 +397,7 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
     lines += ["## Samples", "",
               "Predictions of each tested model on held-out numbers (`^` marks a wrong token).", ""]
     for run in finished:
-        m = run.metrics
-        tested = f"{m.get('tested_checkpoint', '?')} checkpoint, step {_int(run.metric('tested_step'))}"
+        tested = f"{run.summary.tested_checkpoint} checkpoint, step {run.summary.tested_step:,}"
         lines += [f"### {run.name}", "", f"Tested weights: {tested}.", ""]
         if run.samples:
             fence = _fence(run.samples)
@@ -435,7 +428,7 @@ def write_report(root: Path) -> list[Path]:
     if not finished:
         log.info("report: no finished runs under %s; nothing written.", root)
         return []
-    experiment = next((str(r.metrics["experiment"]) for r in finished if r.metrics.get("experiment")), root.name)
+    experiment = next((r.summary.experiment for r in finished if r.summary.experiment), root.name)
     generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
     # Plots list runs in table order, so a colour and a position mean the same run in both.

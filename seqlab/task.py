@@ -9,10 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from seqlab._init_args import record_init_args
 from seqlab._paddle import import_paddle
+from seqlab.errors import SeqlabError
 from seqlab.registry import one_line_summary
 
 paddle = import_paddle()
+
+#: Label of positions that count neither in the loss nor in any metric (seed 003's -100).
+IGNORE_INDEX = -100
 
 
 @dataclass
@@ -31,6 +36,32 @@ class Batch:
     def num_tokens(self) -> int:
         return int(self.inputs.shape[0] * self.inputs.shape[1])
 
+    @property
+    def num_rows(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def num_targets(self, ignore_index: int = IGNORE_INDEX) -> int:
+        """Targets that count in the loss (not ``ignore_index``): the weight of a micro-batch."""
+        return int((self.targets != ignore_index).astype("int64").sum().item())
+
+    def select(self, rows: slice) -> "Batch":
+        """The batch made of ``rows`` (a slice of row indices)."""
+        mask = self.mask[rows] if self.mask is not None else None
+        return Batch(self.inputs[rows], self.targets[rows], mask)
+
+    def split(self, parts: int) -> list["Batch"]:
+        """``parts`` consecutive row blocks whose sizes differ by at most one (gradient accumulation)."""
+        if parts == 1:
+            return [self]
+        n = self.num_rows
+        if parts > n:
+            raise SeqlabError(
+                f"accumulate_grad_batches={parts} needs at least {parts} rows per process, but the "
+                f"batch has {n}; lower accumulate_grad_batches or raise the task's batch_size."
+            )
+        bounds = [n * i // parts for i in range(parts + 1)]
+        return [self.select(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
 
 class Task:
     """Base class of every seqlab task.
@@ -43,6 +74,10 @@ class Task:
     vocab_size: int = 0
     #: One line shown by ``seqlab tasks``; defaults to the first line of the class docstring.
     description: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        record_init_args(cls)  # so a run driven from Python can write its config.yaml
 
     def setup(self, seed: int) -> None:
         """Called by the Trainer before training with the run seed."""

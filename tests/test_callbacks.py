@@ -16,6 +16,7 @@ import seqlab  # noqa: F401
 from seqlab._paddle import import_paddle
 from seqlab.callback import Callback
 from seqlab.errors import SeqlabError
+from seqlab.callbacks import SaveConfig, SaveSamples, SaveSummary
 from seqlab.callbacks import (
     CSVLogger,
     ConstantLR,
@@ -248,13 +249,14 @@ def test_early_stopping_patience_and_state(tmp_path):
     trainer.global_step = 60
     resumed.on_validation_end(trainer, None, None, {"val/masked_acc": 0.25})
     assert trainer.should_stop and resumed.stopped_step == 60
-    assert EarlyStopping.monitor is True
+    assert EarlyStopping.runs_last is True
 
 
 def test_default_callbacks():
     kinds = [type(cb) for cb in default_callbacks()]
-    assert kinds == [ProgressBar, CSVLogger, VisualDLLogger, MovingAverageCheckpoint]
-    assert MovingAverageCheckpoint.monitor is True
+    assert kinds == [ProgressBar, CSVLogger, VisualDLLogger, MovingAverageCheckpoint, SaveConfig,
+                     SaveSummary, SaveSamples]
+    assert MovingAverageCheckpoint.runs_last is True
 
 
 # ---------------------------------------------------------------------------------------------

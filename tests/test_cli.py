@@ -134,8 +134,15 @@ def test_corrupt_checkpoint_is_refused_and_kept(recipe, tmp_path):
                           "--ckpt_path", ckpt), "unreadable")
     assert ckpt.read_bytes() == b"\x00garbage"
     assert not (root / "tiny/mlp/config.yaml").exists()
-    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
+    # Evaluating a checkpoint that does not exist is an error...
+    assert_user_error(run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
                           "--ckpt_path", "last"), "no '")
+    # ...while `fit --ckpt_path last` starts a run that has none (as Lightning does), so one
+    # resume command works for every run of a recipe, started or not.
+    fresh = run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root, "--ckpt_path", "last")
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stderr.count("starting this run from step 0") == 1, fresh.stderr
+    assert (root / "tiny/mlp/metrics.json").is_file()
 
 
 def test_models_and_tasks_listing():

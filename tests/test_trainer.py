@@ -83,8 +83,8 @@ def test_resume_is_exact(tmp_path):
 
 
 class EventRecorder(Callback):
-    def __init__(self, log, name, monitor=False):
-        self.log, self.name, self.monitor = log, name, monitor
+    def __init__(self, log, name, runs_last=False):
+        self.log, self.name, self.runs_last = log, name, runs_last
 
     @property
     def state_key(self):
@@ -100,13 +100,13 @@ class EventRecorder(Callback):
 
 def test_hook_order_and_monitors_last(tmp_path):
     log = []
-    callbacks = [EventRecorder(log, "monitor", monitor=True), EventRecorder(log, "a"), EventRecorder(log, "b")]
+    callbacks = [EventRecorder(log, "monitor", runs_last=True), EventRecorder(log, "a"), EventRecorder(log, "b")]
     make_trainer(tmp_path, "hooks", callbacks, max_steps=2, default_callbacks=False).fit(small_task(), small_mlp())
     events = [e for e, name in log if name == "a"]
     step = ["on_train_batch_start", "on_before_backward", "on_after_backward",
             "on_before_optimizer_step", "on_train_batch_end"]
     assert events == ["setup", "on_fit_start", "on_train_start", *step, *step,
-                      "on_validation_start", "on_validation_end", "on_train_end", "on_test_end",
+                      "on_validation_start", "on_validation_end", "on_save_checkpoint", "on_train_end", "on_test_end",
                       "on_fit_end", "teardown"]
     # Within every event: a, then b, then the monitoring callback, whatever the given order.
     for i in range(0, len(log), 3):
@@ -166,10 +166,16 @@ def test_incompatible_checkpoint_names_the_mismatch(tmp_path):
     seed_everything(0)
     with pytest.raises(SeqlabError, match="written for model 'mlp'"):
         make_trainer(tmp_path, "lstm", [], max_steps=4).fit(small_task(), LSTM(hidden_sizes=[8]), ckpt_path=str(path))
-    with pytest.raises(SeqlabError, match="shape"):
+    # A run driven from Python records its config, so the settings are checked first...
+    with pytest.raises(SeqlabError, match="model.init_args.hidden_dim=16, but this run sets 32"):
         seed_everything(0)
         make_trainer(tmp_path, "mlp", [], max_steps=4).fit(small_task(), MLP(embed_dim=8, window=4, hidden_dim=32),
                                                           ckpt_path=str(path))
+    # ...and the tensors' shapes whatever the config says.
+    from seqlab.checkpoint import check_compatible
+    with pytest.raises(SeqlabError, match="shape"):
+        check_compatible(load_checkpoint(path), path, "mlp", "reverse_digits",
+                         MLP(embed_dim=8, window=4, hidden_dim=32).state_dict())
     assert path.read_bytes() == before
 
 
@@ -183,8 +189,8 @@ def test_sharding_splits_the_global_batch():
     task = small_task()
     task.setup(0)
     batch = task.train_batch(0)
-    trainer.world_size, trainer.rank = 2, 1
-    shard = trainer._shard(batch)
+    trainer.dp.world_size, trainer.dp.rank = 2, 1
+    shard = trainer.dp.shard(batch)
     assert shard.inputs.shape[0] == 4
     assert (shard.inputs.numpy() == batch.inputs.numpy()[1::2]).all()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from seqlab.callback import Callback
+from seqlab.checkpoint import write_text_atomic
 
 TRAIN_COLUMNS = ["step", "loss", "lr", "grad_norm", "tokens_per_s"]
 
@@ -26,15 +28,13 @@ class CSVLogger(Callback):
 
     Columns: ``step, loss, lr, grad_norm, tokens_per_s``, then one ``val_<name>`` column per
     validation metric (``val/masked_acc`` -> ``val_masked_acc``) and any other metric a callback
-    logs, in the order they first appear. Columns a step lacks are empty. Validation metrics are
-    only known after the first validation, so the header is rewritten (once) when new columns
-    appear.
+    logs, in the order they first appear. Cells a step lacks are empty.
 
-    Each step's row is written at the end of the step; a validation at that step then amends
-    that last row in place (whenever it runs, including after an early stop). The file is
-    flushed every ``flush_secs``, at every validation and before every periodic checkpoint. On
-    resume, rows after the resumed step (the discarded future) are dropped and new rows are
-    appended, so every step appears exactly once.
+    Rows are appended as steps end; a validation amends its step's row in place. When a new
+    column appears, the file is rewritten (atomically) with the new header. Everything is on
+    disk (flushed and fsynced) before every checkpoint, and at most ``flush_secs`` old
+    otherwise. On resume, the rows after the resumed step (the discarded future, possibly a
+    half-written line after a kill -9) are dropped, so every step appears exactly once.
 
     Args:
         filename: file name inside the run folder.
@@ -46,115 +46,113 @@ class CSVLogger(Callback):
         self.flush_secs = float(flush_secs)
         self.path: Path | None = None
         self.columns: list[str] = list(TRAIN_COLUMNS)
+        self.rows: list[dict[str, str]] = []
         self._file = None
-        self._buffer: io.StringIO | None = None
-        self._writer = None
-        self._end = 0
-        self._last_row: dict[str, Any] | None = None
-        self._last_row_pos = 0
+        self._last_row_at = 0  # byte offset of the last row, which a validation may amend
         self._last_flush = 0.0
 
     # -- file handling --------------------------------------------------------------------------
-    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        """Atomically replace the file with ``rows`` under the current header; reopen to append."""
-        self._close_file()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore")
-            writer.writeheader()
-            for row in rows[:-1]:
-                writer.writerow(row)
-            self._last_row_pos = f.tell()
-            if rows:
-                writer.writerow(rows[-1])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self._last_row = dict(rows[-1]) if rows else None
-        # Binary, with our own position: text files' tell() flushes on every call.
-        self._file = open(self.path, "r+b")
-        self._end = self._file.seek(0, os.SEEK_END)
-        self._buffer = io.StringIO()
-        self._writer = csv.DictWriter(
-            self._buffer, fieldnames=self.columns, restval="", extrasaction="ignore"
-        )
+    def _line(self, row: dict[str, str]) -> bytes:
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, fieldnames=self.columns, restval="", extrasaction="ignore").writerow(row)
+        return buffer.getvalue().encode()
 
-    def _read_rows(self) -> list[dict[str, Any]]:
+    def _rewrite(self) -> None:
+        """Replace the file by the header and every row in memory; reopen it to append."""
+        self._close()
+        header = io.StringIO()
+        csv.writer(header).writerow(self.columns)
+        lines = [header.getvalue().encode()] + [self._line(r) for r in self.rows]
+        write_text_atomic(self.path, b"".join(lines).decode())
+        self._file = open(self.path, "r+b")
+        end = self._file.seek(0, os.SEEK_END)
+        self._last_row_at = end - (len(lines[-1]) if self.rows else 0)
+
+    def _append(self, row: dict[str, str], amend: bool) -> None:
+        new = [c for c in row if c not in self.columns]
+        if amend:
+            self.rows[-1] = row
+        else:
+            self.rows.append(row)
+        if new:
+            self.columns.extend(new)
+            self._rewrite()
+            return
+        line = self._line(row)
+        if amend:
+            self._file.seek(self._last_row_at)
+            self._file.truncate()
+        else:
+            self._last_row_at = self._file.seek(0, os.SEEK_END)
+        self._file.write(line)
+
+    def _flush(self, durable: bool = False) -> None:
+        if self._file is not None:
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+            self._last_flush = time.monotonic()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _read_rows(self, max_step: int) -> list[dict[str, str]]:
+        """Rows of an earlier session up to ``max_step``, one per step (the latest wins)."""
+        by_step: dict[int, dict[str, str]] = {}
         with open(self.path, newline="") as f:
             reader = csv.DictReader(f)
             for name in reader.fieldnames or []:
                 if name not in self.columns:
                     self.columns.append(name)
-            return list(reader)
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file, self._writer = None, None
-
-    def _write(self, row: dict[str, Any], amend: bool = False, flush: bool = False) -> None:
-        """Append ``row``, or with ``amend`` replace the last row (the same step) by it."""
-        new = [c for c in row if c not in self.columns]
-        if new:
-            self._file.flush()
-            rows = self._read_rows()
-            if amend and rows:
-                rows.pop()
-            self.columns.extend(new)
-            self._rewrite(rows + [row])
-            return
-        self._buffer.seek(0)
-        self._buffer.truncate()
-        self._writer.writerow(row)
-        line = self._buffer.getvalue().encode()
-        if amend:
-            self._file.seek(self._last_row_pos)
-            self._file.truncate()
-            self._end = self._last_row_pos
-        self._last_row_pos = self._end
-        self._file.write(line)
-        self._end += len(line)
-        self._last_row = row
-        now = time.monotonic()
-        if flush or now - self._last_flush >= self.flush_secs:
-            self._file.flush()
-            self._last_flush = now
+            for row in reader:
+                try:
+                    step = int(row.get("step") or "")
+                except ValueError:
+                    continue  # a torn line
+                if step <= max_step:
+                    by_step[step] = {k: v for k, v in row.items() if k is not None and v}
+        return [by_step[s] for s in sorted(by_step)]
 
     # -- hooks ----------------------------------------------------------------------------------
     def on_train_start(self, trainer, task, model) -> None:
         if not trainer.is_global_zero:
             return
         self.path = Path(trainer.run_dir) / self.filename
-        rows: list[dict[str, Any]] = []
-        if trainer.global_step > 0 and self.path.exists():
-            rows = [r for r in self._read_rows()
-                    if r.get("step") and int(r["step"]) <= trainer.global_step]
-        self._rewrite(rows)
+        self.columns = list(TRAIN_COLUMNS)
+        resumed = trainer.global_step > 0 and self.path.exists()
+        self.rows = self._read_rows(trainer.global_step) if resumed else []
+        self._rewrite()
 
     def on_train_batch_end(self, trainer, task, model, metrics) -> None:
-        if self._writer is None:
+        if self._file is None:
             return
-        step = trainer.global_step
-        row: dict[str, Any] = {"step": step}
-        for key, value in metrics.items():
-            row[column_name(key)] = f"{value:.7g}"
-        # Before a checkpoint, make sure the rows it covers are on disk.
-        self._write(row, flush=bool(trainer.save_every) and step % trainer.save_every == 0)
+        row = {"step": str(trainer.global_step), **{column_name(k): _fmt(v) for k, v in metrics.items()}}
+        self._append(row, amend=False)
+        if time.monotonic() - self._last_flush >= self.flush_secs:
+            self._flush()
 
     def on_validation_end(self, trainer, task, model, metrics) -> None:
-        if self._writer is None:
+        if self._file is None:
             return
-        step = trainer.global_step
-        last = self._last_row
-        amend = last is not None and int(last["step"]) == step
-        row = dict(last) if amend else {"step": step}
-        for key, value in metrics.items():
-            row[column_name(key)] = f"{value:.7g}"
-        self._write(row, amend=amend, flush=True)
+        step = str(trainer.global_step)
+        amend = bool(self.rows) and self.rows[-1]["step"] == step
+        row = dict(self.rows[-1]) if amend else {"step": step}
+        row.update({column_name(k): _fmt(v) for k, v in metrics.items()})
+        self._append(row, amend=amend)
+        self._flush()
+
+    def on_save_checkpoint(self, trainer, task, model, checkpoint) -> None:
+        self._flush(durable=True)  # the rows a checkpoint covers are on disk before it exists
 
     def on_exception(self, trainer, task, model, exception) -> None:
-        if self._file is not None:
-            self._file.flush()
+        self._flush()
 
     def teardown(self, trainer, task, model) -> None:
-        self._close_file()
+        self._flush()
+        self._close()
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.7g}" if math.isfinite(value) else str(value)

@@ -14,7 +14,7 @@ class EarlyStopping(Callback):
 
     An improvement is a change by more than ``min_delta`` in the right direction over the best
     value so far. Stopping sets ``trainer.should_stop``: the Trainer finishes the current step,
-    validates, saves ``last.pdckpt`` and tests the best checkpoint as usual.
+    validates, saves its last checkpoint and tests the best checkpoint as usual.
 
     Args:
         monitor: a metric of ``on_validation_end``, e.g. ``val/masked_acc`` or ``val/loss``.
@@ -23,14 +23,14 @@ class EarlyStopping(Callback):
         min_delta: the smallest change that counts as an improvement.
     """
 
-    monitor = True
+    runs_last = True
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3,
                  min_delta: float = 0.0):
         check_mode("EarlyStopping", mode)
         if patience < 1:
             raise SeqlabError(f"EarlyStopping: patience must be at least 1, got {patience}.")
-        self.metric = monitor
+        self.monitor = monitor
         self.mode = mode
         self.patience = int(patience)
         self.min_delta = abs(float(min_delta))
@@ -39,9 +39,9 @@ class EarlyStopping(Callback):
         self.stopped_step: int | None = None
 
     def on_validation_end(self, trainer, task, model, metrics) -> None:
-        if self.metric not in metrics:
+        if self.monitor not in metrics:
             return
-        value = float(metrics[self.metric])
+        value = float(metrics[self.monitor])
         if improves(value, self.best_value, self.mode, self.min_delta):
             self.best_value, self.bad_validations = value, 0
             return

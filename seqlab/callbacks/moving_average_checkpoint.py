@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
 from seqlab.callback import Callback
 from seqlab.callbacks._monitoring import check_mode, improves
+from seqlab.checkpoint import BEST, checkpoint_file
 from seqlab.errors import SeqlabError
 
 
@@ -28,7 +30,7 @@ class MovingAverageCheckpoint(Callback):
         mode: ``min`` (lower is better) or ``max``.
     """
 
-    monitor = True
+    runs_last = True
 
     def __init__(
         self,
@@ -39,9 +41,7 @@ class MovingAverageCheckpoint(Callback):
         check_mode("MovingAverageCheckpoint", mode)
         if window < 1:
             raise SeqlabError(f"MovingAverageCheckpoint: window must be at least 1, got {window}.")
-        # The class attribute `monitor = True` marks this as a monitoring callback; the metric
-        # name lives in `metric` so the two meanings don't collide.
-        self.metric = monitor
+        self.monitor = monitor
         self.window = int(window)
         self.mode = mode
         self.values: deque[float] = deque(maxlen=self.window)
@@ -49,7 +49,13 @@ class MovingAverageCheckpoint(Callback):
         self.best_step: int | None = None
 
     def update(self, value: float, step: int) -> bool:
-        """Add one value; return True when the average just reached a new best."""
+        """Add one value; return True when the average just reached a new best.
+
+        A NaN or infinite value (a step skipped under ``nonfinite: skip``) is ignored: it would
+        poison the average for a whole window.
+        """
+        if not math.isfinite(value):
+            return False
         self.values.append(float(value))
         if len(self.values) < self.window:
             return False
@@ -60,27 +66,27 @@ class MovingAverageCheckpoint(Callback):
         return True
 
     def _observe(self, trainer, metrics: dict[str, float]) -> None:
-        if self.metric not in metrics:
+        if self.monitor not in metrics:
             return
         # Every rank calls save_checkpoint (it writes on rank 0 and waits for all ranks).
-        if self.update(metrics[self.metric], trainer.global_step):
+        if self.update(metrics[self.monitor], trainer.global_step):
             trainer.save_checkpoint(
-                trainer.checkpoint_dir / "best.pdckpt",  # the file the final test and --ckpt_path best read
+                checkpoint_file(trainer.checkpoint_dir, BEST),  # what the final test and --ckpt_path best read
                 meta={"best_step": self.best_step, "best_value": self.best_value,
-                      "monitor": self.metric},
+                      "monitor": self.monitor},
             )
 
     def on_train_batch_end(self, trainer, task, model, metrics) -> None:
-        if not self.metric.startswith("val/"):
+        if not self.monitor.startswith("val/"):
             self._observe(trainer, metrics)
 
     def on_validation_end(self, trainer, task, model, metrics) -> None:
-        if self.metric.startswith("val/"):
+        if self.monitor.startswith("val/"):
             self._observe(trainer, metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "monitor": self.metric,
+            "monitor": self.monitor,
             "values": list(self.values),
             "best_value": self.best_value,
             "best_step": self.best_step,

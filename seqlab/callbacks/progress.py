@@ -135,11 +135,10 @@ class ProgressBar(Callback):
 
 
 def _checkpoint_source(trainer) -> str:
-    """Which weights the test used, from the best-checkpoint callback's state (if any)."""
-    for callback in getattr(trainer, "callbacks", ()):
-        best_step = getattr(callback, "best_step", None)
-        best_value = getattr(callback, "best_value", None)
-        if best_step is not None and best_value is not None:
-            metric = getattr(callback, "metric", "")
-            return f"best checkpoint: step {best_step} ({metric} avg {best_value:.4f})"
-    return f"last step {trainer.global_step}"
+    """Which weights the test used: the tested checkpoint and, for ``best``, why it was best."""
+    tested = getattr(trainer, "tested", None) or {}
+    meta = tested.get("meta") or {}
+    if tested.get("checkpoint") == "best" and "best_value" in meta:
+        return (f"best checkpoint: step {meta.get('best_step', tested.get('step'))} "
+                f"({meta.get('monitor', '')} avg {float(meta['best_value']):.4f})")
+    return f"{tested.get('checkpoint', 'last')} checkpoint: step {tested.get('step', trainer.global_step)}"

@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seqlab._paddle import import_paddle
 from seqlab.callback import Callback
-
-paddle = import_paddle()
+from seqlab.evaluation import inference_mode
 
 
 def _hparam_value(value: Any):
@@ -21,6 +19,44 @@ def _hparam_value(value: Any):
     if isinstance(value, (int, float, str)):
         return value
     return str(value)
+
+
+def read_records(path: Path):
+    """``(bytes, Record)`` of every complete record in a VisualDL record file.
+
+    A run killed with -9 can leave half a record at the end of its file; reading stops there
+    (VisualDL's own LogReader fails on it), so a resume still replays every complete point.
+    """
+    from visualdl.proto.record_pb2 import Record
+
+    data = Path(path).read_bytes()
+    pos = 0
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        if pos + 8 + length > len(data):
+            break  # a torn last record
+        raw = data[pos + 8: pos + 8 + length]
+        record = Record()
+        try:
+            record.ParseFromString(raw)
+        except Exception:  # noqa: BLE001  (protobuf's DecodeError; a damaged tail)
+            break
+        yield raw, record
+        pos += 8 + length
+
+
+def run_hparams(trainer) -> dict[str, Any]:
+    """The run's key hyperparameters, flat, for the hyperparameter tab."""
+    from seqlab.registry import MODELS
+
+    model = trainer.model
+    hp = {"run": trainer.run_name, "model": MODELS.name_of(type(model)), "lr": trainer.base_lr,
+          "params": model.num_parameters() if model is not None else 0,
+          "weight_decay": trainer.optimizer_config.weight_decay, "max_steps": trainer.max_steps,
+          "seed": trainer.seed}
+    model_args = (trainer.config.get("model") or {}).get("init_args") or {}
+    hp.update({f"model.{k}": v for k, v in model_args.items() if isinstance(v, (int, float, str, bool))})
+    return hp
 
 
 def _now_ms() -> int:
@@ -48,7 +84,9 @@ class RecordFile:
         self.flush()
 
     def add(self, record) -> None:
-        data = record.SerializeToString()
+        self.add_raw(record.SerializeToString())
+
+    def add_raw(self, data: bytes) -> None:
         self._pending.append(struct.pack("<Q", len(data)) + data)
 
     def scalar(self, tag: str, value: float, step: int, walltime: int | None = None) -> None:
@@ -133,20 +171,11 @@ class VisualDLLogger(Callback):
         return f"vdlrecords.{stamp:010d}.log"
 
     def _replay(self, source: Path, max_step: int) -> None:
-        """Copy scalars and texts with step <= max_step from an earlier record file."""
-        from visualdl import LogReader
-
-        # log_data is keyed by VisualDL's escaped tags ("train%loss"); v.tag is the original.
-        data = LogReader(file_path=str(source)).log_data
-        for values in data.get("scalar", {}).values():
-            for v in values:
-                if v.id <= max_step:
-                    self.writer.scalar(v.tag, v.value, v.id, walltime=v.timestamp)
-        for values in data.get("text", {}).values():
-            for v in values:
-                if v.id <= max_step:
-                    self.writer.text(v.tag, v.text.encoded_text_string, v.id,
-                                     walltime=v.timestamp)
+        """Copy the scalar and text records with step <= max_step from an earlier record file."""
+        for raw, record in read_records(source):
+            kinds = {v.WhichOneof("one_value") for v in record.values}
+            if kinds <= {"value", "text"} and all(v.id <= max_step for v in record.values):
+                self.writer.add_raw(raw)
 
     def _open(self, trainer) -> None:
         self.log_dir = Path(trainer.run_dir) / "vdl"
@@ -176,12 +205,16 @@ class VisualDLLogger(Callback):
         for key, value in metrics.items():
             writer.scalar(key, value, step, walltime)
         now = time.monotonic()
-        # Before a checkpoint, get the records on disk, so that a resume finds no gap.
-        if now - self._last_flush >= self.flush_secs or (
-            trainer.save_every and step % trainer.save_every == 0
-        ):
+        if now - self._last_flush >= self.flush_secs:
             writer.flush()
             self._last_flush = now
+
+    def on_save_checkpoint(self, trainer, task, model, checkpoint) -> None:
+        # Every point a checkpoint covers is on disk before the checkpoint exists, so a resume
+        # after a kill -9 finds no gap (and replays nothing past the checkpoint).
+        if self.writer is not None:
+            self.writer.flush()
+            self._last_flush = time.monotonic()
 
     def on_validation_end(self, trainer, task, model, metrics) -> None:
         if self.writer is None:
@@ -190,21 +223,11 @@ class VisualDLLogger(Callback):
         for key, value in metrics.items():
             self.writer.scalar(key, value, step)
         if self.log_text:
-            text = self._describe(task, model)
+            with inference_mode(model):
+                text = task.describe(model)
             if text:
                 self.writer.text("val/sample", text, step)
         self.writer.flush()
-
-    @staticmethod
-    def _describe(task, model) -> str:
-        was_training = model.training
-        model.eval()
-        try:
-            with paddle.no_grad():
-                return task.describe(model)
-        finally:
-            if was_training:
-                model.train()
 
     def on_test_end(self, trainer, task, model, metrics) -> None:
         if not trainer.is_global_zero:
@@ -214,7 +237,7 @@ class VisualDLLogger(Callback):
         step = trainer.global_step
         for key, value in metrics.items():
             self.writer.scalar(key, value, step)
-        hparams = {k: _hparam_value(v) for k, v in trainer.hparams().items() if v is not None}
+        hparams = {k: _hparam_value(v) for k, v in run_hparams(trainer).items() if v is not None}
         # The hparams view reads the listed metrics from this run's scalars.
         self.writer.hparams(hparams, list(metrics))
         self.writer.flush()

@@ -188,10 +188,10 @@ class ReverseDigits(Task):
                 f"reverse_digits: need 1 <= probe_digit_min <= probe_digit_max, got "
                 f"{probe_digit_min} and {probe_digit_max}; fix the task's init_args."
             )
-        if min(batch_size, eval_samples, probe_samples) < 1:
-            raise SeqlabError(
-                "reverse_digits: batch_size, eval_samples and probe_samples must be at least 1."
-            )
+        for name, value in (("batch_size", batch_size), ("eval_samples", eval_samples),
+                            ("probe_samples", probe_samples)):
+            if value < 1:
+                raise SeqlabError(f"reverse_digits: {name} must be at least 1, got {value}; fix the task's init_args.")
         self.digit_max = digit_max
         self.seq_len = seq_len
         self.batch_size = batch_size

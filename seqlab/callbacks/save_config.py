@@ -1,0 +1,27 @@
+"""Write the run's resolved config beside it, as LightningCLI's ``SaveConfigCallback`` does."""
+
+from __future__ import annotations
+
+import yaml
+
+from seqlab.callback import Callback
+from seqlab.checkpoint import write_text_atomic
+
+
+class SaveConfig(Callback):
+    """Write ``run_dir/config.yaml``: the resolved config, itself a recipe for this run.
+
+    Written when the fit starts, after every check passed and a resumed checkpoint was loaded,
+    so a rejected configuration leaves no file behind. Only rank 0 writes.
+
+    Args:
+        filename: file name inside the run folder.
+    """
+
+    def __init__(self, filename: str = "config.yaml"):
+        self.filename = filename
+
+    def on_fit_start(self, trainer, task, model) -> None:
+        if trainer.is_global_zero and trainer.config:
+            text = yaml.safe_dump(trainer.config, sort_keys=False)
+            write_text_atomic(trainer.run_dir / self.filename, text)

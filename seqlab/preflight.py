@@ -1,0 +1,94 @@
+"""Checks run before a run writes anything: each failure is one sentence naming the fix.
+
+A recipe may hold several runs; the CLI runs these checks for all of them before the first one
+trains, so a mistake in the last run is found in seconds, not after the first run's hour.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from seqlab._paddle import import_paddle
+from seqlab.errors import SeqlabError
+from seqlab.evaluation import inference_mode
+
+paddle = import_paddle()
+
+
+def check_root_dir(root_dir: Path) -> None:
+    """The run folder can be created under ``root_dir`` (probed with a temporary folder)."""
+    path = Path(root_dir).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"'{existing}' is a file, not a folder"
+    else:
+        try:  # os.access says yes to root everywhere; only trying tells (e.g. /proc)
+            os.rmdir(tempfile.mkdtemp(prefix=".seqlab-probe-", dir=existing))
+        except OSError as exc:
+            problem = f"'{existing}' is not writable ({exc.strerror})"
+    if problem:
+        raise SeqlabError(
+            f"trainer.root_dir '{root_dir}' cannot be created: {problem}; pass a writable "
+            "--trainer.root_dir."
+        )
+
+
+def check_vocab(task, model, run: str) -> None:
+    """A model whose embedding is smaller than the task's vocabulary would crash inside Paddle."""
+    vocab = getattr(model, "vocab_size", None)
+    if isinstance(vocab, int) and task.vocab_size and vocab < task.vocab_size:
+        raise SeqlabError(
+            f"run '{run}': the model's vocabulary ({vocab}) is smaller than the task's ({task.vocab_size}); set "
+            f"model.init_args.vocab_size to {task.vocab_size}, or leave it unset to take the task's."
+        )
+
+
+def check_forward(task, model, run: str) -> None:
+    """One row of the first batch through the model: its shape rules are checked on real data."""
+    batch = task.train_batch(0)
+    try:
+        with inference_mode(model):
+            logits = model(batch.inputs[:1])
+    except Exception as exc:  # noqa: BLE001  (Paddle raises many kinds; the message is the point)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SeqlabError(f"run '{run}': the model cannot read the task's rows: {first}") from None
+    if int(logits.shape[-1]) < task.vocab_size:
+        raise SeqlabError(
+            f"run '{run}': the model returns {int(logits.shape[-1])} logits per token, fewer than "
+            f"the task's vocabulary ({task.vocab_size}); set model.init_args.vocab_size to "
+            f"{task.vocab_size}."
+        )
+
+
+def check_settings(nonfinite: str, **counts: int) -> None:
+    """The Trainer's numeric settings: steps and accumulation at least 1, intervals at least 0."""
+    for name, value in counts.items():
+        low = 1 if name in ("max_steps", "accumulate_grad_batches") else 0
+        if value < low:
+            what = " (0 disables it)" if low == 0 else ""
+            raise SeqlabError(f"trainer.{name} must be at least {low}{what}, got {value}.")
+    if nonfinite not in ("stop", "skip"):
+        raise SeqlabError(f"trainer.nonfinite must be 'stop' or 'skip', got {nonfinite!r}.")
+
+
+def check_run_folder(trainer, ckpt_path):
+    """The folder can be made, and the run either resumes a compatible checkpoint or starts
+    fresh without mixing with an earlier run's files. Returns ``(path, checkpoint)`` or ``(None, None)``.
+    """
+    from seqlab.checkpoint import check_compatible, claim_run_dir, load_checkpoint, resolve_ckpt_path
+    from seqlab.registry import MODELS, TASKS
+
+    check_root_dir(trainer.root_dir)
+    path = resolve_ckpt_path(ckpt_path, trainer.checkpoint_dir, resume=True)
+    ckpt = load_checkpoint(path) if path is not None else None
+    if ckpt is not None:
+        check_compatible(ckpt, path, MODELS.name_of(type(trainer.model)), TASKS.name_of(type(trainer.task)),
+                         trainer.model.state_dict(), config=trainer.config)
+    elif not trainer.overwrite:
+        claim_run_dir(trainer.run_dir, overwrite=False)  # raises if an earlier run is there
+    return path, ckpt

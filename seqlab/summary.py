@@ -1,0 +1,115 @@
+"""The schema of ``metrics.json``: what a finished run reports, written by one callback, read by the report.
+
+One dataclass, :class:`RunSummary`, is both the writer's and the reader's definition of the
+file, so the two cannot drift apart. On disk the test metrics sit beside the run's facts at the
+top level (``{"run": "rwkv7", "params": 30732, "masked_acc": 0.91, ...}``), so that
+``jq .masked_acc`` and a pandas ``json_normalize`` read it without knowing the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+
+@dataclass
+class RunSummary:
+    """One finished run: its facts, and the test metrics of the checkpoint it was tested on.
+
+    Attributes:
+        run: the run's name (its folder under the experiment).
+        experiment: the experiment (recipe) name.
+        model: the model's registered name (or class name).
+        params: trainable parameters.
+        steps: optimizer steps completed.
+        tokens_per_s: training tokens over time spent in training steps (validation excluded).
+        train_time_s: time spent in training steps, over every session of a resumed run.
+        wall_time_s: wall time of the run, over every session.
+        tested_checkpoint: ``best`` or ``last``: the weights ``test`` was measured on.
+        tested_step: the step those weights are from.
+        precision: the precision that actually ran (``32-true`` on CPU whatever was asked).
+        precision_requested: the ``precision`` setting, when it differs from what ran.
+        skipped_steps: optimizer steps dropped for a non-finite loss or gradient.
+        state_size: floats of inference state per sequence (``Model.state_size``), if reported.
+        best_step, best_value, best_monitor: the best checkpoint's rule and result, if tested.
+        test: the test metrics, by bare name (``masked_acc``, ``loss``, ...).
+    """
+
+    run: str
+    experiment: str
+    model: str
+    params: int
+    steps: int
+    tested_checkpoint: str
+    tested_step: int
+    tokens_per_s: Optional[float] = None
+    train_time_s: Optional[float] = None
+    wall_time_s: Optional[float] = None
+    precision: str = "32-true"
+    precision_requested: Optional[str] = None
+    skipped_steps: int = 0
+    state_size: Optional[int] = None
+    best_step: Optional[int] = None
+    best_value: Optional[float] = None
+    best_monitor: Optional[str] = None
+    test: dict[str, float] = field(default_factory=dict)
+
+    FILENAME = "metrics.json"
+
+    # ------------------------------------------------------------------ reading
+    def metric(self, key: str) -> Optional[float]:
+        """A numeric value (test metric or fact) by name; None when absent or NaN."""
+        value = self.test.get(key, getattr(self, key, None) if key in _FACT_NAMES else None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return None if math.isnan(value) else float(value)
+
+    def is_nan(self, key: str) -> bool:
+        value = self.test.get(key)
+        return isinstance(value, float) and math.isnan(value)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSummary":
+        """Inverse of :meth:`to_dict`: known keys are facts, every other key a test metric.
+
+        Raises ``ValueError`` when a required fact is missing (a file of another program).
+        """
+        facts = {k: data[k] for k in _FACT_NAMES if k in data and k != "test"}
+        missing = [f.name for f in fields(cls) if f.name not in facts and _required(f)]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        test = {k: v for k, v in data.items() if k not in _FACT_NAMES}
+        return cls(**facts, test=test)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "RunSummary":
+        """Read a ``metrics.json``; ``ValueError``/``OSError`` if it is missing or malformed."""
+        data = json.loads(Path(path).read_text())  # Python's json reads the NaN the file may hold
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------------ writing
+    def to_dict(self) -> dict[str, Any]:
+        """Facts then test metrics, flat; ``None`` facts are left out."""
+        data = {k: v for k, v in asdict(self).items() if k != "test" and v is not None}
+        clash = sorted(set(self.test) & _FACT_NAMES)
+        if clash:  # a task metric named like a fact would be read back as the fact
+            raise ValueError(f"test metric name(s) {clash} collide with metrics.json's facts")
+        data.update(self.test)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+_FACT_NAMES = frozenset(f.name for f in fields(RunSummary))
+
+
+def _required(f) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
