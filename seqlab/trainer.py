@@ -24,6 +24,7 @@ from seqlab.callbacks import arrange_callbacks
 from seqlab.checkpoint import (LAST, atomic_save, best_or_last, checkpoint_file, claim_run_dir,
                                load_checkpoint, restore_trainer, trainer_checkpoint)
 from seqlab.distributed import DataParallelContext
+from seqlab.errors import SeqlabError
 from seqlab.evaluation import evaluate_checkpoint, inference_mode
 from seqlab.interrupts import GracefulStop, TrainingInterrupted
 from seqlab.model import Model
@@ -146,7 +147,10 @@ class Trainer:
         check_vocab(task, model, self.run_name)
         self.precision.reset()
         self.optimizer = self.optimizer_config.build(model)
-        self._dispatch(Event.SETUP)  # callbacks may reject the configuration here
+        try:
+            self._dispatch(Event.SETUP)  # callbacks may reject the configuration here
+        except SeqlabError as exc:
+            raise SeqlabError(f"run '{self.run_name}': {exc}") from None
         check_forward(task, model, self.run_name)
         self._checked = (task, model, ckpt_path, path, ckpt)
         return path, ckpt

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ class CSVLogger(Callback):
 
     Columns: ``step, loss, lr, grad_norm, tokens_per_s``, then one ``val_<name>`` column per
     validation metric (``val/masked_acc`` -> ``val_masked_acc``) and any other metric a callback
-    logs, in the order they first appear. Cells a step lacks are empty.
+    logs, in the order they first appear. Cells a step lacks are empty. Values are written
+    exactly (Python's ``repr``: the shortest text that reads back as the same float).
 
     Rows are appended as steps end; a validation amends its step's row in place. When a new
     column appears, the file is rewritten (atomically) with the new header. Everything is on
@@ -155,4 +155,6 @@ class CSVLogger(Callback):
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.7g}" if math.isfinite(value) else str(value)
+    # repr: the shortest text that reads back as the same float, so a resumed run's losses can
+    # be compared bit for bit with an uninterrupted one's.
+    return repr(float(value))

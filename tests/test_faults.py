@@ -1,0 +1,284 @@
+"""Faults, with real processes and real signals: kill -9, SIGTERM, Ctrl-C, --parallel, NaN.
+
+Every test runs `seqlab fit` as a user does (a subprocess) and checks what is left on disk.
+"""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from queue import Empty, Queue
+
+import numpy as np
+import pytest
+import yaml
+
+from seqlab.callbacks.visualdl_logger import read_records
+
+SEQLAB = [sys.executable, "-m", "seqlab.cli"]
+
+# A module the recipes below name by class_path (the recipe's folder is on sys.path).
+FAULTKIT = '''
+import time
+from seqlab import Callback
+from seqlab.tasks.reverse_digits import ReverseDigits
+
+
+class SlowSteps(Callback):
+    """Sleeps after each step, so a signal can be aimed at a step; changes no number."""
+
+    def __init__(self, seconds: float = 0.05):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, task, model, metrics):
+        time.sleep(self.seconds)
+
+
+class SlowSave(Callback):
+    """Announces a checkpoint write on stdout and takes its time over it."""
+
+    def on_save_checkpoint(self, trainer, task, model, checkpoint):
+        print(f"SAVING step {trainer.global_step}", flush=True)
+        time.sleep(3.0)
+
+
+class NaNLossAt(ReverseDigits):
+    """Digit reversal whose loss is NaN at the given (1-based) steps."""
+
+    def __init__(self, nan_steps: list[int] = [5], **kwargs):
+        super().__init__(**kwargs)
+        self.nan_steps = set(nan_steps)
+        self._step = 0
+
+    def train_batch(self, step):
+        self._step = step + 1
+        return super().train_batch(step)
+
+    def loss(self, logits, batch):
+        loss = super().loss(logits, batch)
+        return loss * float("nan") if self._step in self.nan_steps else loss
+'''
+
+TASK = {"class_path": "reverse_digits",
+        "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
+                      "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}}
+MODELS = {"mlp": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}},
+          "rwkv7": {"class_path": "rwkv7"}}
+
+
+def write_recipe(tmp_path: Path, runs: dict, task=TASK, slow: float = 0.05, **trainer) -> Path:
+    (tmp_path / "faultkit.py").write_text(FAULTKIT)
+    settings = {"max_steps": 40, "val_every": 10, "save_every": 4, "log_every": 1,
+                "optimizer": {"lr": 3e-3},
+                "callbacks": [{"class_path": "faultkit.SlowSteps", "init_args": {"seconds": slow}},
+                              {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}}]}
+    settings.update(trainer)
+    recipe = {"name": "faults", "task": task, "trainer": settings, "runs": runs}
+    path = tmp_path / "faults.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def env():
+    # One thread: a resumed run must use the thread count of the run it continues (C++ ops
+    # split their reductions by thread).
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore", SEQLAB_NUM_THREADS="1")
+
+
+class Seqlab:
+    """`seqlab ARGS` in the background, its stdout lines readable while it runs."""
+
+    def __init__(self, *args, cwd=None):
+        self.proc = subprocess.Popen([*SEQLAB, *map(str, args)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env(), cwd=cwd)
+        self.lines: Queue = Queue()
+        self.stdout: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, predicate, timeout=120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except Empty:
+                assert self.proc.poll() is None, f"exited early: {self.proc.poll()}\n{self.proc.stderr.read()}"
+                continue
+            self.stdout.append(line)
+            if predicate(line):
+                return line
+        raise AssertionError(f"timed out; stdout so far:\n{''.join(self.stdout)}")
+
+    def wait_for_step(self, step: int, run: str = "") -> None:
+        self.wait_for(lambda line: run in line and _step_of(line) >= step)
+
+    def finish(self, timeout=120.0) -> tuple[int, str]:
+        code = self.proc.wait(timeout=timeout)
+        return code, self.proc.stderr.read()
+
+
+def _step_of(line: str) -> int:
+    parts = line.split("step ", 1)
+    if len(parts) < 2 or "/" not in parts[1]:
+        return -1
+    head = parts[1].split("/", 1)[0]
+    return int(head) if head.isdigit() else -1
+
+
+def fit(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([*SEQLAB, "fit", *map(str, args)], capture_output=True, text=True, env=env(),
+                          timeout=300)
+
+
+def csv_rows(run_dir: Path) -> tuple[list[str], list[dict]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames), list(reader)
+
+
+def vdl_points(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    newest = sorted((run_dir / "vdl").glob("vdlrecords.*"))[-1]  # the file VisualDL shows
+    return [(v.id, v.value) for _, rec in read_records(newest) for v in rec.values if v.tag == tag]
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model, kills", [("mlp", 3), ("rwkv7", 5)])
+def test_kill9_at_random_steps_then_resume_is_bit_identical(tmp_path, model, kills):
+    """kill -9 at random steps (between checkpoints too), resume each time with --ckpt_path last."""
+    recipe = write_recipe(tmp_path, {model: {"model": MODELS[model]}})
+    straight = fit("--recipe", recipe, "--trainer.root_dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+
+    root = tmp_path / "killed"
+    steps = sorted(random.Random(kills).sample(range(2, 37), kills))
+    for i, step in enumerate(steps):
+        resume = ["--ckpt_path", "last"] if i else []
+        job = Seqlab("fit", "--recipe", recipe, "--trainer.root_dir", root, *resume)
+        job.wait_for_step(step)
+        job.proc.send_signal(signal.SIGKILL)
+        assert job.proc.wait(timeout=30) == -signal.SIGKILL
+    done = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last")
+    assert done.returncode == 0, done.stderr
+
+    straight_dir, killed_dir = tmp_path / "straight/faults" / model, root / "faults" / model
+    _, rows_a = csv_rows(straight_dir)
+    header_b, rows_b = csv_rows(killed_dir)
+    assert len(header_b) == len(set(header_b)), header_b  # no column twice
+    assert [int(r["step"]) for r in rows_b] == list(range(1, 41))  # every step exactly once
+    # Bit-identical per-step losses (the CSV holds exact reprs), and the same validations.
+    assert [r["loss"] for r in rows_b] == [r["loss"] for r in rows_a]
+    assert [r.get("val_loss") for r in rows_b] == [r.get("val_loss") for r in rows_a]
+    assert vdl_points(killed_dir, "train/loss") == vdl_points(straight_dir, "train/loss")
+    assert [s for s, _ in vdl_points(killed_dir, "train/loss")] == list(range(1, 41))
+
+
+def test_sigterm_finishes_the_step_saves_and_prints_the_resume_command(tmp_path):
+    recipe = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, max_steps=2000, save_every=1000)
+    root = tmp_path / "runs"
+    job = Seqlab("fit", "--recipe", recipe, "--trainer.root_dir", root)
+    job.wait_for_step(8)
+    job.proc.send_signal(signal.SIGTERM)
+    code, stderr = job.finish()
+    assert code == 143, stderr
+    assert "Traceback" not in stderr and "C++" not in stderr, stderr
+    stopped = [ln for ln in stderr.splitlines() if ln.startswith("stopped by SIGTERM after step")]
+    assert len(stopped) == 1, stderr
+    step = int(stopped[0].split("after step ")[1].split(";")[0])
+    from seqlab.checkpoint import load_checkpoint
+    assert load_checkpoint(root / "faults/mlp/checkpoints/last.pdckpt")["step"] == step
+    _, rows = csv_rows(root / "faults/mlp")
+    assert [int(r["step"]) for r in rows] == list(range(1, step + 1))  # flushed before exit
+    resume = [ln for ln in stderr.splitlines() if ln.startswith("resume with: ")][0]
+    command = resume[len("resume with: "):].split()
+    assert command[:2] == ["seqlab", "fit"] and command[-2:] == ["--ckpt_path", "last"]
+    again = fit(*command[2:], "--trainer.max_steps", step + 3)
+    assert again.returncode == 0, again.stderr
+    _, rows = csv_rows(root / "faults/mlp")
+    assert [int(r["step"]) for r in rows] == list(range(1, step + 4))
+
+
+def test_ctrl_c_exits_130_and_a_second_one_aborts_the_save(tmp_path):
+    recipe = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, max_steps=2000, save_every=1000)
+    job = Seqlab("fit", "--recipe", recipe, "--trainer.root_dir", tmp_path / "a")
+    job.wait_for_step(5)
+    job.proc.send_signal(signal.SIGINT)
+    code, stderr = job.finish()
+    assert code == 130 and "stopped by SIGINT after step" in stderr, stderr
+
+    # With a slow checkpoint write, a second Ctrl-C during it aborts at once, without saving.
+    slow = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, max_steps=2000, save_every=1000,
+                        callbacks=[{"class_path": "faultkit.SlowSave"}])
+    job = Seqlab("fit", "--recipe", slow, "--trainer.root_dir", tmp_path / "b")
+    job.wait_for_step(3)
+    job.proc.send_signal(signal.SIGINT)
+    job.wait_for(lambda line: line.startswith("SAVING"))
+    started = time.monotonic()
+    job.proc.send_signal(signal.SIGINT)
+    code, stderr = job.finish()
+    assert code == 130 and "aborted" in stderr, stderr
+    assert time.monotonic() - started < 2.5  # the 3 s save was cut short
+    assert not (tmp_path / "b/faults/mlp/checkpoints/last.pdckpt").exists()
+
+
+def _seqlab_processes(marker: str) -> list[int]:
+    """PIDs of live processes whose command line mentions ``marker`` (zombies excluded)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_parallel_parent_signal_reaches_every_child(tmp_path, how):
+    """--parallel: SIGTERM is forwarded and waited for; even a SIGKILLed parent leaves no orphan."""
+    runs = {"one": {"model": MODELS["mlp"]}, "two": {"model": MODELS["mlp"], "trainer": {"seed": 3}}}
+    recipe = write_recipe(tmp_path, runs, max_steps=5000, save_every=1000)
+    root = tmp_path / "runs"
+    job = Seqlab("fit", "--recipe", recipe, "--parallel", "2", "--trainer.root_dir", root)
+    job.wait_for_step(3, run="[one")
+    job.wait_for_step(3, run="[two")
+    if how == "sigterm":
+        job.proc.send_signal(signal.SIGTERM)
+        code, stderr = job.finish()
+        assert code == 143, stderr
+        assert "resume with: seqlab fit" in stderr and "--parallel 2" in stderr, stderr
+    else:
+        job.proc.send_signal(signal.SIGKILL)
+        job.proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while _seqlab_processes(str(recipe)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _seqlab_processes(str(recipe)) == []  # no child left training
+    from seqlab.checkpoint import load_checkpoint
+    for run in ("one", "two"):  # each child finished its step and saved before exiting
+        assert load_checkpoint(root / f"faults/{run}/checkpoints/last.pdckpt")["step"] >= 3
+
+
+def test_nonfinite_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp_path):
+    task = {"class_path": "faultkit.NaNLossAt", "init_args": {**TASK["init_args"], "nan_steps": [7]}}
+    recipe = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, task=task, slow=0.0)
+    result = fit("--recipe", recipe, "--trainer.root_dir", tmp_path / "runs")
+    assert result.returncode == 1, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "step 7 of run 'mlp' has a non-finite loss" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    from seqlab.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(tmp_path / "runs/faults/mlp/checkpoints/last.pdckpt")
+    assert ckpt["step"] == 4  # save_every 4: the last good one, nothing after the bad step
+    assert all(np.isfinite(np.asarray(getattr(v, "numpy", lambda: v)())).all() for v in ckpt["model"].values())
