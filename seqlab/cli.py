@@ -54,6 +54,7 @@ from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
 from seqlab.registry import MODELS, TASKS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
+from seqlab.distributed import launched  # noqa: E402
 from seqlab.interrupts import TrainingInterrupted  # noqa: E402
 from seqlab.trainer import Trainer, seed_everything  # noqa: E402
 
@@ -378,6 +379,11 @@ def cmd_fit(argv: list[str]) -> int:
     for spec, task, model, trainer in built:
         trainer.preflight(task, model, spec.config.ckpt_path)
     root = built[0][3].root_dir / parsed.experiment
+    devices = _devices(parsed)
+    if devices > 1 and not launched():
+        from seqlab.launch import run_launched
+
+        return run_launched(devices, ["fit", *argv], resume_command(argv))
     if parsed.parallel > 1 and len(built) > 1:
         _fit_in_parallel(parsed, argv)
     else:
@@ -388,9 +394,21 @@ def cmd_fit(argv: list[str]) -> int:
                 trainer.fit(task, model, ckpt_path=spec.config.ckpt_path)
             except TrainingInterrupted as exc:
                 raise exc.with_resume(resume_command(argv)) from None
-    if parsed.report:
+    if parsed.report and paddle.distributed.get_rank() == 0:
         _write_report(root)
     return 0
+
+
+def _devices(parsed: ParsedCommand) -> int:
+    """The processes to start: one value for the whole command (they train one after another)."""
+    counts = sorted({int(spec.config.trainer.devices) for spec in parsed.specs})
+    if len(counts) > 1:
+        raise SeqlabError(f"the selected runs ask for different trainer.devices ({counts}); give them one "
+                          "value, or fit them with separate commands (--runs).")
+    if counts[0] > 1 and parsed.parallel > 1 and len(parsed.specs) > 1:
+        raise SeqlabError("--parallel runs several single-process runs at once, and trainer.devices > 1 "
+                          "runs one run on several processes; use one of them.")
+    return counts[0]
 
 
 def resume_command(argv: list[str]) -> str:

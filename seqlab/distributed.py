@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import contextlib
 
+import os
+
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 
 paddle = import_paddle()
+
+
+def launched() -> bool:
+    """Whether this process is one of several started by ``paddle.distributed.launch``."""
+    return "PADDLE_TRAINER_ID" in os.environ or paddle.distributed.get_world_size() > 1
 
 
 class DataParallelContext:
@@ -65,12 +72,13 @@ class DataParallelContext:
         paddle.distributed.all_reduce(total)
         return total.item() / self.world_size
 
-    def sum(self, value: int) -> int:
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any rank (a stop that all ranks agree on)."""
         if self.world_size == 1:
-            return value
-        total = paddle.to_tensor([value], dtype="int64")
+            return bool(flag)
+        total = paddle.to_tensor([1 if flag else 0], dtype="int64")
         paddle.distributed.all_reduce(total)
-        return int(total.item())
+        return bool(total.item())
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -68,7 +68,7 @@ def check_forward(task, model, run: str) -> None:
 def check_settings(nonfinite: str, **counts: int) -> None:
     """The Trainer's numeric settings: steps and accumulation at least 1, intervals at least 0."""
     for name, value in counts.items():
-        low = 1 if name in ("max_steps", "accumulate_grad_batches") else 0
+        low = 1 if name in ("max_steps", "accumulate_grad_batches", "devices") else 0
         if value < low:
             what = " (0 disables it)" if low == 0 else ""
             raise SeqlabError(f"trainer.{name} must be at least {low}{what}, got {value}.")

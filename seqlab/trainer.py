@@ -10,12 +10,9 @@ modules. The event order is documented in docs/api.md.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any, Literal
-
-import numpy as np
 
 from seqlab._init_args import python_run_config, record_init_args
 from seqlab._paddle import configure_cpu_defaults, import_paddle
@@ -33,17 +30,11 @@ from seqlab.precision import Precision
 from seqlab.nonfinite import update_is_finite
 from seqlab.preflight import check_forward, check_run_folder, check_settings, check_vocab
 from seqlab.registry import MODELS
+from seqlab.seeding import seed_everything
 from seqlab.task import Task
 
 paddle = import_paddle()
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and Paddle, so model initialisation is reproducible."""
-    random.seed(seed)
-    np.random.seed(seed)
-    paddle.seed(seed)
 
 
 class Trainer:
@@ -69,33 +60,24 @@ class Trainer:
             config.yaml, metrics.json, samples.txt) whose kind ``callbacks`` lacks.
         overwrite: Delete an earlier run's files in the run folder and start over (otherwise
             a fresh fit there stops with an error, unless it resumes with ``ckpt_path``).
+        devices: Data-parallel processes ``seqlab fit`` starts through ``paddle.distributed``
+            (gloo on CPU, NCCL on GPUs). The recipe's batch is the global batch. Under
+            ``paddle.distributed.launch`` the launcher decides instead.
         config: The resolved config, saved as ``config.yaml`` and checked on resume. The CLI
             passes the recipe's; from Python it is made from the task, model and trainer.
     """
 
-    def __init__(
-        self,
-        max_steps: int = 1000,
-        val_every: int = 250,
-        log_every: int = 50,
-        save_every: int = 500,
-        seed: int = 42,
-        root_dir: str = "runs",
-        experiment: str = "default",
-        run_name: str | None = None,
-        optimizer: AdamW | None = None,
-        precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
-        accumulate_grad_batches: int = 1,
-        nonfinite: Literal["stop", "skip"] = "stop",
-        callbacks: list[Callback] | None = None,
-        default_callbacks: bool = True,
-        overwrite: bool = False,
-        config: dict[str, Any] | None = None,
-    ) -> None:
-        check_settings(max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, val_every=val_every,
+    def __init__(self, max_steps: int = 1000, val_every: int = 250, log_every: int = 50, save_every: int = 500,
+                 seed: int = 42, root_dir: str = "runs", experiment: str = "default", run_name: str | None = None,
+                 optimizer: AdamW | None = None,
+                 precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
+                 accumulate_grad_batches: int = 1, nonfinite: Literal["stop", "skip"] = "stop",
+                 callbacks: list[Callback] | None = None, default_callbacks: bool = True,
+                 overwrite: bool = False, devices: int = 1, config: dict[str, Any] | None = None) -> None:
+        check_settings(devices=devices, max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, val_every=val_every,
                        save_every=save_every, log_every=log_every, nonfinite=nonfinite)
         self.max_steps, self.val_every, self.log_every = max_steps, val_every, max(1, log_every)
-        self.save_every, self.seed, self.overwrite = save_every, seed, overwrite
+        self.save_every, self.seed, self.overwrite, self.devices = save_every, seed, overwrite, devices
         self.root_dir, self.experiment, self.run_name = Path(root_dir), experiment, run_name
         self.optimizer_config = optimizer or AdamW()
         self.precision = Precision(precision)  # warns here, once, if it cannot run as asked
@@ -164,17 +146,20 @@ class Trainer:
         self._reset_progress()
         try:
             with GracefulStop() as self._signals:
-                checked = self._checked  # the CLI checks every run of a recipe before training any
-                if checked is None or checked[0] is not task or checked[1] is not model or checked[2] != ckpt_path:
+                done = self._checked  # the CLI checks every run of a recipe before training any
+                if not done or done[0] is not task or done[1] is not model or done[2] != ckpt_path:
                     self.preflight(task, model, ckpt_path)
                 path, ckpt = self._checked[3:]
                 seed_everything(self.seed)
-                if ckpt is None:
-                    claim_run_dir(self.run_dir, self.overwrite)
-                self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                if self.is_global_zero:  # only rank 0 touches files; the others wait for it
+                    if ckpt is None:
+                        claim_run_dir(self.run_dir, self.overwrite)
+                    self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
                 self._forward_model = self.dp.wrap(model)
                 if ckpt is not None:
-                    self._restore(ckpt, path)
+                    restore_trainer(self, ckpt)
+                    self._dispatch(Event.ON_LOAD_CHECKPOINT, ckpt)
+                    log.info("resumed %s from %s at step %d", self.run_name, path, self.global_step)
                 self._dispatch(Event.ON_FIT_START)
                 self._dispatch(Event.ON_TRAIN_START)
                 self._train_loop()
@@ -270,7 +255,8 @@ class Trainer:
         self.model.train()
         while self.global_step < self.max_steps and not self.should_stop:
             self._train_one_step()
-            step, signalled = self.global_step, self._signals.requested
+            # Every rank must stop at the same step, or one would wait for the others forever.
+            step, signalled = self.global_step, self.dp.any(self._signals.requested)
             last = step == self.max_steps or self.should_stop
             if self.val_every and (step % self.val_every == 0 or (last and not signalled)):
                 self._validate()
@@ -317,11 +303,6 @@ class Trainer:
         self.run_name = self.run_name or MODELS.name_of(type(model)) or type(model).__name__.lower()
         if not self.config or self._derived_config:  # a run driven from Python records what it ran
             self.config, self._derived_config = python_run_config(self, task, model), True
-
-    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
-        restore_trainer(self, ckpt)
-        self._dispatch(Event.ON_LOAD_CHECKPOINT, ckpt)
-        log.info("resumed %s from %s at step %d", self.run_name, path, self.global_step)
 
     def _dispatch(self, event: Event, *args: Any, safe: bool = False) -> None:
         for callback in self.callbacks:

@@ -221,3 +221,16 @@ def test_empty_runs_selection_and_bad_env(recipe):
     env = dict(os.environ, SEQLAB_WKV7="cudaa", PYTHONWARNINGS="ignore")
     result = subprocess.run([*SEQLAB, "models"], capture_output=True, text=True, env=env, timeout=120)
     assert_user_error(result, "SEQLAB_WKV7")
+
+
+def test_parallel_fit_trains_every_run_in_child_processes(recipe, tmp_path):
+    """--parallel 2 (the CPU demo's default): both runs train at once and one report covers both."""
+    root = tmp_path / "runs"
+    result = run("fit", "--recipe", recipe, "--parallel", "2", "--trainer.root_dir", root)
+    assert result.returncode == 0, result.stderr
+    prefixed = [ln for ln in result.stdout.splitlines() if ln.startswith(("[mlp ] step", "[lstm] step"))]
+    assert {ln[:6] for ln in prefixed} == {"[mlp ]", "[lstm]"}
+    for name in ("mlp", "lstm"):
+        assert '"steps": 6' in (root / "tiny" / name / "metrics.json").read_text()
+    report = (root / "tiny/report.md").read_text()
+    assert "| mlp" in report and "| lstm" in report

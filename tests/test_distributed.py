@@ -1,58 +1,222 @@
-"""Real two-process data-parallel training through `paddle.distributed.launch` (gloo on CPU)."""
+"""Real multi-process training through `paddle.distributed.launch` (gloo on CPU), via the CLI.
 
+One set of runs (a module fixture) serves every test: RWKV-7 on 2 processes and on 1, resumed
+onto the other process count; the MLP through the launch command a user types; a killed rank.
+Each rank's file writes are recorded by a Python audit hook (a sitecustomize on PYTHONPATH), and
+a probe callback records each rank's rows and final weights.
+"""
+
+import csv
+import hashlib
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
-import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
-from seqlab.checkpoint import load_checkpoint
+SEQLAB = [sys.executable, "-m", "seqlab.cli"]
+SEQLAB_SCRIPT = Path(sys.executable).parent / "seqlab"  # the console script a user runs
 
-SCRIPT = textwrap.dedent("""
-    import sys
-    from seqlab import Trainer
-    from seqlab.callbacks import MovingAverageCheckpoint
-    from seqlab.models.mlp import MLP
-    from seqlab.optim import AdamW
+# Records every file write of a process, per rank, through Python's audit hooks.
+SITECUSTOMIZE = '''
+import os, sys
+_log = os.environ.get("AUDIT_DIR")
+if _log:
+    _rank = os.environ.get("PADDLE_TRAINER_ID", "single")
+    _path = os.path.join(_log, f"rank{_rank}.{os.getpid()}.log")
+    _out = open(_path, "a", buffering=1)
+    def _hook(event, args):
+        if event == "open":
+            path, mode = args[0], args[1] or "r"
+            if isinstance(path, str) and any(c in str(mode) for c in "wax+"):
+                _out.write(f"open {path}\\n")
+        elif event in ("os.rename", "os.mkdir", "os.remove", "shutil.rmtree", "os.rmdir"):
+            _out.write(f"{event} {args[0]} {args[1] if event == 'os.rename' else ''}\\n")
+    sys.addaudithook(_hook)
+'''
+
+PROBE = '''
+import hashlib, json, os
+import numpy as np
+from seqlab import Callback
+
+
+class RankProbe(Callback):
+    """Records this rank's rows at every step and a digest of its final weights."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def on_train_batch_start(self, trainer, task, model, batch):
+        self.rows[trainer.global_step] = batch.inputs.numpy().tolist()
+
+    def on_train_end(self, trainer, task, model):
+        digest = hashlib.sha256()
+        for key, value in sorted(model.state_dict().items()):
+            digest.update(key.encode() + value.numpy().tobytes())
+        out = os.path.join(os.environ["PROBE_DIR"], f"rank{trainer.rank}.json")
+        with open(out, "w") as f:
+            json.dump({"rows": self.rows, "weights": digest.hexdigest(), "world": trainer.world_size}, f)
+'''
+
+TASK = {"class_path": "reverse_digits",
+        "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 8,
+                      "probe_digit_min": 9, "probe_digit_max": 10, "probe_samples": 4}}
+
+
+def _recipe(folder: Path) -> Path:
+    (folder / "ddprobe.py").write_text(PROBE)
+    recipe = {
+        "name": "dist", "task": TASK,
+        # The schedule is fixed at 12 steps, so a run stopped at 6 and resumed is one curve.
+        "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 1, "optimizer": {"lr": 3e-3},
+                    "callbacks": [{"class_path": "CosineWarmupLR", "init_args": {"warmup_steps": 2, "max_steps": 12}},
+                                  {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}},
+                                  {"class_path": "ddprobe.RankProbe"}]},
+        "runs": {"rwkv7": {"model": "rwkv7"},
+                 "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}}},
+    }
+    path = folder / "dist.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+class Env:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.site = folder / "site"
+        self.site.mkdir()
+        (self.site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        self.recipe = _recipe(folder)
+
+    def env(self, name: str) -> dict:
+        audit, probe = self.folder / "audit" / name, self.folder / "probe" / name
+        audit.mkdir(parents=True, exist_ok=True)
+        probe.mkdir(parents=True, exist_ok=True)
+        return dict(os.environ, PYTHONPATH=os.pathsep.join([str(self.site), os.environ.get("PYTHONPATH", "")]),
+                    AUDIT_DIR=str(audit), PROBE_DIR=str(probe), PYTHONWARNINGS="ignore", SEQLAB_NUM_THREADS="1")
+
+    def fit(self, name: str, root: str, *args, launch: bool = False) -> subprocess.CompletedProcess:
+        base = [*SEQLAB, "fit"]
+        if launch:  # the command of the issue, as a user types it
+            base = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                    "--log_dir", str(self.folder / "launchlog" / name), str(SEQLAB_SCRIPT), "fit"]
+        cmd = [*base, "--recipe", str(self.recipe), "--trainer.root_dir", str(self.folder / root), *map(str, args)]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=self.env(name))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        return result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    e = Env(tmp_path_factory.mktemp("dist"))
+    e.fit("rwkv7_2p", "two", "--runs", "rwkv7", "--trainer.devices", 2)
+    e.fit("rwkv7_1p", "one", "--runs", "rwkv7")
+    shutil.copytree(e.folder / "one", e.folder / "one_to_two")
+    shutil.copytree(e.folder / "two", e.folder / "two_to_one")
+    e.fit("rwkv7_1p_12", "one", "--runs", "rwkv7", "--ckpt_path", "last", "--trainer.max_steps", 12)
+    e.fit("rwkv7_2to1", "two_to_one", "--runs", "rwkv7", "--ckpt_path", "last", "--trainer.max_steps", 12)
+    e.fit("rwkv7_1to2", "one_to_two", "--runs", "rwkv7", "--ckpt_path", "last", "--trainer.max_steps", 12,
+          "--trainer.devices", 2)
+    e.fit("mlp_launch", "launch", "--runs", "mlp", "--trainer.val_every", 1000, launch=True)
+    e.fit("mlp_1p", "one", "--runs", "mlp", "--trainer.val_every", 1000)
+    return e
+
+
+def losses(folder: Path, run: str) -> dict[int, float]:
+    with open(folder / "dist" / run / "metrics.csv", newline="") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")}
+
+
+def writes(audit: Path, rank: str) -> list[str]:
+    return [ln for p in audit.glob(f"rank{rank}.*.log") for ln in p.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name, root", [("rwkv7_2p", "two"), ("mlp_launch", "launch")])
+def test_only_rank_0_writes(runs, name, root):
+    out = str(runs.folder / root)
+    rank1 = [w for w in writes(runs.folder / "audit" / name, "1") if out in w]
+    rank0 = [w for w in writes(runs.folder / "audit" / name, "0") if out in w]
+    assert rank1 == []  # not the report, config.yaml, the CSV, VisualDL, metrics.json, samples.txt
+    for produced in ("report.md", "loss.png", "config.yaml", "metrics.csv", "vdlrecords", "metrics.json",
+                     "samples.txt", "last.pdckpt"):
+        assert any(produced in w for w in rank0), produced
+    assert len(list((runs.folder / root / "dist").glob("report.md"))) == 1
+
+
+def test_both_ranks_train_their_own_rows_and_end_identical(runs):
     from seqlab.tasks.reverse_digits import ReverseDigits
-    from seqlab.trainer import seed_everything
 
-    root, run_name = sys.argv[1], sys.argv[2]
-    seed_everything(0)
-    model = MLP(embed_dim=8, window=4, hidden_dim=16)
-    task = ReverseDigits(digit_max=8, seq_len=33, batch_size=8, eval_samples=8,
-                         probe_digit_min=9, probe_digit_max=10, probe_samples=4)
-    # All default callbacks, and a moving-average window that fills: best checkpoints are saved
-    # at steps where every rank must take part.
-    Trainer(max_steps=5, val_every=0, save_every=5, seed=3, root_dir=root, experiment="dist",
-            run_name=run_name, optimizer=AdamW(lr=1e-2),
-            callbacks=[MovingAverageCheckpoint(window=2)]).fit(task, model)
-""")
+    probe = runs.folder / "probe" / "rwkv7_2p"
+    rank0, rank1 = (json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["world"] == rank1["world"] == 2
+    task = ReverseDigits(**TASK["init_args"])
+    task.setup(42)
+    for step in range(6):
+        full = task.train_batch(step).inputs.numpy()
+        a, b = np.array(rank0["rows"][str(step)]), np.array(rank1["rows"][str(step)])
+        assert a.shape == b.shape == (4, 32)  # half the global batch each
+        np.testing.assert_array_equal(a, full[0::2])
+        np.testing.assert_array_equal(b, full[1::2])  # different rows: together, the whole batch
+    assert rank0["weights"] == rank1["weights"]  # parameters identical across ranks at the end
 
 
-def test_two_processes_match_one(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    single = subprocess.run([sys.executable, script, tmp_path, "single"], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-2000:]
-    launch = subprocess.run(
-        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-         "--log_dir", str(tmp_path / "logs"), str(script), str(tmp_path), "ddp"],
-        env=env, capture_output=True, text=True, timeout=300)
-    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("workerlog.*"))
-    assert launch.returncode == 0, (launch.stdout + launch.stderr + logs)[-3000:]
-    a = load_checkpoint(tmp_path / "dist/single/checkpoints/last.pdckpt")["model"]
-    b = load_checkpoint(tmp_path / "dist/ddp/checkpoints/last.pdckpt")["model"]
-    assert set(a) == set(b)
-    moved = False
-    for key in a:
-        # Each rank trains on half the rows and gradients are averaged: the same update as one
-        # process on the whole batch, up to float rounding of the all-reduce.
-        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-4, atol=1e-6, err_msg=key)
-        moved = moved or not np.allclose(a[key].numpy(), 0)
-    assert moved
-    best = load_checkpoint(tmp_path / "dist/ddp/checkpoints/best.pdckpt")
-    assert best["step"] == load_checkpoint(tmp_path / "dist/single/checkpoints/best.pdckpt")["step"]
+@pytest.mark.parametrize("run, two, one", [("rwkv7", "two", "one"), ("mlp", "launch", "one")])
+def test_one_and_two_processes_follow_the_same_losses(runs, run, two, one):
+    a, b = losses(runs.folder / two, run), losses(runs.folder / one, run)
+    steps = range(1, 7)
+    assert [s for s in steps if s in a] == list(steps)
+    # From step 2 on, equal losses need equal updates: with each rank stepping on its own half's
+    # gradient (no all-reduce), or on the whole batch, they would drift apart.
+    np.testing.assert_allclose([a[s] for s in steps], [b[s] for s in steps], rtol=1e-5)
+
+
+@pytest.mark.parametrize("resumed", ["two_to_one", "one_to_two"])
+def test_resume_onto_another_process_count_continues_the_curve(runs, resumed):
+    straight, other = losses(runs.folder / "one", "rwkv7"), losses(runs.folder / resumed, "rwkv7")
+    assert sorted(other) == list(range(1, 13))
+    np.testing.assert_allclose([other[s] for s in range(7, 13)], [straight[s] for s in range(7, 13)], rtol=1e-5)
+
+
+def _rank_pids(marker: str, rank: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if marker in cmdline and f"PADDLE_TRAINER_ID={rank}" in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_killed_rank_ends_the_run_with_a_message_naming_it(tmp_path):
+    e = Env(tmp_path)
+    cmd = [*SEQLAB, "fit", "--recipe", str(e.recipe), "--runs", "mlp", "--trainer.devices", "2",
+           "--trainer.max_steps", "100000", "--trainer.root_dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e.env("dead"))
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "runs/dist/mlp/metrics.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    victims = _rank_pids(str(e.recipe), "1")
+    assert len(victims) == 1, "rank 1 is running"
+    os.kill(victims[0], signal.SIGKILL)
+    killed = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - killed
+    assert proc.returncode == 1, stderr
+    assert took < 60, took
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "rank 1 of 2 was killed by SIGKILL, so every rank was stopped" in lines[0], stderr
+    assert _rank_pids(str(e.recipe), "0") == []  # no rank left behind
+    print(f"dead rank: the run ended {took:.1f} s after the kill")
