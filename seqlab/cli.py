@@ -5,6 +5,7 @@
     seqlab test     --recipe R --runs a [--ckpt_path best|last|PATH]
     seqlab compare  runs/<experiment>
     seqlab models | seqlab tasks
+    seqlab convert-checkpoint OLD.pdckpt NEW.safetensors --trust
 
 A recipe is YAML with one task, shared settings and named runs::
 
@@ -484,6 +485,19 @@ def cmd_compare(argv: list[str]) -> int:
     return 0
 
 
+def cmd_convert_checkpoint(argv: list[str]) -> int:
+    """Convert an old pickle checkpoint (format 1) to the safetensors format, for files the user trusts."""
+    from seqlab.checkpoint import CONVERT_COMMAND, convert_legacy_checkpoint
+
+    paths = [a for a in argv if a != "--trust"]
+    if len(paths) != 2 or any(p.startswith("-") for p in paths):
+        raise SeqlabError(f"usage: {CONVERT_COMMAND} OLD.pdckpt NEW.safetensors --trust (the old file is "
+                          "unpickled, which runs any code it carries: convert only files you trust).")
+    ckpt = convert_legacy_checkpoint(paths[0], paths[1], trust="--trust" in argv)
+    sys.stdout.write(f"wrote {paths[1]} (checkpoint format {ckpt['format_version']}, step {ckpt['step']})\n")
+    return 0
+
+
 USAGE = """usage: seqlab COMMAND [options]
 
 commands:
@@ -493,6 +507,9 @@ commands:
   compare   write report.md / loss.png / accuracy.png for runs/<experiment>
   models    list registered models with their parameter counts
   tasks     list registered tasks
+  convert-checkpoint OLD NEW --trust
+            convert a checkpoint of the old pickle format (.pdckpt) to .safetensors;
+            this unpickles OLD, so only for files you trust
 
 recipe options (fit/validate/test):
   --recipe FILE         the recipe (YAML); a saved runs/<exp>/<run>/config.yaml works too
@@ -549,7 +566,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(TASKS)
         if command == "compare":
             return cmd_compare(rest)
-        close = difflib.get_close_matches(command, [*RUN_COMMANDS, "compare", "models", "tasks"], n=1)
+        if command == "convert-checkpoint":
+            return cmd_convert_checkpoint(rest)
+        close = difflib.get_close_matches(command, [*RUN_COMMANDS, "compare", "models", "tasks",
+                                                    "convert-checkpoint"], n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise SeqlabError(f"unknown command '{command}'.{hint} Run `seqlab --help` for the list.")
     except SeqlabError as exc:

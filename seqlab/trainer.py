@@ -23,6 +23,7 @@ from seqlab.checkpoint import (
     atomic_save,
     capture_rng_state,
     check_compatible,
+    checkpoint_file,
     claim_run_dir,
     load_checkpoint,
     load_optimizer_state,
@@ -55,7 +56,7 @@ class Trainer:
         max_steps: Optimizer steps to train for.
         val_every: Run ``task.evaluate`` every this many steps (and after the last); 0 disables.
         log_every: Steps between plain-text progress lines (used by the progress callback).
-        save_every: Write ``checkpoints/last.pdckpt`` every this many steps (and at the end).
+        save_every: Write ``checkpoints/last.safetensors`` every this many steps (and at the end).
         seed: Run seed: model initialisation, data order (``task.train_batch``) and RNG state.
         root_dir: Folder holding all experiments; a run lives in ``root_dir/experiment/run_name``.
         experiment: Name of the experiment (the recipe's name); groups runs for comparison.
@@ -190,9 +191,9 @@ class Trainer:
         """
         self._bind(task, model)
         if ckpt_path is None:  # like the end of fit: best if there is one, else last
-            has_best = (self.checkpoint_dir / "best.pdckpt").is_file()
+            has_best = checkpoint_file(self.checkpoint_dir, "best").is_file()
             ckpt_path = "best" if test and has_best else "last"
-            if not (self.checkpoint_dir / f"{ckpt_path}.pdckpt").is_file():
+            if not checkpoint_file(self.checkpoint_dir, ckpt_path).is_file():
                 raise SeqlabError(f"no checkpoint in '{self.checkpoint_dir}'; train this run first (seqlab fit).")
         path = resolve_ckpt_path(ckpt_path, self.checkpoint_dir)
         ckpt = load_checkpoint(path)
@@ -373,14 +374,14 @@ class Trainer:
             last = last or self.should_stop  # a validation callback may have asked to stop
             # Saved after validation, so the file holds everything that happened at this step.
             if last or (self.save_every and self.global_step % self.save_every == 0):
-                self.save_checkpoint(self.checkpoint_dir / "last.pdckpt")
+                self.save_checkpoint(checkpoint_file(self.checkpoint_dir, "last"))
         if self.should_stop:
             log.info("%s: stopped by a callback at step %d of %d", self.run_name, self.global_step, self.max_steps)
 
     def _test(self) -> dict[str, float]:
-        best = self.checkpoint_dir / "best.pdckpt"
+        best = checkpoint_file(self.checkpoint_dir, "best")
         which = "best" if best.is_file() else "last"
-        path = best if which == "best" else self.checkpoint_dir / "last.pdckpt"
+        path = best if which == "best" else checkpoint_file(self.checkpoint_dir, "last")
         ckpt = load_checkpoint(path)
         self.model.set_state_dict(ckpt["model"])
         meta = ckpt.get("meta", {})

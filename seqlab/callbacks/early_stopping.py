@@ -14,7 +14,7 @@ class EarlyStopping(Callback):
 
     An improvement is a change by more than ``min_delta`` in the right direction over the best
     value so far. Stopping sets ``trainer.should_stop``: the Trainer finishes the current step,
-    validates, saves ``last.pdckpt`` and tests the best checkpoint as usual.
+    validates, saves ``last.safetensors`` and tests the best checkpoint as usual.
 
     Args:
         monitor: a metric of ``on_validation_end``, e.g. ``val/masked_acc`` or ``val/loss``.

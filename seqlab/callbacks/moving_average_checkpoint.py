@@ -7,6 +7,7 @@ from typing import Any
 
 from seqlab.callback import Callback
 from seqlab.callbacks._monitoring import check_mode, improves
+from seqlab.checkpoint import checkpoint_file
 from seqlab.errors import SeqlabError
 
 
@@ -65,7 +66,7 @@ class MovingAverageCheckpoint(Callback):
         # Every rank calls save_checkpoint (it writes on rank 0 and waits for all ranks).
         if self.update(metrics[self.metric], trainer.global_step):
             trainer.save_checkpoint(
-                trainer.checkpoint_dir / "best.pdckpt",  # the file the final test and --ckpt_path best read
+                checkpoint_file(trainer.checkpoint_dir, "best"),  # the file the final test and --ckpt_path best read
                 meta={"best_step": self.best_step, "best_value": self.best_value,
                       "monitor": self.metric},
             )
