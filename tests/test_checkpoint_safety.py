@@ -230,6 +230,10 @@ def save_raw(path: Path, tensors: dict, metadata: dict) -> Path:
      "'/a', which has no place"),
     (lambda p: save_raw(p, {"/a~2": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a~2": None})}),
      "has no place"),  # "~" must be written "~0": a second spelling of a key is refused
+    (lambda p: save_raw(p, {"/a/\u00b2": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": [None]})}),
+     "has no place"),  # a list index is ASCII digits ("²" is a digit to str.isdigit)
+    (lambda p: save_raw(p, {"/a/01": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": [None, None]})}),
+     "has no place"),  # one spelling per index: no leading zeros
     (lambda p: save_raw(p, {}, {METADATA_KEY: json.dumps({"format_version": "2"})}), "format version '2'"),
 ])
 def test_malformed_safetensors_files_are_refused(tmp_path, make, needle):
