@@ -12,7 +12,7 @@ times; the medians are printed side by side:
 
 Restoring the RNG states is timed separately (``pickle.loads`` + ``set_state`` against
 :func:`~seqlab.checkpoint.restore_rng_state`). Files go to a folder on the repository's disk,
-not /tmp, so the fsyncs are real. The fsyncs take a large, noisy share of a small file's save, so
+(``runs/``), not /tmp, so the fsyncs are real. The fsyncs take a large, noisy share of a small file's save, so
 each save is also timed with ``os.fsync`` replaced by a no-op ("save, no fsync"): the same code
 otherwise, i.e. the cost of the format itself.
 
@@ -164,8 +164,9 @@ def main() -> None:
     parser.add_argument("--models", default="rwkv7,lstm")
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
-    root = Path(__file__).resolve().parents[1]
-    folder = Path(tempfile.mkdtemp(prefix="bench_checkpoint_", dir=root))
+    runs = Path(__file__).resolve().parents[1] / "runs"  # on the repository's disk, git-ignored
+    runs.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench_checkpoint_", dir=runs))
     try:
         rows = {name: bench(name, args.repeats, folder) for name in args.models.split(",")}
     finally:
