@@ -6,7 +6,7 @@ of steps, interleaved, each repeated; the median time per training step is compa
 * ``bare``: ``task.train_batch -> model -> loss -> backward -> step -> clear_grad -> loss.item()``;
 * ``trainer-nocb``: ``Trainer(default_callbacks=False)``: the loop and the hook dispatch alone;
 * ``trainer``: ``Trainer`` with all default callbacks (progress, CSV, VisualDL, moving-average
-  best checkpoint, which writes ``best.pdckpt`` whenever the 100-step average improves).
+  best checkpoint, which writes ``best.safetensors`` whenever the 100-step average improves).
 
 Validation and periodic checkpoints are off (they are the same work with or without a Trainer);
 only the training loop is timed (``on_train_start`` to ``on_train_end``), not setup or the test.

@@ -5,6 +5,7 @@
     seqlab test     --recipe R --runs a [--ckpt_path best|last|PATH]
     seqlab compare  runs/<experiment>
     seqlab models | seqlab tasks
+    seqlab convert-checkpoint OLD.pdckpt NEW.safetensors --trust
 
 A recipe is YAML with one task, shared settings and named runs::
 
@@ -577,6 +578,19 @@ def cmd_compare(argv: list[str]) -> int:
     return 0
 
 
+def cmd_convert_checkpoint(argv: list[str]) -> int:
+    """Convert an old pickle checkpoint (format 1) to the safetensors format, for files the user trusts."""
+    from seqlab.checkpoint import CONVERT_COMMAND, convert_legacy_checkpoint
+
+    paths = [a for a in argv if a != "--trust"]
+    if len(paths) != 2 or any(p.startswith("-") for p in paths):
+        raise SeqlabError(f"usage: {CONVERT_COMMAND} OLD.pdckpt NEW.safetensors --trust (the old file is "
+                          "unpickled, which runs any code it carries: convert only files you trust).")
+    ckpt = convert_legacy_checkpoint(paths[0], paths[1], trust="--trust" in argv)
+    sys.stdout.write(f"wrote {paths[1]} (checkpoint format {ckpt['format_version']}, step {ckpt['step']})\n")
+    return 0
+
+
 # ---------------------------------------------------------------------------- the command table
 @dataclass(frozen=True)
 class Command:
@@ -601,6 +615,9 @@ COMMANDS = [
     Command("compare", cmd_compare, "write report.md / loss.png / accuracy.png for runs/<experiment>"),
     Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
     Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
+    Command("convert-checkpoint", cmd_convert_checkpoint,
+            "OLD NEW --trust: convert an old pickle checkpoint (.pdckpt, format 1) to .safetensors; "
+            "loading it runs any code it carries, so convert only files you trust"),
 ]
 
 RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):

@@ -39,6 +39,7 @@ def evaluate_checkpoint(trainer, ckpt_path: str | None, test: bool) -> dict[str,
     if ckpt_path is None:
         found = best_or_last(trainer.checkpoint_dir)
         if found is None:
+            resolve_ckpt_path("last", trainer.checkpoint_dir)  # names the convert command for old files
             raise SeqlabError(f"no checkpoint in '{trainer.checkpoint_dir}'; train this run first (seqlab fit).")
         path = found[0]
     else:

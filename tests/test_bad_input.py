@@ -45,9 +45,9 @@ def _newer_checkpoint(tmp_path: Path) -> Path:
     ok = subprocess.run([*SEQLAB, "fit", "--recipe", _recipe(tmp_path), "--runs", "mlp", "--trainer.max_steps", "4",
                          "--trainer.root_dir", tmp_path / "made"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    ckpt = load_checkpoint(tmp_path / "made/bad/mlp/checkpoints/last.pdckpt")
+    ckpt = load_checkpoint(tmp_path / "made/bad/mlp/checkpoints/last.safetensors")
     ckpt["format_version"] = FORMAT_VERSION + 1
-    return atomic_save(ckpt, tmp_path / "future.pdckpt")
+    return atomic_save(ckpt, tmp_path / "future.safetensors")
 
 
 def _second_run_warmup(data):

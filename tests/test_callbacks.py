@@ -198,7 +198,7 @@ def test_moving_average_checkpoint_picks_the_best_window(tmp_path, mode):
     drive_steps(cb, trainer, values)
     step, value = expected_best_step(values, 50, mode)
     path, meta, saved_at = trainer.saved[-1]
-    assert path == trainer.checkpoint_dir / "best.pdckpt"
+    assert path == trainer.checkpoint_dir / "best.safetensors"
     assert meta["best_step"] == step == saved_at
     assert meta["best_value"] == pytest.approx(value, rel=1e-9)
     assert meta["monitor"] == "train/loss"
@@ -332,7 +332,7 @@ def uninterrupted(tmp_path_factory):
 def resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("resumed")
     with pytest.raises(KeyboardInterrupt):
-        fit(make_trainer(root, [StopAt(26)]))  # last.pdckpt was written at step 20
+        fit(make_trainer(root, [StopAt(26)]))  # last.safetensors was written at step 20
     rec = RecordLR()
     trainer = make_trainer(root, [rec])
     metrics = fit(trainer, ckpt_path="last")

@@ -53,7 +53,7 @@ def test_fit_writes_config_checkpoint_metrics_and_report(recipe, tmp_path):
     assert result.returncode == 0, result.stderr
     for run_name in ("mlp", "lstm"):
         run_dir = root / "tiny" / run_name
-        for name in ("config.yaml", "checkpoints/last.pdckpt", "metrics.json", "metrics.csv"):
+        for name in ("config.yaml", "checkpoints/last.safetensors", "metrics.json", "metrics.csv"):
             assert (run_dir / name).is_file(), name
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["trainer"]["run_name"] == run_name and config["trainer"]["max_steps"] == 6
@@ -71,7 +71,7 @@ def test_fit_writes_config_checkpoint_metrics_and_report(recipe, tmp_path):
     test = run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root)
     assert test.returncode == 0, test.stderr
     # 6 steps never fill the 100-step moving-average window: no best checkpoint, so last is used.
-    assert '"masked_acc"' in test.stdout and "last.pdckpt" in test.stdout
+    assert '"masked_acc"' in test.stdout and "last.safetensors" in test.stdout
     assert_user_error(run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
                           "--ckpt_path", "best"), "no '")
 
@@ -127,7 +127,7 @@ def test_missing_and_broken_recipes(tmp_path):
 
 
 def test_corrupt_checkpoint_is_refused_and_kept(recipe, tmp_path):
-    ckpt = tmp_path / "bad.pdckpt"
+    ckpt = tmp_path / "bad.safetensors"
     ckpt.write_bytes(b"\x00garbage")
     root = tmp_path / "runs"
     assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,

@@ -146,7 +146,7 @@ def test_only_rank_0_writes(runs, name, root):
     rank0 = [w for w in writes(runs.folder / "audit" / name, "0") if out in w]
     assert rank1 == []  # not the report, config.yaml, the CSV, VisualDL, metrics.json, samples.txt
     for produced in ("report.md", "loss.png", "config.yaml", "metrics.csv", "vdlrecords", "metrics.json",
-                     "samples.txt", "last.pdckpt"):
+                     "samples.txt", "last.safetensors"):
         assert any(produced in w for w in rank0), produced
     assert len(list((runs.folder / root / "dist").glob("report.md"))) == 1
 

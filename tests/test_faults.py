@@ -47,6 +47,33 @@ class SlowSave(Callback):
         time.sleep(3.0)
 
 
+class CrashMidWrite(Callback):
+    """At step ``step``, the process dies (SIGKILL) with half the checkpoint file written."""
+
+    def __init__(self, step: int = 10):
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, task, model, checkpoint):
+        if trainer.global_step != self.step:
+            return
+        import os, signal, tempfile
+        import safetensors.numpy
+        real = safetensors.numpy.save_file
+
+        def half_then_die(tensors, filename, metadata=None):
+            whole = tempfile.mktemp()
+            real(tensors, whole, metadata=metadata)
+            data = open(whole, "rb").read()
+            with open(filename, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            print(f"CRASHING step {trainer.global_step}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        safetensors.numpy.save_file = half_then_die
+
+
 class NaNLossAt(ReverseDigits):
     """Digit reversal whose loss is NaN at the given (1-based) steps."""
 
@@ -193,7 +220,7 @@ def test_sigterm_finishes_the_step_saves_and_prints_the_resume_command(tmp_path)
     assert len(stopped) == 1, stderr
     step = int(stopped[0].split("after step ")[1].split(";")[0])
     from seqlab.checkpoint import load_checkpoint
-    assert load_checkpoint(root / "faults/mlp/checkpoints/last.pdckpt")["step"] == step
+    assert load_checkpoint(root / "faults/mlp/checkpoints/last.safetensors")["step"] == step
     _, rows = csv_rows(root / "faults/mlp")
     assert [int(r["step"]) for r in rows] == list(range(1, step + 1))  # flushed before exit
     resume = [ln for ln in stderr.splitlines() if ln.startswith("resume with: ")][0]
@@ -225,7 +252,7 @@ def test_ctrl_c_exits_130_and_a_second_one_aborts_the_save(tmp_path):
     code, stderr = job.finish()
     assert code == 130 and "aborted" in stderr, stderr
     assert time.monotonic() - started < 2.5  # the 3 s save was cut short
-    assert not (tmp_path / "b/faults/mlp/checkpoints/last.pdckpt").exists()
+    assert not (tmp_path / "b/faults/mlp/checkpoints/last.safetensors").exists()
 
 
 def _seqlab_processes(marker: str) -> list[int]:
@@ -267,7 +294,7 @@ def test_parallel_parent_signal_reaches_every_child(tmp_path, how):
     assert _seqlab_processes(str(recipe)) == []  # no child left training
     from seqlab.checkpoint import load_checkpoint
     for run in ("one", "two"):  # each child finished its step and saved before exiting
-        assert load_checkpoint(root / f"faults/{run}/checkpoints/last.pdckpt")["step"] >= 3
+        assert load_checkpoint(root / f"faults/{run}/checkpoints/last.safetensors")["step"] >= 3
 
 
 def test_nonfinite_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -279,6 +306,32 @@ def test_nonfinite_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp
     assert len(lines) == 1 and "step 7 of run 'mlp' has a non-finite loss" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     from seqlab.checkpoint import load_checkpoint
-    ckpt = load_checkpoint(tmp_path / "runs/faults/mlp/checkpoints/last.pdckpt")
+    ckpt = load_checkpoint(tmp_path / "runs/faults/mlp/checkpoints/last.safetensors")
     assert ckpt["step"] == 4  # save_every 4: the last good one, nothing after the bad step
     assert all(np.isfinite(np.asarray(getattr(v, "numpy", lambda: v)())).all() for v in ckpt["model"].values())
+
+
+def test_a_crash_in_the_middle_of_a_checkpoint_write_loses_nothing(tmp_path):
+    """Killed with half of last.safetensors.tmp written: the previous last and best still load,
+    the half file is never taken for a checkpoint, and the resume continues from the previous last."""
+    from seqlab.checkpoint import load_checkpoint
+
+    recipe = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, slow=0.0, save_every=4, max_steps=16,
+                          callbacks=[{"class_path": "faultkit.CrashMidWrite", "init_args": {"step": 12}},
+                                     {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}}])
+    root = tmp_path / "runs"
+    crashed = fit("--recipe", recipe, "--trainer.root_dir", root)
+    assert crashed.returncode == -signal.SIGKILL and "CRASHING step 12" in crashed.stdout
+    ckpts = root / "faults/mlp/checkpoints"
+    assert load_checkpoint(ckpts / "last.safetensors")["step"] == 8
+    assert load_checkpoint(ckpts / "best.safetensors")["step"] <= 12
+    partial = [p for p in ckpts.iterdir() if p.name.endswith(".tmp")]
+    assert partial, "the half-written file is there"
+    refused = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", partial[0])
+    assert refused.returncode == 2 and refused.stderr.startswith("error: "), refused.stderr
+    resumed = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last",
+                  "--trainer.callbacks", "[]")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed mlp from" in resumed.stderr and "at step 8" in resumed.stderr, resumed.stderr
+    _, rows = csv_rows(root / "faults/mlp")
+    assert [int(r["step"]) for r in rows] == list(range(1, 17))

@@ -98,7 +98,7 @@ def test_fp16_scaler_state_survives_resume(tmp_path):
     seed_everything(0)
     Trainer(max_steps=20, val_every=0, save_every=10, root_dir=str(tmp_path), experiment="g", run_name="fp16",
             precision="16-mixed").fit(small_task(), MLP())
-    ckpt = load_checkpoint(tmp_path / "g/fp16/checkpoints/last.pdckpt")
+    ckpt = load_checkpoint(tmp_path / "g/fp16/checkpoints/last.safetensors")
     assert ckpt["precision"], "the scaler's state is in the checkpoint"
     resumed = Trainer(max_steps=25, val_every=0, root_dir=str(tmp_path), experiment="g", run_name="fp16",
                       precision="16-mixed")

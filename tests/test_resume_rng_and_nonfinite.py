@@ -144,7 +144,7 @@ def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match="step 7 of run 'stop' has a non-finite loss") as info:
         t.fit(nan_task([7]), model())
     assert info.value.exit_code == 1
-    assert load_checkpoint(tmp_path / "rng/stop/checkpoints/last.pdckpt")["step"] == 5
+    assert load_checkpoint(tmp_path / "rng/stop/checkpoints/last.safetensors")["step"] == 5
 
 
 def test_moving_average_ignores_nonfinite_values():
