@@ -7,10 +7,12 @@ digits (under a minute on 2 CPU cores), serves the experiment with the venv's ``
 free local port, and takes a screenshot with headless Chromium (Debian:
 ``apt-get install -y chromium``).
 
-VisualDL opens only the first tag group (alphabetically), which is ``test`` (single points from
-the final test), not the ``train`` curves. A plain ``chromium --screenshot`` cannot click, so
-this script drives Chromium over the DevTools protocol on a pipe (``--remote-debugging-pipe``,
-standard library only): it folds ``test``, unfolds ``train``, waits for the charts, and captures.
+VisualDL opens only the first tag group (alphabetically); seqlab logs the final test as
+``trial/*``, so that group is ``train``: the page as it opens shows the training curves, and the
+screenshot is taken without clicking anything. ``--page hparams`` captures the Hyper Parameters
+tab instead (every run a row, its final test metrics as columns). Chromium is driven over the
+DevTools protocol on a pipe (``--remote-debugging-pipe``, standard library only), which waits for
+the charts to draw before capturing.
 """
 
 from __future__ import annotations
@@ -147,22 +149,14 @@ class DevTools:
         os.close(self._from_chrome)
 
 
-# The group headers are leaf elements whose whole text is the group name.
-TOGGLE_GROUPS = """
-(() => {
-  const leaves = [...document.querySelectorAll('body *')].filter(e => e.children.length === 0);
-  const header = name => leaves.find(e => e.textContent.trim() === name);
-  const test = header('test'), train = header('train');
-  if (!test || !train) return false;
-  test.click();
-  train.click();
-  return true;
-})()
-"""
-CHARTS_DRAWN = "document.querySelectorAll('canvas').length >= 4"
+PAGES = {
+    # path under /app/, and what must be on the page before the capture
+    "scalar": ("scalar", "document.querySelectorAll('canvas').length >= 1"),
+    "hparams": ("hyper-parameter", "document.body.innerText.includes('Trial ID')"),
+}
 
 
-def screenshot(logdir: Path, out: Path, width: int, height: int) -> None:
+def screenshot(logdir: Path, out: Path, width: int, height: int, page: str = "scalar") -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         sys.exit("error: chromium not found; install it (apt-get install -y chromium).")
@@ -184,9 +178,9 @@ def screenshot(logdir: Path, out: Path, width: int, height: int) -> None:
             except OSError:
                 time.sleep(0.25)
         browser = DevTools(chromium, width, height, profile)
-        browser.open(base + "/app/scalar")
-        browser.wait_for(TOGGLE_GROUPS)
-        browser.wait_for(CHARTS_DRAWN)
+        path, ready = PAGES[page]
+        browser.open(f"{base}/app/{path}")
+        browser.wait_for(ready, timeout=60)
         time.sleep(3)  # chart animations
         out.parent.mkdir(parents=True, exist_ok=True)
         browser.screenshot(out)
@@ -206,13 +200,14 @@ def main() -> None:
                         help="screenshot an existing experiment folder instead of training")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--page", choices=sorted(PAGES), default="scalar")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         logdir = args.logdir
         if logdir is None:
             print(f"training 2 x {args.steps} steps ...", flush=True)
             logdir = train(Path(tmp) / "runs", args.steps)
-        screenshot(logdir, args.out, args.width, args.height)
+        screenshot(logdir, args.out, args.width, args.height, args.page)
     print(f"wrote {args.out}")
 
 

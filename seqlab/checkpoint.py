@@ -50,7 +50,7 @@ import safetensors.numpy
 
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
-from seqlab.io import atomic_write, atomic_write_text
+from seqlab.io import atomic_write
 from seqlab.rng import (
     capture_rng_state,
     check_rng_state,
@@ -64,10 +64,27 @@ paddle = import_paddle()
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ALIASES", "BEST", "LAST", "FORMAT_VERSION", "best_or_last", "restore_trainer", "trainer_checkpoint", "LEGACY_SUFFIX", "SUFFIX", "atomic_save", "capture_rng_state",
-    "check_compatible", "checkpoint_file", "claim_run_dir", "convert_legacy_checkpoint",
-    "load_checkpoint", "load_optimizer_state", "optimizer_state", "resolve_ckpt_path",
-    "restore_rng_state", "split_tensors", "write_text_atomic",
+    "ALIASES",
+    "BEST",
+    "FORMAT_VERSION",
+    "LAST",
+    "LEGACY_SUFFIX",
+    "SUFFIX",
+    "atomic_save",
+    "best_or_last",
+    "capture_rng_state",
+    "check_compatible",
+    "checkpoint_file",
+    "claim_run_dir",
+    "convert_legacy_checkpoint",
+    "load_checkpoint",
+    "load_optimizer_state",
+    "optimizer_state",
+    "resolve_ckpt_path",
+    "restore_rng_state",
+    "restore_trainer",
+    "split_tensors",
+    "trainer_checkpoint",
 ]
 
 FORMAT_VERSION = 2
@@ -217,11 +234,6 @@ def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
         metadata[SHARED_KEY] = json.dumps(shared, separators=(",", ":"))
     # save_file streams the tensors to disk; building the file as bytes first took 2x longer.
     return atomic_write(path, lambda tmp: safetensors.numpy.save_file(tensors, str(tmp), metadata=metadata))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file (config, metrics) so readers never see half of it."""
-    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------- load

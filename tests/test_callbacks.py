@@ -405,7 +405,8 @@ def test_visualdl_records_after_resume_are_continuous(resumed):
         assert [v.id for v in data["scalar"][tag]] == list(range(1, MAX_STEPS + 1)), tag
     assert [v.id for v in data["scalar"]["val/masked_acc"]] == [10, 20, 30]
     assert [v.id for v in data["text"]["val/sample"]] == [10, 20, 30]
-    assert "test/masked_acc" in data["scalar"]
+    assert "trial/masked_acc" in data["scalar"] and not any(t.startswith("test/") for t in data["scalar"])
+    assert [v.id for v in data["text"]["trial/result"]] == [MAX_STEPS]
     assert len(data["hyper_parameters"]) == 1
 
 

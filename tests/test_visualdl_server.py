@@ -117,11 +117,11 @@ def task():
                          probe_digit_min=9, probe_digit_max=12, probe_samples=4)
 
 
-def fit(root, make_model, run_name, max_steps, ckpt_path=None):
+def fit(root, make_model, run_name, max_steps, ckpt_path=None, make_task=task):
     paddle.seed(0)
     trainer = Trainer(max_steps=max_steps, val_every=10, log_every=10, save_every=10, seed=1,
                       root_dir=str(root), experiment="exp", run_name=run_name)
-    trainer.fit(task(), make_model(), ckpt_path=ckpt_path)
+    trainer.fit(make_task(), make_model(), ckpt_path=ckpt_path)
 
 
 def mlp():
@@ -162,4 +162,29 @@ def test_two_runs_and_a_resume_over_http(tmp_path, start_server, capsys):
     assert [s["step"] for s in samples] == [10, 20, 30, 35]
     hparams = {Path(h["name"]).parent.name: h for h in fresh.api("hparams/list")}
     assert hparams["mlp"]["hparams"]["max_steps"] == 35
-    assert set(hparams["lstm"]["metrics"]) >= {"test/masked_acc", "test/exact_acc"}
+    assert set(hparams["lstm"]["metrics"]) >= {"trial/masked_acc", "trial/exact_acc"}
+    # The Scalars page opens on its first group by name: the training curves, not the final test.
+    groups = sorted({t.split("/")[0] for run_tags in fresh.api("scalar/tags")["tags"] for t in run_tags})
+    assert groups[0] == "train" and "test" not in groups, groups
+
+
+def test_a_run_with_nan_metrics_stays_in_the_hparams_table(tmp_path, start_server):
+    """A Transformer's probe is NaN (its positions stop short of the probe rows): the run must still
+    be listed, with its finite metrics (VisualDL dropped it when a listed metric was NaN)."""
+    from seqlab.models.transformer import Transformer
+
+    def long_probe():  # probe rows of 43 tokens, past the Transformer's 32 positions
+        return ReverseDigits(batch_size=8, seq_len=33, digit_max=8, eval_samples=8,
+                             probe_digit_min=13, probe_digit_max=20, probe_samples=4)
+
+    fit(tmp_path, mlp, "mlp", 10, make_task=long_probe)
+    fit(tmp_path, lambda: Transformer(max_len=32, n_layer=1), "transformer", 10, make_task=long_probe)
+    server = start_server(tmp_path / "exp")
+    hparams = {Path(h["name"]).parent.name: h for h in server.wait_for(
+        lambda d: len(d) == 2, "hparams/list")}
+    assert set(hparams) == {"mlp", "transformer"}
+    assert "trial/probe_masked_acc" in hparams["mlp"]["metrics"]
+    assert "trial/probe_masked_acc" not in hparams["transformer"]["metrics"]
+    assert all(v is not None for v in hparams["transformer"]["metrics"].values())
+    indicator = server.api("hparams/indicators")
+    assert {m["name"] for m in indicator["metrics"]} >= {"trial/masked_acc", "trial/loss"}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlab.callback import Callback
-from seqlab.checkpoint import write_text_atomic
+from seqlab.io import atomic_write_bytes
 
 TRAIN_COLUMNS = ["step", "loss", "lr", "grad_norm", "tokens_per_s"]
 
@@ -63,7 +63,7 @@ class CSVLogger(Callback):
         header = io.StringIO()
         csv.writer(header).writerow(self.columns)
         lines = [header.getvalue().encode()] + [self._line(r) for r in self.rows]
-        write_text_atomic(self.path, b"".join(lines).decode())
+        atomic_write_bytes(self.path, b"".join(lines))
         self._file = open(self.path, "r+b")
         end = self._file.seek(0, os.SEEK_END)
         self._last_row_at = end - (len(lines[-1]) if self.rows else 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from seqlab.callback import Callback
-from seqlab.checkpoint import write_text_atomic
+from seqlab.io import atomic_write_text
 
 
 class SaveConfig(Callback):
@@ -24,4 +24,4 @@ class SaveConfig(Callback):
     def on_fit_start(self, trainer, task, model) -> None:
         if trainer.is_global_zero and trainer.config:
             text = yaml.safe_dump(trainer.config, sort_keys=False)
-            write_text_atomic(trainer.run_dir / self.filename, text)
+            atomic_write_text(trainer.run_dir / self.filename, text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from seqlab.callback import Callback
-from seqlab.checkpoint import write_text_atomic
+from seqlab.io import atomic_write_text
 from seqlab.evaluation import inference_mode
 
 
@@ -28,4 +28,4 @@ class SaveSamples(Callback):
         with inference_mode(model):
             text = task.describe(model, num_samples=self.num_samples)
         if text:
-            write_text_atomic(trainer.run_dir / self.filename, text.rstrip("\n") + "\n")
+            atomic_write_text(trainer.run_dir / self.filename, text.rstrip("\n") + "\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from seqlab.callback import Callback
-from seqlab.checkpoint import write_text_atomic
+from seqlab.io import atomic_write_text
 from seqlab.registry import MODELS
 from seqlab.summary import RunSummary
 
@@ -19,7 +19,7 @@ class SaveSummary(Callback):
     def on_test_end(self, trainer, task, model, metrics) -> None:
         if trainer.is_global_zero:
             summary = build_summary(trainer, model, metrics)
-            write_text_atomic(trainer.run_dir / RunSummary.FILENAME, summary.to_json())
+            atomic_write_text(trainer.run_dir / RunSummary.FILENAME, summary.to_json())
 
 
 def build_summary(trainer, model, metrics: dict[str, float]) -> RunSummary:

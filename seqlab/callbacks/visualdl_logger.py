@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 from pathlib import Path
@@ -19,6 +20,20 @@ def _hparam_value(value: Any):
     if isinstance(value, (int, float, str)):
         return value
     return str(value)
+
+
+def trial_tag(test_key: str) -> str:
+    """``test/masked_acc`` -> ``trial/masked_acc``: the final test's tag in VisualDL."""
+    return "trial/" + test_key.split("/", 1)[-1]
+
+
+def _result_text(trainer, metrics: dict[str, float]) -> str:
+    tested = getattr(trainer, "tested", None) or {}
+    lines = [f"Final test of the {tested.get('checkpoint', 'last')} checkpoint (step {tested.get('step', trainer.global_step)}):", "",
+             "| metric | value |", "|---|---:|"]
+    lines += [f"| {key.split('/', 1)[-1]} | {value:.6g} |" if math.isfinite(value) else f"| {key.split('/', 1)[-1]} | n/a |"
+              for key, value in metrics.items()]
+    return "\n".join(lines)
 
 
 def read_records(path: Path):
@@ -123,8 +138,9 @@ class VisualDLLogger(Callback):
 
     What is logged: every step metric (``train/loss``, ``train/lr``, ``train/grad_norm``,
     ``train/tokens_per_s``, ...) at every step; ``val/*`` at each validation, with the task's
-    ``describe(model)`` sample as text (``val/sample``); ``test/*`` at the end, and the run's
-    hyperparameters (``add_hparams``) with the test metrics.
+    ``describe(model)`` sample as text (``val/sample``); at the end, the final test as
+    ``trial/*`` scalars and a ``trial/result`` text, and the run's hyperparameters
+    (``add_hparams``) with those metrics. The Scalars page therefore opens on ``train``.
 
     Resuming: VisualDL reads only the newest ``vdlrecords.*.log`` of a folder. A resumed run
     therefore writes a new record file that first replays every earlier point up to the resumed
@@ -235,11 +251,17 @@ class VisualDLLogger(Callback):
         if self.writer is None:
             self._open(trainer)
         step = trainer.global_step
-        for key, value in metrics.items():
-            self.writer.scalar(key, value, step)
+        # The final test is one point per run: as scalars under "test/" they would be the first
+        # group of the Scalars page (groups sort by name) and fold the training curves away. They
+        # go under "trial/" instead (VisualDL's word for a run in its hyperparameter table, which
+        # reads them from these scalars), and as a text record. NaN (a probe a model cannot
+        # read) is left out: VisualDL drops a run whose hparam metric is NaN from that table.
+        finite = {trial_tag(k): v for k, v in metrics.items() if math.isfinite(v)}
+        for tag, value in finite.items():
+            self.writer.scalar(tag, value, step)
+        self.writer.text("trial/result", _result_text(trainer, metrics), step)
         hparams = {k: _hparam_value(v) for k, v in run_hparams(trainer).items() if v is not None}
-        # The hparams view reads the listed metrics from this run's scalars.
-        self.writer.hparams(hparams, list(metrics))
+        self.writer.hparams(hparams, list(finite))
         self.writer.flush()
 
     def on_exception(self, trainer, task, model, exception) -> None:
