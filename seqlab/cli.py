@@ -57,6 +57,7 @@ from seqlab.registry import MODELS, TASKS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
 from seqlab.distributed import launched  # noqa: E402
 from seqlab.interrupts import TrainingInterrupted  # noqa: E402
+from seqlab.parallel import die_with_parent, run_in_children  # noqa: E402
 from seqlab.trainer import Trainer, seed_everything  # noqa: E402
 
 log = logging.getLogger("seqlab")
@@ -434,91 +435,10 @@ def resume_command(argv: list[str]) -> str:
 
 
 def _fit_in_parallel(parsed: ParsedCommand, argv: list[str]) -> None:
-    """Train the runs in ``parsed.parallel`` child processes, one thread each.
-
-    Paddle's CPU kernels for these small models barely use a second core, so on a 2-core machine
-    two single-threaded runs at once nearly halve a recipe's wall time (benchmarks/RESULTS.md).
-    Each child is ``seqlab fit --runs <one run>`` with the same overrides; its lines are prefixed
-    with the run name. Longest runs are not known in advance, so runs start in recipe order.
-
-    Children run in their own session, so a terminal's Ctrl-C reaches only this process, which
-    forwards SIGINT/SIGTERM to each child exactly once (a second signal is forwarded too, and
-    aborts them), stops starting runs, waits for the children to save, and exits with their
-    status. A child whose parent dies (even by SIGKILL) gets SIGTERM from the kernel.
-    """
-    import os
-    import signal
-    import subprocess
-    import threading
-
-    env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1", SEQLAB_PARENT_PID=str(os.getpid()))
-    pending = [spec.name for spec in parsed.specs]
-    running: list[tuple[str, subprocess.Popen, threading.Thread]] = []
-    failed: list[tuple[str, int]] = []
-    received: list[int] = []
-
-    def forward(signum, frame) -> None:
-        received.append(signum)
-        pending.clear()
-        for _, proc, _ in running:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    def pump(name: str, stream) -> None:
-        width = max(len(s.name) for s in parsed.specs)
-        for line in stream:
-            sys.stdout.write(f"[{name:<{width}}] {line}")
-            sys.stdout.flush()
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        log.info("training %d runs, %d at a time: %s", len(pending), parsed.parallel, ", ".join(pending))
-        while pending or running:
-            while pending and len(running) < parsed.parallel:
-                name = pending.pop(0)
-                cmd = [sys.executable, "-m", "seqlab.cli", "fit", "--recipe", parsed.recipe,
-                       "--runs", name, "--no_report", *parsed.overrides]
-                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env=env, start_new_session=True)
-                thread = threading.Thread(target=pump, args=(name, proc.stdout), daemon=True)
-                thread.start()
-                running.append((name, proc, thread))
-            for item in list(running):
-                name, proc, thread = item
-                if proc.poll() is not None:
-                    thread.join()
-                    running.remove(item)
-                    if proc.returncode != 0:
-                        failed.append((name, proc.returncode))
-            time.sleep(0.2)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received:
-        codes = {code for _, code in failed}
-        name = signal.Signals(received[0]).name
-        raise TrainingInterrupted(received[0], f"stopped by {name}; every started run saved its last checkpoint.",
-                                  resume_command(argv), codes.pop() if len(codes) == 1 else None)
-    if failed:
-        names = ",".join(name for name, _ in failed)
-        raise SeqlabError(f"run(s) {names} failed (their lines above say why); rerun them with --runs {names}, adding --ckpt_path last to resume from their last checkpoint.")
-
-
-def _die_with_parent() -> None:
-    """In a ``--parallel`` child: ask the kernel for SIGTERM when the parent process dies."""
-    import ctypes
-    import os
-    import signal
-
-    parent = os.environ.pop("SEQLAB_PARENT_PID", None)
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent):  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    """One child process per run (``seqlab fit --runs <run>``), ``parsed.parallel`` at a time."""
+    jobs = [(spec.name, ["fit", "--recipe", parsed.recipe, "--runs", spec.name, "--no_report", *parsed.overrides])
+            for spec in parsed.specs]
+    run_in_children(jobs, parsed.parallel, resume_command(argv))
 
 
 def _write_report(root: Path) -> None:
@@ -661,7 +581,7 @@ def _check_environment() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    _die_with_parent()
+    die_with_parent()
     _add_to_path(Path.cwd())
     try:
         _check_environment()

@@ -20,7 +20,11 @@ from seqlab.errors import SeqlabError
 
 log = logging.getLogger(__name__)
 
-HANDLED = (signal.SIGTERM, signal.SIGINT)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# A second SIGTERM or SIGINT aborts. SIGHUP never does: it is also what a --parallel child gets
+# when its parent dies (seqlab.parallel), and the kernel sends that once per thread the parent
+# had, so it can arrive twice in a row.
+ESCALATING = (signal.SIGTERM, signal.SIGINT)
 
 
 def exit_code_for(signum: int) -> int:
@@ -51,7 +55,7 @@ class TrainingInterrupted(SeqlabError):
 
 
 class GracefulStop:
-    """Context manager: while active, SIGTERM/SIGINT set :attr:`signum` instead of killing.
+    """Context manager: while active, SIGTERM/SIGINT/SIGHUP set :attr:`signum` instead of killing.
 
     Outside the main thread (where Python cannot install handlers) it does nothing.
     """
@@ -66,6 +70,8 @@ class GracefulStop:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
+            if signum not in ESCALATING:
+                return
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without saving")
         self.signum = signum
         log.warning("received %s: finishing this step, saving the last checkpoint, then stopping "

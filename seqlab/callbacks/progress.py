@@ -54,16 +54,27 @@ class ProgressBar(Callback):
         self._rate_count = 0
         self._last_draw = 0.0
         self._bar_shown = False
+        self._closed = False
 
     # -- output ---------------------------------------------------------------------------------
+    def _write(self, stream, text: str) -> None:
+        """Write, unless the reader is gone (``seqlab fit | head``, a dead --parallel parent):
+        then the run goes on silently instead of dying with its work unsaved."""
+        if self._closed:
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self._closed = True
+
     def _line(self, text: str) -> None:
         if self.interactive:
             # Clear the live bar, print the line above it; the next step redraws the bar.
-            sys.stderr.write("\r\033[K" + text + "\n")
-            sys.stderr.flush()
+            self._write(sys.stderr, "\r\033[K" + text + "\n")
             self._bar_shown = False
         else:
-            print(text, flush=True)
+            self._write(sys.stdout, text + "\n")
 
     def _status(self, trainer, metrics: dict[str, float]) -> str:
         step, total = trainer.global_step, trainer.max_steps
@@ -106,12 +117,11 @@ class ProgressBar(Callback):
             ):
                 return
             self._last_draw = now
-            sys.stderr.write("\r\033[K" + self._status(trainer, metrics))
-            sys.stderr.flush()
+            self._write(sys.stderr, "\r\033[K" + self._status(trainer, metrics))
             self._bar_shown = True
             self._inv_rate_sum, self._rate_count = 0.0, 0
         elif step % max(1, trainer.log_every) == 0 or step == trainer.max_steps:
-            print(self._status(trainer, metrics), flush=True)
+            self._write(sys.stdout, self._status(trainer, metrics) + "\n")
             self._inv_rate_sum, self._rate_count = 0.0, 0
 
     def on_validation_end(self, trainer, task, model, metrics) -> None:
@@ -120,8 +130,7 @@ class ProgressBar(Callback):
 
     def on_train_end(self, trainer, task, model) -> None:
         if trainer.is_global_zero and self.interactive and self._bar_shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+            self._write(sys.stderr, "\n")
             self._bar_shown = False
 
     def on_test_end(self, trainer, task, model, metrics) -> None:
