@@ -54,6 +54,7 @@ from seqlab.errors import SeqlabError  # noqa: E402
 from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
 from seqlab.registry import MODELS, TASKS  # noqa: E402
+from seqlab.summary import PROTOCOLS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
 from seqlab.distributed import launched  # noqa: E402
 from seqlab.interrupts import TrainingInterrupted  # noqa: E402
@@ -63,7 +64,8 @@ from seqlab.trainer import Trainer, seed_everything  # noqa: E402
 log = logging.getLogger("seqlab")
 # Flags handled by seqlab itself rather than by the per-run jsonargparse parser.
 _OWN_FLAGS = {"--recipe": True, "--runs": True, "--print_config": False, "--parallel": True,
-              "--no_report": False}
+              "--no_report": False, "--protocol": True}
+
 
 
 @dataclass
@@ -73,6 +75,7 @@ class RunSpec:
     name: str
     config: Namespace
     parser: ArgumentParser
+    protocol: str = "best"
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -102,7 +105,7 @@ def build_run_parser(command: str) -> ArgumentParser:
 
 def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     own: dict[str, Any] = {"--recipe": None, "--runs": None, "--print_config": False, "--parallel": None,
-                           "--no_report": False}
+                           "--no_report": False, "--protocol": None}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -193,8 +196,10 @@ def _resolve_component(section: Any, registry, where: str) -> dict[str, Any]:
     return section
 
 
-def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: str) -> dict[str, Any]:
+def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: str,
+                      protocol: str = "best") -> dict[str, Any]:
     merged.pop("parallel", None)
+    merged.pop("protocol", None)
     unknown = sorted(set(merged) - {"task", "model", "trainer", "ckpt_path"})
     if unknown:
         close = difflib.get_close_matches(unknown[0], ["task", "model", "trainer", "ckpt_path"], n=1)
@@ -212,6 +217,9 @@ def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: 
     trainer = dict(merged.get("trainer") or {})
     trainer["experiment"] = experiment
     trainer["run_name"] = run
+    if protocol == "seed" and "test_checkpoint" not in trainer:
+        model_name = MODELS.name_of(_import_class(merged["model"]["class_path"]))
+        trainer["test_checkpoint"] = "best" if model_name == "transformer" else "last"
     merged["trainer"] = trainer
     return merged
 
@@ -259,6 +267,7 @@ class ParsedCommand:
     recipe: str
     overrides: list[str]
     report: bool
+    protocol: str = "best"
 
 
 def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
@@ -279,10 +288,14 @@ def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
                 close = difflib.get_close_matches(run, list(runs), n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
                 raise SeqlabError(f"recipe '{recipe}' has no run '{run}'.{hint} Its runs: {', '.join(runs)}.")
+    protocol = own["--protocol"] or shared.get("protocol", "best")
+    if protocol not in PROTOCOLS:
+        raise SeqlabError(f"protocol {protocol!r} is not known; use one of: "
+                          + "; ".join(f"'{k}' ({v})" for k, v in PROTOCOLS.items()) + ".")
     specs = []
     for run in selected:
         where = f"recipe '{recipe}', run '{run}'"
-        merged = _prepare_run_dict(experiment, run, _deep_merge(shared, runs[run]), where)
+        merged = _prepare_run_dict(experiment, run, _deep_merge(shared, runs[run]), where, protocol)
         parser = build_run_parser(command)
         try:
             config = parser.parse_args(["--config", yaml.safe_dump(merged, sort_keys=False), *overrides])
@@ -296,8 +309,10 @@ def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
             raise ValueError
     except (TypeError, ValueError):
         raise SeqlabError(f"--parallel expects a positive int (runs trained at once), got {parallel!r}.") from None
+    for spec in specs:
+        spec.protocol = protocol
     return ParsedCommand(experiment, specs, bool(own["--print_config"]), parallel, recipe, overrides,
-                         report=not own["--no_report"])
+                         report=not own["--no_report"], protocol=protocol)
 
 
 def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: str) -> Namespace:
@@ -339,8 +354,9 @@ def _instantiate(spec: RunSpec) -> tuple[Task, Model, Trainer]:
     settings["optimizer"] = _build({"class_path": "seqlab.optim.AdamW", "init_args": settings.get("optimizer") or {}},
                                    f"{where}, trainer.optimizer")
     settings["callbacks"] = [_build(cb, f"{where}, callback") for cb in settings.get("callbacks") or []]
+    resolved = {**yaml.safe_load(dump_config(spec)), "protocol": spec.protocol}
     try:
-        trainer = Trainer(**settings, config=yaml.safe_load(dump_config(spec)))
+        trainer = Trainer(**settings, config=resolved)
     except SeqlabError as exc:
         raise SeqlabError(f"{where}: {exc}") from None
     return task, model, trainer
@@ -365,7 +381,7 @@ def _build(section: dict[str, Any], where: str):
 
 
 def _print_recipe(parsed: ParsedCommand) -> int:
-    recipe = {"name": parsed.experiment,
+    recipe = {"name": parsed.experiment, "protocol": parsed.protocol,
               "runs": {s.name: yaml.safe_load(dump_config(s)) for s in parsed.specs}}
     sys.stdout.write(yaml.safe_dump(recipe, sort_keys=False))
     return 0
@@ -436,8 +452,8 @@ def resume_command(argv: list[str]) -> str:
 
 def _fit_in_parallel(parsed: ParsedCommand, argv: list[str]) -> None:
     """One child process per run (``seqlab fit --runs <run>``), ``parsed.parallel`` at a time."""
-    jobs = [(spec.name, ["fit", "--recipe", parsed.recipe, "--runs", spec.name, "--no_report", *parsed.overrides])
-            for spec in parsed.specs]
+    jobs = [(spec.name, ["fit", "--recipe", parsed.recipe, "--runs", spec.name, "--no_report",
+                         "--protocol", parsed.protocol, *parsed.overrides]) for spec in parsed.specs]
     run_in_children(jobs, parsed.parallel, resume_command(argv))
 
 
@@ -547,6 +563,9 @@ RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
   --parallel N          fit: train N runs at once, in child processes (default: the recipe's
                         `parallel`, else 1)
   --ckpt_path X         last | best | PATH (fit: resume from it)
+  --protocol P          which weights each run's final test uses: best (default: every run's
+                        best checkpoint) or seed (the Transformer's best, the others' last);
+                        a recipe's `protocol:` key sets it too
   --trainer.max_steps N and any other dotted override (see `seqlab fit --help`)
 """
 

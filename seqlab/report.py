@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from seqlab.summary import RunSummary
+from seqlab.summary import PROTOCOLS, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +379,10 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
         "Masked accuracy scores the reversed digits and the closing `#`; exact match counts whole "
         "numbers reversed without a mistake."
     ]
+    protocols = sorted({r.summary.protocol for r in finished if r.summary.protocol})
+    if protocols:
+        notes.append("Tested weights, protocol " + "; ".join(
+            f"`{p}`: {PROTOCOLS.get(p, 'unknown')}" for p in protocols) + ".")
     if probe:
         notes.append(f"The probe uses numbers longer than any in training ({probe}).")
     if any_nan_probe:

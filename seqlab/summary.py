@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 
+#: How each run's final test picks its weights: a recipe's ``protocol:`` key, or ``--protocol``.
+PROTOCOLS = {
+    "best": "every run is tested on its best checkpoint (by default the lowest 100-step moving "
+            "average of the training loss), else on its last",
+    "seed": "as in the seed: the Transformer is tested on its best checkpoint, every other model on "
+            "its final weights",
+}
+
+
 @dataclass
 class RunSummary:
     """One finished run: its facts, and the test metrics of the checkpoint it was tested on.
@@ -33,8 +42,10 @@ class RunSummary:
         precision: the precision that actually ran (``32-true`` on CPU whatever was asked).
         precision_requested: the ``precision`` setting, when it differs from what ran.
         skipped_steps: optimizer steps dropped for a non-finite loss or gradient.
+        protocol: the recipe's rule for which weights the final test uses (``best``, ``seed``).
         state_size: floats of inference state per sequence (``Model.state_size``), if reported.
         best_step, best_value, best_monitor: the best checkpoint's rule and result, if tested.
+        val: the last validation's metrics, by bare name: what sweeps select on (never the test).
         test: the test metrics, by bare name (``masked_acc``, ``loss``, ...).
     """
 
@@ -51,10 +62,12 @@ class RunSummary:
     precision: str = "32-true"
     precision_requested: Optional[str] = None
     skipped_steps: int = 0
+    protocol: Optional[str] = None
     state_size: Optional[int] = None
     best_step: Optional[int] = None
     best_value: Optional[float] = None
     best_monitor: Optional[str] = None
+    val: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
 
     FILENAME = "metrics.json"
@@ -78,6 +91,8 @@ class RunSummary:
         Raises ``ValueError`` when a required fact is missing (a file of another program).
         """
         facts = {k: data[k] for k in _FACT_NAMES if k in data and k != "test"}
+        if not isinstance(facts.get("val", {}), dict):
+            raise ValueError("'val' is not an object")
         missing = [f.name for f in fields(cls) if f.name not in facts and _required(f)]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
@@ -95,7 +110,7 @@ class RunSummary:
     # ------------------------------------------------------------------ writing
     def to_dict(self) -> dict[str, Any]:
         """Facts then test metrics, flat; ``None`` facts are left out."""
-        data = {k: v for k, v in asdict(self).items() if k != "test" and v is not None}
+        data = {k: v for k, v in asdict(self).items() if k != "test" and v is not None and v != {}}
         clash = sorted(set(self.test) & _FACT_NAMES)
         if clash:  # a task metric named like a fact would be read back as the fact
             raise ValueError(f"test metric name(s) {clash} collide with metrics.json's facts")

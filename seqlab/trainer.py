@@ -55,6 +55,8 @@ class Trainer:
             batch's rows before one optimizer step: the same data and update, less memory.
         nonfinite: On a NaN/inf loss or gradient: ``stop`` (exit 1, the last good checkpoint
             kept) or ``skip`` (drop that update, count it in the metrics).
+        test_checkpoint: The weights of the final test: ``best`` (the best checkpoint a callback
+            saved, else the last) or ``last`` (the final weights).
         callbacks: Callbacks to use, in dispatch order (``runs_last`` callbacks run last).
         default_callbacks: Add each default callback (progress, CSV, VisualDL, best checkpoint,
             config.yaml, metrics.json, samples.txt) whose kind ``callbacks`` lacks.
@@ -72,6 +74,7 @@ class Trainer:
                  optimizer: AdamW | None = None,
                  precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
                  accumulate_grad_batches: int = 1, nonfinite: Literal["stop", "skip"] = "stop",
+                 test_checkpoint: Literal["best", "last"] = "best",
                  callbacks: list[Callback] | None = None, default_callbacks: bool = True,
                  overwrite: bool = False, devices: int = 1, config: dict[str, Any] | None = None) -> None:
         check_settings(devices=devices, max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, val_every=val_every,
@@ -82,6 +85,7 @@ class Trainer:
         self.optimizer_config = optimizer or AdamW()
         self.precision = Precision(precision)  # warns here, once, if it cannot run as asked
         self.accumulate_grad_batches, self.nonfinite = accumulate_grad_batches, nonfinite
+        self.test_checkpoint = test_checkpoint
         self.callbacks = arrange_callbacks(list(callbacks or []), default_callbacks)
         self.config: dict[str, Any] = dict(config or {})
         self._derived_config = False  # True while self.config is one _bind made, not a given one
@@ -277,7 +281,8 @@ class Trainer:
         return metrics
 
     def _test_best(self) -> dict[str, float]:
-        path, which = best_or_last(self.checkpoint_dir)
+        last = checkpoint_file(self.checkpoint_dir, LAST)
+        path, which = best_or_last(self.checkpoint_dir) if self.test_checkpoint == "best" else (last, LAST)
         ckpt = load_checkpoint(path)
         self.model.set_state_dict(ckpt["model"])
         self.tested = {"checkpoint": which, "step": int(ckpt["step"]), "meta": ckpt.get("meta", {})}

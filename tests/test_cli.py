@@ -234,3 +234,22 @@ def test_parallel_fit_trains_every_run_in_child_processes(recipe, tmp_path):
         assert '"steps": 6' in (root / "tiny" / name / "metrics.json").read_text()
     report = (root / "tiny/report.md").read_text()
     assert "| mlp" in report and "| lstm" in report
+
+
+def test_protocol_seed_tests_only_the_transformer_on_its_best_checkpoint(tmp_path):
+    import json
+    recipe = dict(SMALL_RECIPE, runs={
+        "mlp": SMALL_RECIPE["runs"]["mlp"],
+        "transformer": {"model": {"class_path": "transformer", "init_args": {"n_layer": 1}}}},
+        trainer=dict(SMALL_RECIPE["trainer"], callbacks=[
+            {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}}]))
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    root = tmp_path / "runs"
+    result = run("fit", "--recipe", path, "--protocol", "seed", "--trainer.root_dir", root)
+    assert result.returncode == 0, result.stderr
+    tested = {name: json.loads((root / "tiny" / name / "metrics.json").read_text()) for name in ("mlp", "transformer")}
+    assert tested["transformer"]["tested_checkpoint"] == "best" and tested["mlp"]["tested_checkpoint"] == "last"
+    assert {m["protocol"] for m in tested.values()} == {"seed"}
+    assert "protocol `seed`: as in the seed" in (root / "tiny/report.md").read_text()
+    assert_user_error(run("fit", "--recipe", path, "--protocol", "sead"), "protocol 'sead' is not known")

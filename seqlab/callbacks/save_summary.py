@@ -43,10 +43,12 @@ def build_summary(trainer, model, metrics: dict[str, float]) -> RunSummary:
         precision=precision.effective,
         precision_requested=precision.requested if precision.requested != precision.effective else None,
         skipped_steps=int(counters["skipped_steps"]),
+        protocol=trainer.config.get("protocol"),
         state_size=None if state_size is None else int(state_size),
         best_step=int(meta.get("best_step", tested.get("step"))) if best else None,
         best_value=float(meta["best_value"]) if best and "best_value" in meta else None,
         best_monitor=meta.get("monitor") if best and "best_value" in meta else None,
+        val={key.split("/", 1)[-1]: float(value) for key, value in trainer.last_val_metrics.items()},
         # Bare metric names (masked_acc, loss, ...) are what reports and scripts read.
         test={key.split("/", 1)[-1]: float(value) for key, value in metrics.items()},
     )
