@@ -57,7 +57,7 @@ from seqlab.registry import MODELS, TASKS  # noqa: E402
 from seqlab.summary import PROTOCOLS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
 from seqlab.distributed import launched  # noqa: E402
-from seqlab.interrupts import TrainingInterrupted  # noqa: E402
+from seqlab.interrupts import TrainingInterrupted, stop_outside_training  # noqa: E402
 from seqlab.parallel import die_with_parent, run_in_children  # noqa: E402
 from seqlab.trainer import Trainer, seed_everything  # noqa: E402
 
@@ -514,6 +514,91 @@ def cmd_compare(argv: list[str]) -> int:
     return 0
 
 
+def cmd_sweep(argv: list[str]) -> int:
+    """Train every grid point x seed of the selected runs, then write the sweep report."""
+    from seqlab.sweep import parse_grid, plan, write_manifest, write_sweep_report
+
+    grid_items, seeds, metric, rest = [], "1", None, []
+    i = 0
+    while i < len(argv):
+        arg, value = argv[i], argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("--grid", "--seeds", "--metric"):
+            if value is None or value.startswith("--"):
+                raise SeqlabError(f"{arg} needs a value, e.g. {arg} "
+                                  + {"--grid": "trainer.optimizer.lr=1e-3,2e-3", "--seeds": "3",
+                                     "--metric": "masked_acc:max"}[arg] + ".")
+            if arg == "--grid":
+                grid_items.append(value)
+            elif arg == "--seeds":
+                seeds = value
+            else:
+                metric = value
+            i += 2
+            continue
+        rest.append(arg)
+        i += 1
+    if not (seeds.isdigit() and int(seeds) >= 1):
+        raise SeqlabError(f"--seeds expects a positive int (seeds per grid point), got {seeds!r}.")
+    grid = parse_grid(grid_items)
+    parsed = parse_runs("fit", rest)
+    # Every grid value must be a valid setting of every run: checked now, not in the 20th child.
+    for spec in parsed.specs:
+        data = dump_config(spec)
+        for key, values in grid.items():
+            for value in values:
+                try:
+                    spec.parser.parse_args(["--config", data, f"--{key}", value])
+                except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
+                    raise _explain(exc, f"--grid {key}={value}, run '{spec.name}'") from None
+    name, mode = _sweep_metric(metric, parsed)
+    root = Path(parsed.specs[0].config.trainer.root_dir) / parsed.experiment / "sweep"
+    points = plan({spec.name: int(spec.config.trainer.seed) for spec in parsed.specs}, grid, int(seeds))
+    write_manifest(root, points, grid)
+    jobs = []
+    for point in points:
+        folder = root / point.name
+        if (folder / "metrics.json").is_file():
+            continue  # finished: a sweep run again trains only what is missing
+        resume = ["--ckpt_path", "last"] if (folder / "checkpoints").is_dir() else []
+        jobs.append((point.name, ["fit", "--recipe", parsed.recipe, "--runs", point.run, "--no_report",
+                                  "--protocol", parsed.protocol, *parsed.overrides, *point.overrides(),
+                                  "--trainer.experiment", f"{parsed.experiment}/sweep",
+                                  "--trainer.run_name", point.name, *resume]))
+    log.info("sweep: %d points, %d finished before, %d to train -> %s", len(points), len(points) - len(jobs),
+             len(jobs), root)
+    if jobs:
+        import shlex
+
+        run_in_children(jobs, parsed.parallel, shlex.join(["seqlab", "sweep", *argv]))
+    paths = write_sweep_report(root, name, mode, _test_columns(parsed, name))
+    for path in paths:
+        sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _sweep_metric(given: str | None, parsed: ParsedCommand) -> tuple[str, str]:
+    """``name:max|min`` from --metric, else the task's declared primary metric, else the loss."""
+    if given is not None:
+        name, _, mode = given.partition(":")
+        mode = mode or ("min" if "loss" in name else "max")
+        if mode not in ("min", "max") or not name:
+            raise SeqlabError(f"--metric {given!r}: write NAME or NAME:max|min, e.g. --metric masked_acc:max.")
+        return name, mode
+    task_cls = _import_class(parsed.specs[0].config.task.class_path)
+    declared = getattr(task_cls, "primary_metric", None)
+    if isinstance(declared, tuple):
+        return declared
+    if isinstance(declared, str):
+        return declared, getattr(task_cls, "primary_mode", "max")
+    return "loss", "min"
+
+
+def _test_columns(parsed: ParsedCommand, metric: str) -> list[str]:
+    task_cls = _import_class(parsed.specs[0].config.task.class_path)
+    columns = [c if isinstance(c, str) else c[0] for c in getattr(task_cls, "report_columns", ()) or ()]
+    return [metric] + [c for c in columns if c != metric]
+
+
 def cmd_convert_checkpoint(argv: list[str]) -> int:
     """Convert an old pickle checkpoint (format 1) to the safetensors format, for files the user trusts."""
     from seqlab.checkpoint import CONVERT_COMMAND, convert_legacy_checkpoint
@@ -548,6 +633,8 @@ COMMANDS = [
             "evaluate a run's checkpoint (default: last) on the validation set", recipe=True),
     Command("test", lambda argv: cmd_evaluate("test", argv),
             "evaluate a run's checkpoint (default: best) with the task's final test", recipe=True),
+    Command("sweep", cmd_sweep, "train every --grid KEY=v1,v2 point x --seeds N of the selected runs, "
+            "pick each model's best setting on validation, report mean ± std", recipe=True),
     Command("compare", cmd_compare, "write report.md / loss.png / accuracy.png for runs/<experiment>"),
     Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
     Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
@@ -563,6 +650,9 @@ RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
   --parallel N          fit: train N runs at once, in child processes (default: the recipe's
                         `parallel`, else 1)
   --ckpt_path X         last | best | PATH (fit: resume from it)
+  --grid KEY=v1,v2,...  sweep: values of a dotted option (repeat --grid for more keys)
+  --seeds N             sweep: seeds per grid point (the run's seed, +1, ...)
+  --metric NAME[:max]   sweep: the validation metric to select on (default: the task's own)
   --protocol P          which weights each run's final test uses: best (default: every run's
                         best checkpoint) or seed (the Transformer's best, the others' last);
                         a recipe's `protocol:` key sets it too
@@ -600,6 +690,7 @@ def _check_environment() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
+    stop_outside_training()
     die_with_parent()
     _add_to_path(Path.cwd())
     try:

@@ -88,3 +88,19 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+
+
+def stop_outside_training() -> None:
+    """Outside a fit (start-up, the final test, the report), SIGTERM/SIGINT/SIGHUP end the command
+    at once with the shell's exit code and one line, instead of Paddle's C++ stack dump.
+
+    Paddle installs its SIGTERM handler when it is imported, so call this after that import.
+    """
+
+    def stop(signum, frame):
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(signum, f"stopped by {name} outside training; nothing was left half-written.")
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in HANDLED:
+            signal.signal(sig, stop)

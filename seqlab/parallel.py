@@ -71,8 +71,8 @@ def run_in_children(jobs: list[tuple[str, list[str]]], parallel: int, resume: st
                 if proc.poll() is not None:
                     thread.join()
                     running.remove(item)
-                    if proc.returncode != 0:
-                        failed.append((label, proc.returncode))
+                    if proc.returncode != 0:  # killed by a signal: the shell's 128 + signal
+                        failed.append((label, proc.returncode if proc.returncode > 0 else 128 - proc.returncode))
             time.sleep(0.2)
     finally:
         for sig, handler in previous.items():

@@ -1,0 +1,276 @@
+"""``seqlab sweep``: every grid point x seed of every selected run, chosen on validation, with error bars.
+
+A comparison of architectures is only as fair as the tuning each one got. A sweep gives every
+model the same budget: the same grid size, the same seeds, the same data. Each point is an
+ordinary run (``seqlab fit`` of one recipe run with overrides), stored under
+``runs/<experiment>/sweep/<point>/``, so VisualDL's hyperparameter tab shows every point and a
+sweep run again skips the points that finished and resumes the others from their last checkpoint.
+
+Selection uses the validation metrics of each point's last validation, never the test: for each
+run of the recipe, the setting with the best mean validation metric over seeds wins, and the
+report gives the test metrics at that setting as mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from seqlab.errors import SeqlabError
+from seqlab.io import atomic_write_text
+from seqlab.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "sweep.json"  # what was asked for: the points and their settings, by folder name
+
+
+# ---------------------------------------------------------------------------- planning
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["trainer.optimizer.lr=1e-3,2e-3"]`` -> ``{"trainer.optimizer.lr": ["1e-3", "2e-3"]}``."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        key = key.strip().removeprefix("--")
+        options = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key or not options:
+            raise SeqlabError(f"--grid {item!r}: write KEY=v1,v2,... with a dotted option as KEY, e.g. "
+                              "--grid trainer.optimizer.lr=1e-3,2e-3,4e-3.")
+        if key in grid:
+            raise SeqlabError(f"--grid names {key} twice; give all its values in one --grid.")
+        grid[key] = options
+    return grid
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of the recipe at one grid setting and one seed."""
+
+    run: str
+    settings: tuple[tuple[str, str], ...]  # (dotted key, value), in grid order
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The point's folder: ``rwkv7-lr=0.004-seed42`` (characters a file system takes)."""
+        parts = [self.run] + [f"{_short(k)}={v}" for k, v in self.settings] + [f"seed{self.seed}"]
+        return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
+
+    def overrides(self) -> list[str]:
+        args = []
+        for key, value in self.settings:
+            args += [f"--{key}", value]
+        return [*args, "--trainer.seed", str(self.seed)]
+
+    def label(self) -> str:
+        return ", ".join(f"{_short(k)}={v}" for k, v in self.settings) or "(default)"
+
+
+def plan(runs: dict[str, int], grid: dict[str, list[str]], seeds: int) -> list[Point]:
+    """Every run x grid point x seed; ``runs`` maps a run to its base seed (seeds base, base+1, ...)."""
+    combos: list[tuple[tuple[str, str], ...]] = [()]
+    for key, values in grid.items():
+        combos = [c + ((key, v),) for c in combos for v in values]
+    return [Point(run, combo, base + i) for run, base in runs.items() for combo in combos for i in range(seeds)]
+
+
+def write_manifest(sweep_dir: Path, points: list[Point], grid: dict[str, list[str]]) -> None:
+    """Add ``points`` to the sweep's manifest (a later sweep may add seeds or values)."""
+    path = sweep_dir / MANIFEST
+    data = json.loads(path.read_text()) if path.is_file() else {"grid": {}, "points": {}}
+    for key, values in grid.items():
+        known = data["grid"].setdefault(key, [])
+        known += [v for v in values if v not in known]
+    for p in points:
+        data["points"][p.name] = {"run": p.run, "settings": dict(p.settings), "seed": p.seed}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass
+class Setting:
+    """One run at one grid setting, over its seeds."""
+
+    run: str
+    settings: dict[str, str]
+    points: list[tuple[int, RunSummary]] = field(default_factory=list)  # (seed, summary)
+
+    def values(self, where: str, metric: str) -> list[float]:
+        out = []
+        for _, s in self.points:
+            value = (s.val if where == "val" else s.test).get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out.append(float(value))
+        return out
+
+    def mean(self, where: str, metric: str) -> Optional[float]:
+        v = self.values(where, metric)
+        return statistics.fmean(v) if v else None
+
+    def std(self, where: str, metric: str) -> Optional[float]:
+        v = self.values(where, metric)
+        return statistics.stdev(v) if len(v) > 1 else None
+
+
+def load_settings(sweep_dir: Path) -> list[Setting]:
+    """The finished points of a sweep, grouped by (run, setting), in manifest order."""
+    path = sweep_dir / MANIFEST
+    if not path.is_file():
+        return []
+    manifest = json.loads(path.read_text())
+    groups: dict[tuple, Setting] = {}
+    for name, info in manifest["points"].items():
+        key = (info["run"], tuple(sorted(info["settings"].items())))
+        group = groups.setdefault(key, Setting(info["run"], dict(info["settings"])))
+        summary_path = sweep_dir / name / RunSummary.FILENAME
+        if summary_path.is_file():
+            try:
+                group.points.append((int(info["seed"]), RunSummary.read(summary_path)))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("sweep: cannot read %s (%s); left out.", summary_path, exc)
+    return list(groups.values())
+
+
+def best_settings(settings: list[Setting], metric: str, mode: str) -> dict[str, Setting]:
+    """Per run, the setting with the best mean validation ``metric`` (min or max)."""
+    best: dict[str, Setting] = {}
+    for s in settings:
+        score = s.mean("val", metric)
+        if score is None:
+            continue
+        held = best.get(s.run)
+        if held is None or (score > held.mean("val", metric) if mode == "max" else score < held.mean("val", metric)):
+            best[s.run] = s
+    return best
+
+
+def at_grid_edge(setting: Setting, grid: dict[str, list[str]]) -> list[str]:
+    """The swept keys whose winning value is the smallest or largest tried (widen the grid)."""
+    edges = []
+    for key, value in setting.settings.items():
+        values = grid.get(key, [])
+        try:
+            ordered = sorted(values, key=float)
+        except ValueError:
+            continue  # not numbers: no ends to speak of
+        if len(ordered) >= 2 and value in (ordered[0], ordered[-1]):
+            edges.append(key)
+    return edges
+
+
+# ---------------------------------------------------------------------------- the report
+def _fmt(mean: Optional[float], std: Optional[float], pct: bool) -> str:
+    if mean is None:
+        return "—"
+    if pct:
+        return f"{mean:.2%}" + (f" ± {std * 100:.2f}" if std is not None else "")
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def _is_fraction(metric: str) -> bool:
+    return metric.endswith("acc")
+
+
+def write_sweep_report(sweep_dir: Path, metric: str, mode: str, test_metrics: list[str]) -> list[Path]:
+    """``report.md``, ``sweep.png`` (validation metric against each swept value) and ``results.json``."""
+    settings = load_settings(sweep_dir)
+    if not any(s.points for s in settings):
+        return []
+    manifest = json.loads((sweep_dir / MANIFEST).read_text())
+    grid = manifest["grid"]
+    best = best_settings(settings, metric, mode)
+    pct = _is_fraction(metric)
+    generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    lines = [f"# Sweep: {sweep_dir.parent.name}", "",
+             f"Generated {generated}. Each point is a run under `{sweep_dir.name}/`; selection is on the "
+             f"last validation's `{metric}` ({'higher' if mode == 'max' else 'lower'} is better), averaged "
+             "over seeds, never on the test set.", "",
+             "## Best setting per model", "",
+             "| model | best setting | seeds | val " + metric + " | " + " | ".join(f"test {m}" for m in test_metrics) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(test_metrics)]
+    for run, s in best.items():
+        cells = [run, s_label(s), str(len(s.points)), _fmt(s.mean("val", metric), s.std("val", metric), pct)]
+        cells += [_fmt(s.mean("test", m), s.std("test", m), _is_fraction(m)) for m in test_metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Values are mean ± standard deviation over seeds (sample std; none with one seed).")
+    edge = {run: at_grid_edge(s, grid) for run, s in best.items()}
+    flagged = [f"{run} ({', '.join(keys)})" for run, keys in edge.items() if keys]
+    lines.append("Every winning value lies inside its grid." if not flagged else
+                 "**At the edge of the grid** (its optimum may lie beyond; widen the grid): " + ", ".join(flagged) + ".")
+    lines += ["", "![validation metric per setting](sweep.png)", "", "## Every setting", "",
+              "| model | setting | seeds | val " + metric + " | test " + metric + " |", "|---|---|---:|---:|---:|"]
+    for s in settings:
+        mark = " **(best)**" if best.get(s.run) is s else ""
+        lines.append(f"| {s.run} | {s_label(s)}{mark} | {len(s.points)} | "
+                     f"{_fmt(s.mean('val', metric), s.std('val', metric), pct)} | "
+                     f"{_fmt(s.mean('test', metric), s.std('test', metric), pct)} |")
+    lines += ["", "## Every point", "", "| point | seed | val " + metric + " | test " + metric + " | steps | wall time (s) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for s in settings:
+        for seed, summary in sorted(s.points, key=lambda p: p[0]):
+            lines.append(f"| {summary.run} | {seed} | {_fmt(summary.val.get(metric), None, pct)} | "
+                         f"{_fmt(summary.test.get(metric), None, pct)} | {summary.steps} | "
+                         f"{summary.wall_time_s or 0:.0f} |")
+    report = sweep_dir / "report.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    paths = [report]
+    if _plot(settings, grid, metric, mode, sweep_dir / "sweep.png"):
+        paths.append(sweep_dir / "sweep.png")
+    results = [{"run": s.run, "settings": s.settings, "best": best.get(s.run) is s,
+                "seeds": [seed for seed, _ in s.points],
+                "val": {metric: s.values("val", metric)},
+                "test": {m: s.values("test", m) for m in test_metrics}} for s in settings]
+    atomic_write_text(sweep_dir / "results.json", json.dumps(
+        {"metric": metric, "mode": mode, "generated_at": generated, "settings": results}, indent=2) + "\n")
+    return paths + [sweep_dir / "results.json"]
+
+
+def s_label(s: Setting) -> str:
+    return ", ".join(f"{_short(k)}={v}" for k, v in s.settings.items()) or "(default)"
+
+
+def _plot(settings: list[Setting], grid: dict[str, list[str]], metric: str, mode: str, path: Path) -> bool:
+    """The validation metric against the first swept key, one line per model, error bars over seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not grid:
+        return False
+    key = next(iter(grid))
+    try:
+        xs_all = [float(v) for v in grid[key]]
+    except ValueError:
+        return False
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.add_subplot()
+    for run in dict.fromkeys(s.run for s in settings):
+        rows = sorted(((float(s.settings[key]), s.mean("val", metric), s.std("val", metric) or 0.0)
+                       for s in settings if s.run == run and key in s.settings and s.mean("val", metric) is not None))
+        if rows:
+            ax.errorbar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], marker="o",
+                        capsize=4, linewidth=2, label=run)
+    if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"val {metric} (mean ± std over seeds)")
+    ax.set_title(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better) against {_short(key)}")
+    ax.grid(True, linestyle="--", alpha=0.5)
+    ax.legend()
+    FigureCanvasAgg(fig)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    tmp.replace(path)
+    return True

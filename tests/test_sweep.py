@@ -1,0 +1,118 @@
+"""seqlab sweep: a tiny grid x seeds x models through the CLI, its report, and a resumed sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seqlab.sweep import Point, at_grid_edge, best_settings, parse_grid, plan
+
+SEQLAB = [sys.executable, "-m", "seqlab.cli"]
+RECIPE = {
+    "name": "tiny",
+    "task": {"class_path": "reverse_digits",
+             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
+                           "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}},
+    "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 1, "optimizer": {"lr": 3e-3}},
+    "runs": {"mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
+             "lstm": {"model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}}}},
+}
+GRID = ["--grid", "trainer.optimizer.lr=1e-3,3e-3", "--seeds", "2"]
+
+
+def env():
+    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1")
+
+
+def sweep(recipe, root, *extra):
+    return subprocess.run([*SEQLAB, "sweep", "--recipe", str(recipe), *GRID, "--trainer.root_dir", str(root), *extra],
+                          capture_output=True, text=True, timeout=600, env=env())
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(RECIPE))
+    return path
+
+
+def test_plan_and_grid_parsing():
+    grid = parse_grid(["trainer.optimizer.lr=1e-3, 2e-3", "model.init_args.n_layer=1,2"])
+    assert grid == {"trainer.optimizer.lr": ["1e-3", "2e-3"], "model.init_args.n_layer": ["1", "2"]}
+    points = plan({"rwkv7": 42}, grid, seeds=3)
+    assert len(points) == 12 and len({p.name for p in points}) == 12
+    assert points[0] == Point("rwkv7", (("trainer.optimizer.lr", "1e-3"), ("model.init_args.n_layer", "1")), 42)
+    assert points[0].name == "rwkv7-lr=1e-3-n_layer=1-seed42"
+    assert points[0].overrides() == ["--trainer.optimizer.lr", "1e-3", "--model.init_args.n_layer", "1",
+                                     "--trainer.seed", "42"]
+    assert {p.seed for p in points} == {42, 43, 44}
+
+
+def test_tiny_sweep_trains_every_point_and_reports_the_best_on_validation(recipe, tmp_path):
+    root = tmp_path / "runs"
+    result = sweep(recipe, root, "--parallel", "2", "--metric", "loss:min")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = root / "tiny" / "sweep"
+    finished = sorted(p.parent.name for p in folder.glob("*/metrics.json"))
+    assert len(finished) == 8  # 2 models x 2 rates x 2 seeds
+    results = json.loads((folder / "results.json").read_text())
+    assert len(results["settings"]) == 4 and all(len(s["seeds"]) == 2 for s in results["settings"])
+    for run in ("mlp", "lstm"):  # the winner is the lowest mean *validation* loss
+        mine = [s for s in results["settings"] if s["run"] == run]
+        means = [sum(s["val"]["loss"]) / 2 for s in mine]
+        assert [s["best"] for s in mine] == [m == min(means) for m in means]
+    report = (folder / "report.md").read_text()
+    assert "## Best setting per model" in report and " ± " in report and (folder / "sweep.png").is_file()
+    assert "At the edge of the grid" in report  # two values: every winner is at an edge
+    # Every point is a VisualDL run with its hyperparameters and final metrics.
+    from visualdl import LogReader
+    for name in finished:
+        record = next((folder / name / "vdl").glob("vdlrecords.*"))
+        hparams = LogReader(file_path=str(record)).get_data("hyper_parameters", "hparam")[0].hparam
+        assert {h.name for h in hparams.hparamInfos} >= {"lr", "seed"}
+        assert "trial/masked_acc" in {m.name for m in hparams.metricInfos}
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(recipe, tmp_path):
+    root = tmp_path / "runs"
+    first = root / "tiny/sweep/mlp-lr=1e-3-seed42/metrics.json"
+    job = subprocess.Popen([*SEQLAB, "sweep", "--recipe", str(recipe), *GRID, "--runs", "mlp",
+                            "--trainer.root_dir", str(root), "--trainer.max_steps", "40"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    for line in job.stdout:  # the first point finished, the second has trained a few steps
+        if line.startswith("[mlp-lr=1e-3-seed43] step 5/"):
+            break
+    assert first.exists()
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 143, stderr
+    assert "resume with: seqlab sweep" in stderr
+    done_before = first.read_text()
+    again = sweep(recipe, root, "--runs", "mlp", "--trainer.max_steps", "40")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert first.read_text() == done_before  # finished points are not trained again
+    assert "mlp-lr=1e-3-seed42]" not in again.stdout
+    assert "resumed mlp-" in again.stdout  # the interrupted point continued from its checkpoint
+    assert len(list((root / "tiny/sweep").glob("*/metrics.json"))) == 4
+
+
+def test_a_bad_grid_key_is_one_sentence_and_trains_nothing(recipe, tmp_path):
+    result = sweep(recipe, tmp_path / "runs", "--grid", "trainer.optimizer.lrr=1,2")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "trainer.optimizer.lrr" in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_edge_detection():
+    from seqlab.sweep import Setting
+
+    grid = {"trainer.optimizer.lr": ["1e-3", "2e-3", "4e-3"]}
+    assert at_grid_edge(Setting("m", {"trainer.optimizer.lr": "2e-3"}), grid) == []
+    assert at_grid_edge(Setting("m", {"trainer.optimizer.lr": "4e-3"}), grid) == ["trainer.optimizer.lr"]
+    assert best_settings([], "loss", "min") == {}
