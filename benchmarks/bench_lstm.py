@@ -1,0 +1,173 @@
+"""Training step of the seed's 7 x 128 LSTM: the fused C++ op against Paddle's nn.LSTM, side by side.
+
+One step = forward + cross-entropy + backward + AdamW step of ``LSTM()`` (vocab 12, embed 32,
+7 x 128; 877,452 parameters) on a fixed random batch. The two variants hold the same weights and
+run interleaved in one process (round r times each once), at the same thread count: Paddle's
+math library threads (``paddle.base.core.set_num_threads``) and the seqlab op threads
+(``SEQLAB_NUM_THREADS``) are both set to each count of ``--threads`` in turn. Each figure is the
+median over the timed rounds; the fused variant's step is also split into forward (with the
+loss), backward and optimizer.
+
+    python benchmarks/bench_lstm.py                        # B=32, T=128, threads 1 and 2
+    python benchmarks/bench_lstm.py --threads 1 --repeats 15
+    python benchmarks/bench_lstm.py --profile              # + paddle.profiler op tables, 1 thread
+
+Prints machine info, then a Markdown table (ready for benchmarks/RESULTS.md). The GEMM floor
+column is the step's matrix-multiply FLOPs (LSTM layers + head) at 100 GFLOP/s per thread, the
+single-core OpenBLAS speed measured for these shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import seqlab  # noqa: F401  (quiet Paddle import)
+import paddle
+import paddle.nn.functional as F
+from seqlab._paddle import configure_cpu_defaults
+from seqlab.models.lstm import LSTM
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_models import machine_info  # noqa: E402
+
+GEMM_GFLOPS_PER_THREAD = 100.0
+
+
+class Variant:
+    """One LSTM model with its optimizer and batch; ``step()`` times one training step."""
+
+    def __init__(self, label: str, fused: bool, state: dict | None, batch, vocab: int):
+        paddle.seed(0)
+        self.label = label
+        self.model = LSTM(vocab_size=vocab, fused_ops=fused)
+        if state is not None:
+            self.model.set_state_dict(state)
+        self.model.train()
+        self.x, self.y = batch
+        self.vocab = vocab
+        groups = self.model.param_groups()
+        self.opt = paddle.optimizer.AdamW(
+            learning_rate=1e-3,
+            parameters=[
+                {"params": groups["decay"], "weight_decay": 0.1},
+                {"params": groups["no_decay"], "weight_decay": 0.0},
+            ],
+        )
+        self.times: list[tuple[float, float, float]] = []  # (forward + loss, backward, optimizer)
+
+    def step(self) -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        logits = self.model(self.x)
+        loss = F.cross_entropy(logits.reshape([-1, self.vocab]), self.y.reshape([-1]))
+        loss.item()
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        self.opt.step()
+        self.opt.clear_grad()
+        t3 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2
+
+
+def step_gflop(model: LSTM, B: int, T: int) -> float:
+    """Matrix-multiply GFLOP of one training step (forward 2mnk, backward twice that)."""
+    flop, width = 0, model.embedding.weight.shape[1]
+    for hidden in model.hidden_sizes:
+        flop += 2 * B * T * 4 * hidden * (width + hidden)  # input projection + recurrence
+        width = hidden
+    flop += 2 * B * T * width * model.vocab_size  # head
+    return 3 * flop / 1e9
+
+
+def set_threads(n: int) -> None:
+    os.environ["SEQLAB_NUM_THREADS"] = str(n)
+    paddle.base.core.set_num_threads(n)
+
+
+def run(threads: int, args, batch) -> tuple[Variant, Variant]:
+    set_threads(threads)
+    ref = Variant("nn.LSTM", False, None, batch, args.vocab)
+    fused = Variant("fused", True, ref.model.state_dict(), batch, args.vocab)
+    variants = [ref, fused]
+    for r in range(args.warmup + args.repeats):
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            dt = v.step()
+            if r >= args.warmup:
+                v.times.append(dt)
+        print(f"threads={threads}: round {r + 1}/{args.warmup + args.repeats} done", file=sys.stderr, flush=True)
+    return ref, fused
+
+
+def profile(batch, args) -> None:
+    """paddle.profiler's op summary for a few steps of each variant (1 thread)."""
+    from paddle import profiler
+
+    set_threads(1)
+    for fused in (False, True):
+        v = Variant("fused" if fused else "nn.LSTM", fused, None, batch, args.vocab)
+        v.step()
+        prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+        prof.start()
+        for _ in range(3):
+            v.step()
+            prof.step()
+        prof.stop()
+        print(f"\n### paddle.profiler, {v.label}, 3 steps, 1 thread\n")
+        prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False,
+                     time_unit="ms")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=12)
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--repeats", type=int, default=9, help="timed rounds (median reported)")
+    parser.add_argument("--profile", action="store_true", help="also print paddle.profiler tables")
+    args = parser.parse_args(argv)
+    configure_cpu_defaults(paddle)  # what a Trainer run gets (stride kernels off on CPU)
+
+    rng = np.random.default_rng(0)
+    data = paddle.to_tensor(rng.integers(0, args.vocab, (args.batch_size, args.seq_len + 1)), dtype="int64")
+    batch = data[:, :-1], data[:, 1:]
+    print(machine_info())
+    print(f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')}")
+    print(f"shape: B={args.batch_size}, T={args.seq_len}, LSTM 7 x 128; {args.warmup} warmup + "
+          f"{args.repeats} timed rounds, variants interleaved; median s/step\n", flush=True)
+
+    rows = []
+    for threads in [int(t) for t in args.threads.split(",") if t.strip()]:
+        ref, fused = run(threads, args, batch)
+        gflop = step_gflop(fused.model, args.batch_size, args.seq_len)
+        rows.append((threads, ref, fused, gflop / (GEMM_GFLOPS_PER_THREAD * threads)))
+
+    print("| threads | nn.LSTM s/step | fused s/step | speedup | fused: forward + loss | backward "
+          "| AdamW | GEMM floor |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for threads, ref, fused, floor in rows:
+        r = statistics.median(sum(t) for t in ref.times)
+        f = statistics.median(sum(t) for t in fused.times)
+        parts = [statistics.median(t[i] for t in fused.times) for i in range(3)]
+        print(f"| {threads} | {r:.3f} | {f:.3f} | **{r / f:.2f}x** | {parts[0]:.3f} | {parts[1]:.3f} "
+              f"| {parts[2]:.3f} | {floor:.3f} |")
+    for threads, ref, _, _ in rows:
+        parts = [statistics.median(t[i] for t in ref.times) for i in range(3)]
+        print(f"nn.LSTM at {threads} thread(s): forward + loss {parts[0]:.3f}, backward {parts[1]:.3f}, "
+              f"AdamW {parts[2]:.3f} s")
+    print(f"\nstep GEMM work: {step_gflop(rows[0][2].model, args.batch_size, args.seq_len):.1f} GFLOP "
+          f"(floor = that at {GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread)")
+    if args.profile:
+        profile(batch, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
