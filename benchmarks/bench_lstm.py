@@ -10,7 +10,7 @@ loss), backward and optimizer.
 
     python benchmarks/bench_lstm.py                        # B=32, T=128, threads 1 and 2
     python benchmarks/bench_lstm.py --threads 1 --repeats 15
-    python benchmarks/bench_lstm.py --profile              # + paddle.profiler op tables, 1 thread
+    python benchmarks/bench_lstm.py --profile fused        # paddle.profiler's op table instead
 
 Prints machine info, then a Markdown table (ready for benchmarks/RESULTS.md). The GEMM floor
 column is the step's matrix-multiply FLOPs (LSTM layers + head) at 100 GFLOP/s per thread, the
@@ -105,22 +105,24 @@ def run(threads: int, args, batch) -> tuple[Variant, Variant]:
 
 
 def profile(batch, args) -> None:
-    """paddle.profiler's op summary for a few steps of each variant (1 thread)."""
+    """paddle.profiler's operator summary for a few steps of one variant (1 thread).
+
+    One variant per process: Paddle allows one profiler session per process.
+    """
     from paddle import profiler
 
     set_threads(1)
-    for fused in (False, True):
-        v = Variant("fused" if fused else "nn.LSTM", fused, None, batch, args.vocab)
+    fused = args.profile == "fused"
+    v = Variant(args.profile, fused, None, batch, args.vocab)
+    v.step()
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda _: None)
+    prof.start()
+    for _ in range(3):
         v.step()
-        prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
-        prof.start()
-        for _ in range(3):
-            v.step()
-            prof.step()
-        prof.stop()
-        print(f"\n### paddle.profiler, {v.label}, 3 steps, 1 thread\n")
-        prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False,
-                     time_unit="ms")
+        prof.step()
+    prof.stop()
+    print(f"\n### paddle.profiler, {v.label}, 3 steps, 1 thread\n")
+    prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
 
 
 def main(argv=None) -> int:
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds (median reported)")
-    parser.add_argument("--profile", action="store_true", help="also print paddle.profiler tables")
+    parser.add_argument("--profile", choices=["fused", "nn.LSTM"],
+                        help="only print paddle.profiler's table for this variant (3 steps, 1 thread)")
     args = parser.parse_args(argv)
     configure_cpu_defaults(paddle)  # what a Trainer run gets (stride kernels off on CPU)
 
@@ -143,6 +146,9 @@ def main(argv=None) -> int:
     print(f"shape: B={args.batch_size}, T={args.seq_len}, LSTM 7 x 128; {args.warmup} warmup + "
           f"{args.repeats} timed rounds, variants interleaved; median s/step\n", flush=True)
 
+    if args.profile:
+        profile(batch, args)
+        return 0
     rows = []
     for threads in [int(t) for t in args.threads.split(",") if t.strip()]:
         ref, fused = run(threads, args, batch)
@@ -164,8 +170,6 @@ def main(argv=None) -> int:
               f"AdamW {parts[2]:.3f} s")
     print(f"\nstep GEMM work: {step_gflop(rows[0][2].model, args.batch_size, args.seq_len):.1f} GFLOP "
           f"(floor = that at {GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread)")
-    if args.profile:
-        profile(batch, args)
     return 0
 
 

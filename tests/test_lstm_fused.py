@@ -95,6 +95,19 @@ def test_initial_states_and_final_cell_gradient_match_nn_lstm(B, T, I, H):
     assert max(errors.values()) <= TOL32, errors
 
 
+def test_gradient_through_the_final_cell_state_alone():
+    """y unused: the op gets no gradient for it (Paddle passes none) and must treat it as zero."""
+    paddle.seed(9)
+    layer = paddle.nn.LSTM(5, 8)
+    x = paddle.to_tensor(np.random.default_rng(9).normal(size=(3, 4, 5)), dtype="float32", stop_gradient=False)
+    results = []
+    for use_cpp in (False, True):
+        _, (_, c) = lstm_layer(layer, x, use_cpp=use_cpp)
+        results.append([g.numpy() for g in paddle.grad([c.sum()], [x] + list(layer.parameters()))])
+    for got, ref in zip(results[1], results[0]):
+        assert np.abs(ref).max() > 0.1 and rel_err(got, ref) <= TOL32
+
+
 @pytest.mark.parametrize("B,T,I,H", [(3, 17, 13, 20), (2, 1, 8, 16)])
 def test_float64_matches_nn_lstm_to_rounding(B, T, I, H):
     """float64 uses libm's tanh/exp: any maths or gate-order slip would show far above 1e-10."""

@@ -34,12 +34,17 @@
 // level of threads would fight ours for the same cores. std::thread, not OpenMP, for the
 // reason given in seqlab/ops/fused/csrc/fused_cpu.cc (idle libgomp workers spin).
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -118,6 +123,116 @@ void split_range(int64_t n, int parts, int64_t align, F&& body) {
   }
   body(int64_t(0), std::min(n, units / parts * align));
   for (auto& th : pool) th.join();
+}
+
+// ---------------------------------------------------------------- the recurrent GEMMs
+//
+// Each step multiplies a [B, K] block by the same weight matrix: h_{t-1} W_hh^T ([B, H] x
+// [H, 4H]) forward and dpre_t W_hh ([B, 4H] x [4H, H]) backward. A BLAS call repacks the whole
+// weight matrix (64K floats at H = 128) on every one of those T calls, which measured ~25% of
+// the call (perf, OpenBLAS sgemm_incopy/oncopy). RecurrentWeight packs it ONCE per op call into
+// panels of 16 columns, and gemm_panels() runs an AVX2/FMA kernel of 6 rows x 16 columns
+// (12 accumulators) over them. Shapes it does not cover (float64, widths not a multiple of 16,
+// no AVX2) use the BLAS for every step.
+
+template <typename T>
+class RecurrentWeight {
+ public:
+  // B_op[k][n] = transposed ? w[n][k] : w[k][n]; w is [N, K] if transposed, else [K, N].
+  RecurrentWeight(const T* w, bool transposed, int64_t K, int64_t N)
+      : w_(w), transposed_(transposed), K_(K), N_(N) {
+#if defined(__AVX2__) && defined(__FMA__)
+    if (std::is_same<T, float>::value && N % 16 == 0 && K >= 1) {
+      panels_.resize(static_cast<size_t>(K * N));
+      for (int64_t p = 0; p < N / 16; ++p)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t c = 0; c < 16; ++c)
+            panels_[(p * K + k) * 16 + c] =
+                transposed ? w[(p * 16 + c) * K + k] : w[k * N + p * 16 + c];
+    }
+#endif
+  }
+
+  // C[M, N] = A[M, K] B_op + (accumulate ? C : 0), rows of A and C lda / ldc apart.
+  void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, bool accumulate) const;
+
+ private:
+  const T* w_;
+  bool transposed_;
+  int64_t K_, N_;
+  std::vector<float> panels_;  // [N/16][K][16]; empty: use the BLAS
+};
+
+#if defined(__AVX2__) && defined(__FMA__)
+// Named accumulators, not an array: GCC 12 kept an __m256 acc[R][2] array in registers but
+// also stored it to the stack on every k (measured 1.5x slower than the BLAS).
+#define SEQLAB_ROW(r, stmt) \
+  if constexpr (R > r) {    \
+    stmt;                   \
+  }
+template <int R>
+inline void kernel_rows_x16(const float* __restrict a, int64_t lda, const float* __restrict panel,
+                            int64_t K, float* __restrict c, int64_t ldc, bool accumulate) {
+  static_assert(R >= 1 && R <= 6, "6 rows x 2 vectors = 12 accumulators of 16 registers");
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+         c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  if (accumulate) {
+#define SEQLAB_LOAD(r)                                   \
+  SEQLAB_ROW(r, c##r##0 = _mm256_loadu_ps(c + r * ldc);  \
+             c##r##1 = _mm256_loadu_ps(c + r * ldc + 8))
+    SEQLAB_LOAD(0) SEQLAB_LOAD(1) SEQLAB_LOAD(2) SEQLAB_LOAD(3) SEQLAB_LOAD(4) SEQLAB_LOAD(5)
+#undef SEQLAB_LOAD
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(panel + k * 16);
+    const __m256 b1 = _mm256_loadu_ps(panel + k * 16 + 8);
+#define SEQLAB_FMA(r)                                                     \
+  SEQLAB_ROW(r, const __m256 av = _mm256_broadcast_ss(a + r * lda + k); \
+             c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                 \
+             c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1))
+    SEQLAB_FMA(0) SEQLAB_FMA(1) SEQLAB_FMA(2) SEQLAB_FMA(3) SEQLAB_FMA(4) SEQLAB_FMA(5)
+#undef SEQLAB_FMA
+  }
+#define SEQLAB_STORE(r)                                 \
+  SEQLAB_ROW(r, _mm256_storeu_ps(c + r * ldc, c##r##0); \
+             _mm256_storeu_ps(c + r * ldc + 8, c##r##1))
+  SEQLAB_STORE(0) SEQLAB_STORE(1) SEQLAB_STORE(2) SEQLAB_STORE(3) SEQLAB_STORE(4) SEQLAB_STORE(5)
+#undef SEQLAB_STORE
+}
+#undef SEQLAB_ROW
+
+inline void gemm_panels(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
+                        const float* panels, float* c, int64_t ldc, bool accumulate) {
+  for (int64_t r0 = 0; r0 < M; r0 += 6) {  // the 6 rows of A stay in L1 across all panels
+    const float* ar = a + r0 * lda;
+    float* cr = c + r0 * ldc;
+    for (int64_t p = 0; p < N / 16; ++p) {
+      const float* panel = panels + p * K * 16;
+      switch (std::min<int64_t>(6, M - r0)) {
+        case 6: kernel_rows_x16<6>(ar, lda, panel, K, cr + p * 16, ldc, accumulate); break;
+        case 5: kernel_rows_x16<5>(ar, lda, panel, K, cr + p * 16, ldc, accumulate); break;
+        case 4: kernel_rows_x16<4>(ar, lda, panel, K, cr + p * 16, ldc, accumulate); break;
+        case 3: kernel_rows_x16<3>(ar, lda, panel, K, cr + p * 16, ldc, accumulate); break;
+        case 2: kernel_rows_x16<2>(ar, lda, panel, K, cr + p * 16, ldc, accumulate); break;
+        default: kernel_rows_x16<1>(ar, lda, panel, K, cr + p * 16, ldc, accumulate); break;
+      }
+    }
+  }
+}
+#endif
+
+template <typename T>
+void RecurrentWeight<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
+                                  bool accumulate) const {
+#if defined(__AVX2__) && defined(__FMA__)
+  if (!panels_.empty()) {
+    gemm_panels(M, N_, K_, reinterpret_cast<const float*>(a), lda, panels_.data(),
+                reinterpret_cast<float*>(c), ldc, accumulate);
+    return;
+  }
+#endif
+  gemm(false, transposed_, M, N_, K_, a, lda, w_, transposed_ ? K_ : N_, accumulate ? T(1) : T(0),
+       c, ldc);
 }
 
 // Threads worth using: each needs a few sequences, or the thread start costs more than it saves.
@@ -210,6 +325,7 @@ void lstm_forward(const T* x, const T* h0, const T* c0, const T* w_ih, const T* 
   std::vector<T> bias(static_cast<size_t>(G));
   for (int64_t r = 0; r < G; ++r) bias[r] = b_ih[r] + b_hh[r];
   OneBlasThread one_blas_thread;
+  const RecurrentWeight<T> w_rec(w_hh, /*transposed=*/true, H, G);  // h W_hh^T
   const int threads = batch_threads(B, B * Tn * G * (I + H), num_threads);
   split_range(B, threads, 1, [&](int64_t b0, int64_t b1) {
     const int64_t nb = b1 - b0;
@@ -219,7 +335,7 @@ void lstm_forward(const T* x, const T* h0, const T* c0, const T* w_ih, const T* 
       // The step's rows are T apart in the [B, T, ...] buffers: BLAS leading dimensions.
       const T* h_prev = t == 0 ? h0 + b0 * H : y + (b0 * Tn + t - 1) * H;
       const int64_t ld_h = t == 0 ? H : Tn * H;
-      gemm(false, true, nb, G, H, h_prev, ld_h, w_hh, H, T(1), gates + (b0 * Tn + t) * G, Tn * G);
+      w_rec.multiply(nb, h_prev, ld_h, gates + (b0 * Tn + t) * G, Tn * G, /*accumulate=*/true);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t row = b * Tn + t;
         const T* c_prev = t == 0 ? c0 + b * H : cells + (row - 1) * H;
@@ -243,6 +359,7 @@ void lstm_backward(const T* x, const T* h0, const T* c0, const T* w_ih, const T*
   std::vector<double> bias_sum(static_cast<size_t>(G), 0.0);  // B*T terms: summed in double
   std::mutex bias_sum_lock;
   OneBlasThread one_blas_thread;
+  const RecurrentWeight<T> w_rec(w_hh, /*transposed=*/false, G, H);  // dpre W_hh
   const int threads = batch_threads(B, rows * G * (I + H), num_threads);
 
   // Phase 1, per batch slice: the time loop backwards, then dx for the slice's rows.
@@ -272,8 +389,7 @@ void lstm_backward(const T* x, const T* h0, const T* c0, const T* w_ih, const T*
         for (int64_t j = 0; j < G; ++j) acc[j] += d[j];  // while the row is in cache
       }
       // dh_{t-1} = dpre_t W_hh: [nb, 4H] x [4H, H].
-      gemm(false, false, nb, H, G, dpre + (b0 * Tn + t) * G, Tn * G, w_hh, H, T(0),
-           dh_rec.data(), H);
+      w_rec.multiply(nb, dpre + (b0 * Tn + t) * G, Tn * G, dh_rec.data(), H, /*accumulate=*/false);
     }
     std::memcpy(dh0 + b0 * H, dh_rec.data(), sizeof(T) * nb * H);
     std::memcpy(dc0 + b0 * H, dc.data(), sizeof(T) * nb * H);
