@@ -12,9 +12,11 @@ loss), backward and optimizer.
     python benchmarks/bench_lstm.py --threads 1 --repeats 15
     python benchmarks/bench_lstm.py --profile fused        # paddle.profiler's op table instead
 
-Prints machine info, then a Markdown table (ready for benchmarks/RESULTS.md). The GEMM floor
-column is the step's matrix-multiply FLOPs (LSTM layers + head) at 100 GFLOP/s per thread, the
-single-core OpenBLAS speed measured for these shapes.
+Prints machine info, then Markdown tables (ready for benchmarks/RESULTS.md): wall-clock and
+process-CPU-time medians side by side (CPU time is less disturbed by other processes on a shared
+machine), then each variant's step split into forward, backward and AdamW beside the GEMM floor:
+the step's matrix-multiply FLOPs (LSTM layers + head) at 100 GFLOP/s per thread, about what one
+core of the machine we measured on reached with OpenBLAS for large shapes.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ class Variant:
             ],
         )
         self.times: list[tuple[float, float, float]] = []  # (forward + loss, backward, optimizer)
+        self.cpu_times: list[float] = []  # process CPU seconds (all threads) per step
 
     def step(self) -> tuple[float, float, float]:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         logits = self.model(self.x)
         loss = F.cross_entropy(logits.reshape([-1, self.vocab]), self.y.reshape([-1]))
@@ -72,6 +76,7 @@ class Variant:
         self.opt.step()
         self.opt.clear_grad()
         t3 = time.perf_counter()
+        self.last_cpu = time.process_time() - c0
         return t1 - t0, t2 - t1, t3 - t2
 
 
@@ -100,6 +105,7 @@ def run(threads: int, args, batch) -> tuple[Variant, Variant]:
             dt = v.step()
             if r >= args.warmup:
                 v.times.append(dt)
+                v.cpu_times.append(v.last_cpu)
         print(f"threads={threads}: round {r + 1}/{args.warmup + args.repeats} done", file=sys.stderr, flush=True)
     return ref, fused
 
@@ -155,19 +161,21 @@ def main(argv=None) -> int:
         gflop = step_gflop(fused.model, args.batch_size, args.seq_len)
         rows.append((threads, ref, fused, gflop / (GEMM_GFLOPS_PER_THREAD * threads)))
 
-    print("| threads | nn.LSTM s/step | fused s/step | speedup | fused: forward + loss | backward "
-          "| AdamW | GEMM floor |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| threads | nn.LSTM s/step | fused s/step | speedup | nn.LSTM CPU s/step | fused CPU s/step "
+          "| speedup in CPU time |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for threads, ref, fused, _ in rows:
+        r, f = (statistics.median(sum(t) for t in v.times) for v in (ref, fused))
+        rc, fc = (statistics.median(v.cpu_times) for v in (ref, fused))
+        print(f"| {threads} | {r:.3f} | {f:.3f} | **{r / f:.2f}x** | {rc:.3f} | {fc:.3f} | {rc / fc:.2f}x |")
+    print("\nWhere the time goes (median s/step; the floor is the step's GEMM work at "
+          f"{GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread):\n")
+    print("| threads | variant | forward + loss | backward | AdamW | GEMM floor |")
+    print("|---:|---|---:|---:|---:|---:|")
     for threads, ref, fused, floor in rows:
-        r = statistics.median(sum(t) for t in ref.times)
-        f = statistics.median(sum(t) for t in fused.times)
-        parts = [statistics.median(t[i] for t in fused.times) for i in range(3)]
-        print(f"| {threads} | {r:.3f} | {f:.3f} | **{r / f:.2f}x** | {parts[0]:.3f} | {parts[1]:.3f} "
-              f"| {parts[2]:.3f} | {floor:.3f} |")
-    for threads, ref, _, _ in rows:
-        parts = [statistics.median(t[i] for t in ref.times) for i in range(3)]
-        print(f"nn.LSTM at {threads} thread(s): forward + loss {parts[0]:.3f}, backward {parts[1]:.3f}, "
-              f"AdamW {parts[2]:.3f} s")
+        for v in (ref, fused):
+            parts = [statistics.median(t[i] for t in v.times) for i in range(3)]
+            print(f"| {threads} | {v.label} | {parts[0]:.3f} | {parts[1]:.3f} | {parts[2]:.3f} | {floor:.3f} |")
     print(f"\nstep GEMM work: {step_gflop(rows[0][2].model, args.batch_size, args.seq_len):.1f} GFLOP "
           f"(floor = that at {GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread)")
     return 0
