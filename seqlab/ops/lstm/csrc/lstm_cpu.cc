@@ -23,9 +23,11 @@
 // y shifted one step, h0 first) in three big GEMMs; db_ih = db_hh = column sums of dPRE, summed
 // in the time loop while each row is still in cache.
 //
-// BLAS: cblas_{s,d}gemm of the OpenBLAS that numpy's wheel bundles (seqlab/ops/lstm/_blas.py
-// finds it and passes its symbol names and integer width as macros). Paddle's own BLAS, MKL
-// 2019 (libmklml_intel), runs its SSE code path on AMD CPUs: 3-4x slower there (RESULTS.md).
+// BLAS: the big GEMMs (projection, dx, dW_ih, dW_hh) call cblas_{s,d}gemm of the OpenBLAS that
+// numpy's wheel bundles (seqlab/ops/lstm/_blas.py finds it and passes its symbol names and
+// integer width as macros; it also says why not Paddle's own MKL 2019). The 2T recurrent GEMMs
+// reuse one weight matrix, so they run on a copy packed once per call (RecurrentWeight below)
+// where the shape allows, and on the same BLAS otherwise.
 //
 // Threads: the batch is split over `num_threads` std::threads (sequences are independent, so
 // each thread runs its own projection GEMM and its own time loop, with no synchronisation);
