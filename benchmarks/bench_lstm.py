@@ -11,6 +11,8 @@ loss), backward and optimizer.
     python benchmarks/bench_lstm.py                        # B=32, T=128, threads 1 and 2
     python benchmarks/bench_lstm.py --threads 1 --repeats 15
     python benchmarks/bench_lstm.py --profile fused        # paddle.profiler's op table instead
+    python benchmarks/bench_lstm.py --only fused --threads 1 --repeats 30   # one variant (for perf)
+    python benchmarks/bench_lstm.py --gemm                 # sgemm speeds: OpenBLAS vs Paddle's MKL
 
 Prints machine info, then Markdown tables (ready for benchmarks/RESULTS.md): wall-clock and
 process-CPU-time medians side by side (CPU time is less disturbed by other processes on a shared
@@ -131,6 +133,59 @@ def profile(batch, args) -> None:
     prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
 
 
+def gemm_speeds(repeats: int = 7) -> None:
+    """Single-thread sgemm GFLOP/s of numpy's OpenBLAS (the op's BLAS) and Paddle's MKL, at the
+    LSTM's shapes (B=32, T=128, I=H=128), via ctypes; best of ``repeats`` (thread CPU time)."""
+    import ctypes
+
+    from seqlab.ops.lstm._blas import find_blas
+
+    blas = find_blas()
+    ob = ctypes.CDLL(str(blas.path))
+    getattr(ob, blas.set_threads)(1)
+    ob_gemm = getattr(ob, blas.sgemm)
+    int_t = ctypes.c_int64 if blas.int64 else ctypes.c_int
+    mkl = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so"))
+    mkl.MKL_Set_Num_Threads(1)
+    mkl_gemm = mkl.cblas_sgemm
+    for fn, it in ((ob_gemm, int_t), (mkl_gemm, ctypes.c_int)):
+        fn.argtypes = [ctypes.c_int] * 3 + [it] * 3 + [ctypes.c_float, ctypes.c_void_p, it, ctypes.c_void_p, it,
+                                                       ctypes.c_float, ctypes.c_void_p, it]
+    row_major, no_t, t_ = 101, 111, 112
+    shapes = [  # name, trans A, trans B, M, N, K, calls per timing
+        ("input projection x W_ih^T", False, True, 4096, 512, 128, 1),
+        ("dx = dPRE W_ih", False, False, 4096, 128, 512, 1),
+        ("dW = dPRE^T X", True, False, 512, 128, 4096, 1),
+        ("recurrent h W_hh^T (x128 steps)", False, True, 32, 512, 128, 128),
+        ("recurrent dPRE W_hh (x128 steps)", False, False, 32, 128, 512, 128),
+    ]
+    rng = np.random.default_rng(0)
+    print(f"OpenBLAS: {blas.path.name}; MKL: libmklml_intel.so, MKL_DEBUG_CPU_TYPE="
+          f"{os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')}\n")
+    print("| GEMM | M x N x K | OpenBLAS GFLOP/s | Paddle's MKL GFLOP/s |")
+    print("|---|---|---:|---:|")
+    for name, ta, tb, m, n, k, calls in shapes:
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        c = np.zeros((m, n), np.float32)
+        speeds = []
+        for fn in (ob_gemm, mkl_gemm):
+            call_args = (row_major, t_ if ta else no_t, t_ if tb else no_t, m, n, k, 1.0, a.ctypes.data,
+                         a.shape[1], b.ctypes.data, b.shape[1], 0.0, c.ctypes.data, n)
+
+            def call():  # includes ctypes' per-call cost (~1-2 us), which flatters no one
+                for _ in range(calls):
+                    fn(*call_args)
+            call()
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.thread_time()
+                call()
+                best = min(best, time.thread_time() - t0)
+            speeds.append(2 * m * n * k * calls / best / 1e9)
+        print(f"| {name} | {m} x {n} x {k} | {speeds[0]:.1f} | {speeds[1]:.1f} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -139,6 +194,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds (median reported)")
+    parser.add_argument("--only", choices=["fused", "nn.LSTM"],
+                        help="time only this variant at the first thread count (e.g. under perf record)")
+    parser.add_argument("--gemm", action="store_true",
+                        help="only time single-thread sgemm of numpy's OpenBLAS and Paddle's MKL at the op's shapes")
     parser.add_argument("--profile", choices=["fused", "nn.LSTM"],
                         help="only print paddle.profiler's table for this variant (3 steps, 1 thread)")
     args = parser.parse_args(argv)
@@ -152,8 +211,23 @@ def main(argv=None) -> int:
     print(f"shape: B={args.batch_size}, T={args.seq_len}, LSTM 7 x 128; {args.warmup} warmup + "
           f"{args.repeats} timed rounds, variants interleaved; median s/step\n", flush=True)
 
+    if args.gemm:
+        gemm_speeds()
+        return 0
     if args.profile:
         profile(batch, args)
+        return 0
+    if args.only:
+        threads = int(args.threads.split(",")[0])
+        set_threads(threads)
+        v = Variant(args.only, args.only == "fused", None, batch, args.vocab)
+        for r in range(args.warmup + args.repeats):
+            dt = v.step()
+            if r >= args.warmup:
+                v.times.append(dt)
+                v.cpu_times.append(v.last_cpu)
+        print(f"{args.only}, {threads} thread(s): {statistics.median(sum(t) for t in v.times):.3f} s/step, "
+              f"CPU {statistics.median(v.cpu_times):.3f} s/step (medians of {args.repeats})")
         return 0
     rows = []
     for threads in [int(t) for t in args.threads.split(",") if t.strip()]:
