@@ -1,11 +1,12 @@
-"""A fused CPU LSTM layer: ``paddle.nn.LSTM``'s maths and parameters, about 2x faster to train.
+"""A fused CPU LSTM layer: ``paddle.nn.LSTM``'s maths and parameters, faster to train.
 
-Why: the seed's 7 x 128 LSTM is the slowest model of the digit-reversal recipe, and Paddle's
-``nn.LSTM`` on CPU ran at about a third of the GEMM speed of the core (benchmarks/RESULTS.md,
-"Fused LSTM"). The C++ op in ``csrc/lstm_cpu.cc`` runs one layer as one GEMM for the input
-projection of all steps, T small GEMMs with fused gate maths for the recurrence, and a
-hand-written backward through time from the stored gates, on numpy's bundled OpenBLAS
-(``_blas.py`` says why that BLAS).
+Why: the seed's 7 x 128 LSTM is the slowest model of the digit-reversal recipe. Its training
+step through this op ran ~2.8-3x faster than through Paddle's ``nn.LSTM`` on the AMD CPU we
+measured, where Paddle's MKL runs its generic kernels, and used 1.2-1.4x less CPU time than an
+``nn.LSTM`` whose MKL was forced onto AVX2 (benchmarks/RESULTS.md, "Fused LSTM"). The C++ op in
+``csrc/lstm_cpu.cc`` runs one layer as one GEMM for the input projection of all steps, T small
+GEMMs with fused gate maths for the recurrence, and a hand-written backward through time from
+the stored gates, on numpy's bundled OpenBLAS (``_blas.py`` says why that BLAS).
 
 * ``lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, initial_states=None)``: the op itself;
   ``x`` ``[B, T, I]`` -> ``(y [B, T, H], (h [1, B, H], c [1, B, H]))`` like ``nn.LSTM``. Gradients
