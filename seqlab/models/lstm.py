@@ -4,6 +4,18 @@ The stack is configured by a list of hidden sizes, one ``nn.LSTM(num_layers=1)``
 in the seed's ``LSTM_ListConfig_Baseline``. The default 7 x 128 stack was the most accurate the
 seed's author found, and it already has ~28x the parameters of the RWKV-7 model.
 
+Two implementations of the same maths, same parameters (the ``nn.LSTM`` layers are always
+built, so names, shapes, initialisation and checkpoints do not depend on the choice):
+
+* ``fused_ops=True`` (default): each layer's training forward runs through the C++ LSTM op of
+  ``seqlab.ops.lstm`` (one GEMM for the input projection, T small GEMMs + fused gate maths, a
+  hand-written backward through time); ~2.8-3x faster per training step than ``nn.LSTM`` on
+  the AMD CPU we measured (benchmarks/RESULTS.md, "Fused LSTM"). It falls back to ``nn.LSTM``
+  on GPU or when the op cannot be built (one warning).
+* ``fused_ops=False``: Paddle's ``nn.LSTM``. RNN mode (``step()``) always uses it.
+
+tests/test_lstm_fused.py checks the two agree (logits and every gradient, 1e-5).
+
 Parameters at vocab 12, embed 32, 7 x 128 (paddle's LSTM has two bias vectors per layer)::
 
     embedding            12 * 32                          =     384
@@ -18,6 +30,7 @@ from __future__ import annotations
 from typing import Optional
 
 from seqlab.model import Model, nn, paddle
+from seqlab.ops.lstm import lstm_layer
 from seqlab.registry import register_model
 
 DEFAULT_HIDDEN_SIZES = (128,) * 7
@@ -32,6 +45,10 @@ class LSTM(Model):
         embed_dim: Width of the token embedding (the seed's C = 32).
         hidden_sizes: Hidden size of each single-layer LSTM, bottom to top; ``None`` means the
             seed's ``[128, 128, 128, 128, 128, 128, 128]``.
+        fused_ops: Run the training forward through the fused C++ LSTM op of ``seqlab.ops.lstm``
+            (same parameters and maths, ~1e-6 apart in float32; it falls back to ``nn.LSTM`` on
+            GPU or when it cannot be built). False: Paddle's ``nn.LSTM``. RNN ``step()`` always
+            uses ``nn.LSTM``.
     """
 
     #: Trainable parameters of the default configuration at vocab_size=12 (the seed's figure).
@@ -42,6 +59,7 @@ class LSTM(Model):
         vocab_size: int = 12,
         embed_dim: int = 32,
         hidden_sizes: Optional[list[int]] = None,
+        fused_ops: bool = True,
     ):
         super().__init__()
         sizes = list(DEFAULT_HIDDEN_SIZES if hidden_sizes is None else hidden_sizes)
@@ -49,6 +67,7 @@ class LSTM(Model):
             raise ValueError(f"LSTM: hidden_sizes must be a non-empty list of positive ints, got {sizes}")
         self.vocab_size = vocab_size
         self.hidden_sizes = sizes
+        self.fused_ops = fused_ops
         self.embedding = nn.Embedding(vocab_size, embed_dim)  # [B, T] -> [B, T, C]
         self.lstm_layers = nn.LayerList()
         width = embed_dim
@@ -59,8 +78,9 @@ class LSTM(Model):
 
     def forward(self, tokens):
         h = self.embedding(tokens)
+        use_cpp = None if self.fused_ops else False  # None: the op where it applies and builds
         for layer in self.lstm_layers:
-            h, _ = layer(h)
+            h, _ = lstm_layer(layer, h, use_cpp=use_cpp)
         return self.head(h)
 
     def state_size(self, seq_len: int) -> int:
