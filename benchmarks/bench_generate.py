@@ -349,7 +349,8 @@ def main(argv=None) -> int:
                 print(f"- transformer_modern step at L={r['context']:,}: {p['ops_per_token']:.0f} "
                       f"Paddle ops/token, kernels {p['kernel_us_per_token'] / p['op_us_per_token']:.0%} "
                       f"of the time in ops; top kernels {_top(p)} (profiler wall times)")
-    print(f"\n# load average at end {load_end}; took {(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds():.0f} s")
+    took = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+    print(f"\n# load average at end {load_end}; took {took:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"before_after": before_after, "table": tables,
                                                "params": params}, indent=1))

@@ -45,8 +45,8 @@ __all__ = [
 
 
 def has_rnn_mode(model_or_cls) -> bool:
-    """Whether a model implements RNN mode: ``init_state(batch_size)`` and ``step(tokens, state)``."""
-    return callable(getattr(model_or_cls, "init_state", None)) and callable(getattr(model_or_cls, "step", None))
+    """Whether a model has RNN mode: ``init_state(batch_size)`` and ``step(tokens, state)``."""
+    return all(callable(getattr(model_or_cls, name, None)) for name in ("init_state", "step"))
 
 
 def init_state_for(model, batch_size: int, max_len: int):

@@ -71,10 +71,12 @@ class KVCache:
     def _grow(self, capacity: int) -> None:
         B, H, D, more = self.batch_size, self.n_head, self.head_dim, capacity - self.capacity
         # One copy per doubling, not per token.
-        zeros = paddle.zeros
-        self.keys = [paddle.concat([k, zeros([B, H, D, more], self.dtype)], axis=3) for k in self.keys]
-        self.values = [paddle.concat([v, zeros([B, H, more, D], self.dtype)], axis=2) for v in self.values]
-        self.mask = paddle.concat([self.mask, paddle.full([B, H, 1, more], MASKED, self.dtype)], axis=3)
+        def extend(t, shape, axis, value=0.0):
+            return paddle.concat([t, paddle.full(shape, value, self.dtype)], axis=axis)
+
+        self.keys = [extend(k, [B, H, D, more], 3) for k in self.keys]
+        self.values = [extend(v, [B, H, more, D], 2) for v in self.values]
+        self.mask = extend(self.mask, [B, H, 1, more], 3, MASKED)
 
     def write(self, layer: int, position: int, k, v) -> None:
         """Store one token's ``k``, ``v`` (``[B, 1, H, D]``) at ``position`` of ``layer``."""
@@ -84,7 +86,7 @@ class KVCache:
         self.values[layer][:, :, position : position + 1] = v.reshape([B, H, 1, D])
 
     def attend(self, layer: int, q):
-        """``softmax(q K^T / sqrt(D) + mask) V`` over the cache: ``q`` ``[B, 1, H, D]`` -> ``[B, 1, H*D]``."""
+        """``softmax(q K^T / sqrt(D) + mask) V`` over the cache; ``q`` ``[B, 1, H, D]`` -> ``[B, 1, H*D]``."""
         B, H, D = self.batch_size, self.n_head, self.head_dim
         q = q.reshape([B, H, 1, D])
         scores = paddle.matmul(q * (D**-0.5), self.keys[layer]) + self.mask  # [B, H, 1, capacity]
