@@ -11,8 +11,10 @@ Use it from any test runner (plain ``assert`` inside, no pytest dependency)::
 
 Or pick single checks: :func:`assert_output_shape`, :func:`assert_causal`,
 :func:`assert_param_count`, :func:`assert_one_step_lowers_loss`,
-:func:`assert_save_load_roundtrip`. Each builds its model with ``paddle.seed(seed)`` and uses a
-small batch (B = 2, T = 24), so the whole suite takes about a second per model.
+:func:`assert_save_load_roundtrip`, and for models with RNN mode (``init_state``/``step``)
+:func:`assert_step_matches_forward`. Each builds its model with ``paddle.seed(seed)`` and uses a
+small batch (B = 2, T = 24; the step check T = 256), so the whole suite takes a second or two
+per model.
 """
 
 from __future__ import annotations
@@ -23,19 +25,21 @@ import tempfile
 import numpy as np
 
 from seqlab._paddle import import_paddle
+from seqlab.generate import has_rnn_mode, init_state_for
 
 paddle = import_paddle()
 F = paddle.nn.functional
 
 BATCH_SIZE = 2
 SEQ_LEN = 24
-
+STEP_SEQ_LEN = 256  # tokens fed one at a time by assert_step_matches_forward
 
 
 def _check(condition, message: str) -> None:
     # Not `assert`: plugin authors run these checks, and `python -O` would strip asserts.
     if not condition:
         raise AssertionError(message)
+
 
 def _name(model_cls) -> str:
     return getattr(model_cls, "registry_name", None) or model_cls.__name__
@@ -172,14 +176,77 @@ def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
         f"some state is not in state_dict() (or is not restored by set_state_dict).")
 
 
+def _state_tensors(state):
+    if isinstance(state, paddle.Tensor):
+        yield state
+    elif isinstance(state, (list, tuple)):
+        for part in state:
+            yield from _state_tensors(part)
+    elif isinstance(state, dict):
+        for part in state.values():
+            yield from _state_tensors(part)
+
+
+def state_floats_per_sequence(state, batch_size: int) -> int:
+    """Floats an RNN-mode state holds per sequence: its own ``floats_per_sequence()`` (a KV
+    cache), else the floating tensors in it (nested lists, tuples, dicts) divided by the batch."""
+    own = getattr(state, "floats_per_sequence", None)
+    if callable(own):
+        return int(own())
+    total = sum(int(t.numel()) for t in _state_tensors(state) if t.is_floating_point())
+    return total // batch_size
+
+
+def assert_step_matches_forward(model_cls, seq_len: int | None = None, atol: float = 1e-5,
+                                seed: int = 0, batch_size: int = BATCH_SIZE, **init_args) -> float:
+    """Feeding a sequence token by token through ``step`` gives ``forward``'s logits.
+
+    ``init_state`` (with ``max_len=seq_len`` where the model takes it), then ``step`` on each of
+    ``seq_len`` tokens (default 256, or the model's ``max_len`` if smaller), under ``no_grad``,
+    after perturbing the weights (see :func:`_perturb`). Every step's ``[B, V]`` logits must be
+    within ``atol`` of ``forward``'s at that position, relative to the logits' scale when it
+    exceeds 1. The final state must hold ``state_size(seq_len)`` floats per sequence, when the
+    model reports one. Returns the largest difference seen.
+    """
+    model = _build(model_cls, seed, init_args)
+    _perturb(model, seed)
+    name = _name(model_cls)
+    _check(has_rnn_mode(model), f"{name} has no RNN mode (init_state and step).")
+    T = seq_len or min(STEP_SEQ_LEN, int(getattr(model, "max_len", STEP_SEQ_LEN)))
+    V = _vocab_size(model)
+    tokens = make_tokens(V, batch_size=batch_size, seq_len=T, seed=seed)
+    worst = 0.0
+    with paddle.no_grad():
+        full = model(tokens).numpy()
+        scale = max(1.0, float(np.abs(full).max()))
+        state = init_state_for(model, batch_size, T)
+        for t in range(T):
+            logits, state = model.step(tokens[:, t], state)
+            _check(list(logits.shape) == [batch_size, V], f"{name}.step returned logits of shape "
+                   f"{list(logits.shape)}, expected {[batch_size, V]} ([batch, vocab_size]).")
+            err = float(np.abs(logits.numpy() - full[:, t]).max())
+            worst = max(worst, err)
+            _check(err <= atol * scale, f"{name}: step() at position {t} gives logits {err:.3g} away "
+                   f"from forward()'s (tolerance {atol * scale:.3g}); RNN mode and forward disagree.")
+    expected = model.state_size(T) if callable(getattr(model, "state_size", None)) else None
+    if expected is not None:
+        held = state_floats_per_sequence(state, batch_size)
+        _check(held == expected, f"{name}: after {T} steps its state holds {held:,} floats per "
+               f"sequence but state_size({T}) reports {expected:,}.")
+    return worst
+
+
 def run_model_checks(model_cls, **init_args):
-    """Run every check on ``model_cls(**init_args)``; the parameter count only at defaults."""
+    """Run every check on ``model_cls(**init_args)``; the parameter count only at defaults, the
+    step check only for models with RNN mode."""
     assert_output_shape(model_cls, **init_args)
     assert_causal(model_cls, **init_args)
     if not init_args:
         assert_param_count(model_cls)
     assert_one_step_lowers_loss(model_cls, **init_args)
     assert_save_load_roundtrip(model_cls, **init_args)
+    if has_rnn_mode(model_cls):
+        assert_step_matches_forward(model_cls, **init_args)
 
 
 #: Alias: ``check_model(MyModel)`` reads well in a plugin's own tests.
@@ -191,7 +258,11 @@ __all__ = [
     "assert_output_shape",
     "assert_param_count",
     "assert_save_load_roundtrip",
+    "assert_step_matches_forward",
     "check_model",
+    "has_rnn_mode",
+    "init_state_for",
     "make_tokens",
     "run_model_checks",
+    "state_floats_per_sequence",
 ]

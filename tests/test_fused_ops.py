@@ -242,3 +242,26 @@ def test_thread_counts_give_the_same_result(threads, monkeypatch):
     arrays = [rng.normal(size=(70000, 32)), rng.normal(size=(32,)), rng.normal(size=(32,))]
     _check(lambda x, w, b: layer_norm(x, w, b, use_cpp=True),
            lambda x, w, b: F.layer_norm(x, [32], weight=w, bias=b, epsilon=1e-5), arrays, "float32", 1e-6)
+
+
+def test_token_shift_mixes_continue_from_a_carried_previous_token():
+    """RNN mode: mixing x[:, 1:] with prev = x[:, 0] is the sequence mix at positions 1.."""
+    rng = np.random.default_rng(11)
+    x = paddle.to_tensor(rng.normal(size=(3, 9, 16)).astype("float32"))
+    m = paddle.to_tensor(rng.uniform(size=(6, 16)).astype("float32"))
+    whole = token_shift_mix(x, m, use_cpp=True).numpy()
+    cont = token_shift_mix(x[:, 1:], m, prev=x[:, 0]).numpy()
+    np.testing.assert_allclose(cont, whole[:, :, 1:], rtol=0, atol=1e-6)
+    six = token_shift_mix6(x[:, 1:], [m[i] for i in range(6)], prev=x[:, 0])
+    np.testing.assert_allclose(np.stack([t.numpy() for t in six]), whole[:, :, 1:], rtol=0, atol=1e-6)
+    one = token_shift_mix(x[:, 3:4], m, prev=x[:, 2]).numpy()  # a single token
+    np.testing.assert_allclose(one, whole[:, :, 3:4], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="no `prev` input"):
+        token_shift_mix(x[:, 1:], m, use_cpp=True, prev=x[:, 0])
+
+
+def test_nn_token_shift_is_the_ops_formula():
+    from seqlab.nn import token_shift as nn_token_shift
+    from seqlab.ops.fused import token_shift
+
+    assert nn_token_shift is token_shift

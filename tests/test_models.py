@@ -14,7 +14,7 @@ from seqlab import MODELS
 from seqlab.models.rwkv7 import RWKV7, seed_param_name
 from seqlab.models.transformer import Transformer
 from seqlab.models.transformer_modern import TransformerModern
-from seqlab.testing import assert_causal, run_model_checks
+from seqlab.testing import assert_causal, assert_step_matches_forward, run_model_checks
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -47,6 +47,34 @@ def test_suite_catches_a_leak():
 
     with pytest.raises(AssertionError, match="not causal"):
         assert_causal(Leaky)
+
+
+def test_step_check_catches_a_wrong_step_and_a_wrong_state_size():
+    MLP = MODELS.get("mlp")
+
+    class ForgetfulMLP(MLP):
+        """Its step forgets the window: it sees only the current token."""
+
+        def step(self, tokens, state):
+            return super().step(tokens, paddle.zeros_like(state))
+
+    class MiscountedMLP(MLP):
+        """Right step, wrong state_size."""
+
+        def state_size(self, seq_len):
+            return super().state_size(seq_len) + 1
+
+    with pytest.raises(AssertionError, match="step\\(\\) at position 1 .* RNN mode and forward disagree"):
+        assert_step_matches_forward(ForgetfulMLP, seq_len=20)
+    with pytest.raises(AssertionError, match="holds 256 floats per sequence but state_size\\(20\\) reports 257"):
+        assert_step_matches_forward(MiscountedMLP, seq_len=20)
+    assert assert_step_matches_forward(MLP, seq_len=20) <= 1e-5
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_has_rnn_mode(name):
+    model = MODELS.get(name)()
+    assert callable(getattr(model, "init_state", None)) and callable(getattr(model, "step", None))
 
 
 # ------------------------------------------------------------------------------------------------

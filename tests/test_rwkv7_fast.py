@@ -122,3 +122,88 @@ def test_thread_count_does_not_change_the_model(monkeypatch):
         fast.clear_gradients()
     for a, b in zip(*outs):
         assert _rel(a, b) <= 1e-6
+
+
+# ------------------------------------------------------------------ RNN mode: fused vs plain step
+
+
+def _steps(model, tokens, step):
+    """Logits [B, T, V] and final state of feeding ``tokens`` through ``step`` one at a time."""
+    state = model.init_state(tokens.shape[0])
+    out = []
+    with paddle.no_grad():
+        for t in range(tokens.shape[1]):
+            logits, state = step(tokens[:, t], state)
+            out.append(logits.numpy())
+    return np.stack(out, axis=1), state.numpy()
+
+
+@pytest.mark.parametrize("B,T,kwargs", [
+    (2, 256, {}),
+    (5, 40, dict(n_layer=3, n_embd=64, head_size=32, rank_g=16)),
+    (1, 24, dict(n_layer=1, n_embd=48, head_size=8, rank_w=4)),
+])
+def test_fused_step_matches_plain_step_and_forward(B, T, kwargs):
+    fast, _ = _pair(seed=T, **kwargs)
+    tokens = paddle.to_tensor(np.random.default_rng(T).integers(0, 12, (B, T)), dtype="int64")
+    with paddle.no_grad():
+        full = fast(tokens).numpy()
+    fused_logits, fused_state = _steps(fast, tokens, fast.step)
+    plain_logits, plain_state = _steps(fast, tokens, fast.step_plain)
+    scale = np.abs(full).max()
+    assert np.abs(fused_logits - full).max() <= 1e-5 * scale
+    assert np.abs(plain_logits - full).max() <= 1e-5 * scale
+    assert np.abs(fused_logits - plain_logits).max() <= 1e-5 * scale
+    assert _rel(fused_state, plain_state) <= 1e-5
+    assert fused_state.shape == (B, fast.n_layer, fast.state_size(T) // fast.n_layer)
+
+
+def test_fused_step_is_one_op_and_leaves_the_old_state_alone(monkeypatch):
+    fast, _ = _pair(seed=11)
+    calls = []
+    import seqlab.ops.fused as fused_mod
+
+    real = fused_mod.rwkv7_step
+    monkeypatch.setattr(fused_mod, "rwkv7_step", lambda *a: calls.append(1) or real(*a))
+    state = fast.init_state(2)
+    before = state.numpy().copy()
+    with paddle.no_grad():
+        _, new = fast.step(paddle.to_tensor([3, 4], dtype="int64"), state)
+    assert calls == [1]
+    np.testing.assert_array_equal(state.numpy(), before)
+    assert np.abs(new.numpy()).max() > 0
+
+
+def test_fused_step_sees_new_weights_after_set_state_dict():
+    fast, _ = _pair(seed=12)
+    other, _ = _pair(seed=13)
+    tokens = paddle.to_tensor([[1, 2, 3, 4, 5]], dtype="int64")
+    _steps(fast, tokens, fast.step)  # fills the step's parameter cache
+    fast.set_state_dict(other.state_dict())
+    np.testing.assert_allclose(_steps(fast, tokens, fast.step)[0],
+                               _steps(other, tokens, other.step_plain)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_step_under_autograd_is_the_plain_differentiable_step():
+    fast, _ = _pair(seed=14)
+    state = fast.init_state(2)
+    logits, state = fast.step(paddle.to_tensor([1, 2], dtype="int64"), state)
+    logits, _ = fast.step(paddle.to_tensor([3, 4], dtype="int64"), state)
+    logits.sum().backward()
+    assert fast.blocks[0].att.receptance.weight.grad is not None
+
+
+def test_fused_step_respects_seqlab_fused_paddle(monkeypatch):
+    fast, _ = _pair(seed=15)
+    monkeypatch.setenv("SEQLAB_FUSED", "paddle")
+    import seqlab.ops.fused as fused_mod
+
+    monkeypatch.setattr(fused_mod, "rwkv7_step", lambda *a: pytest.fail("fused step used"))
+    with paddle.no_grad():
+        fast.step(paddle.to_tensor([1], dtype="int64"), fast.init_state(1))
+
+
+def test_fused_step_rejects_token_ids_outside_the_vocabulary():
+    fast, _ = _pair(seed=16)
+    with paddle.no_grad(), pytest.raises(Exception, match="token id out of range"):
+        fast.step(paddle.to_tensor([12], dtype="int64"), fast.init_state(1))

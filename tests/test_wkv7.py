@@ -245,3 +245,18 @@ def test_cuda_kernels_in_cpu_emulation(tmp_path):
         out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(9, *shape)
         got = [out[0]] + list(out[2:8])  # y, then dw dq dk dv da db (same order as ref)
         assert max(rel_errors(got, ref)) <= TOL32
+
+
+def test_one_step_recurrence_continues_a_sequence():
+    """RNN mode: wkv7_step, one token at a time with the state carried, gives the C++ sequence
+    op's output at every position (float64; the two share no code)."""
+    from seqlab.ops import wkv7_step
+
+    B, T, H, N = 2, 40, 2, 16
+    arrays = [paddle.to_tensor(a.astype("float64")) for a in rwkv7_inputs(B, T, H, N, seed=5)]
+    whole = wkv7(*arrays, backend="cpp").numpy()
+    state = paddle.zeros([B, H, N, N], dtype="float64")
+    for t in range(T):
+        y, state = wkv7_step(state, *(a[:, t] for a in arrays))
+        np.testing.assert_allclose(y.numpy(), whole[:, t], rtol=1e-10, atol=1e-12)
+    assert float(paddle.abs(state).max()) > 0.1  # a state was really carried

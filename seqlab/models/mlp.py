@@ -72,3 +72,22 @@ class MLP(Model):
     def state_size(self, seq_len: int) -> int:
         """The last ``window`` token embeddings: ``window * embed_dim`` floats."""
         return self.window * self.embed_dim
+
+    # -- RNN mode: the input window ---------------------------------------------------------------
+
+    def init_state(self, batch_size: int):
+        """The window before the first token: ``[batch_size, window, embed_dim]`` zeros, the
+        padding ``forward`` puts before the start of a row."""
+        return paddle.zeros([batch_size, self.window, self.embed_dim])
+
+    def step(self, tokens, state):
+        """One token per sequence: ``tokens`` int64 ``[B]`` -> (logits ``[B, V]``, new window).
+
+        The new window drops the oldest embedding and appends this token's (oldest first, as in
+        ``forward``); it is what this prediction saw.
+        """
+        B = tokens.shape[0]
+        e = self.embedding(tokens.reshape([B, 1]))  # [B, 1, E]
+        window = paddle.concat([state[:, 1:], e], axis=1) if self.window > 1 else e
+        flat = window.reshape([B, self.window * self.embed_dim])
+        return self.head(self.act(self.hidden(flat))), window

@@ -10,20 +10,26 @@ Layout, top to bottom (B batch, T time, C = n_embd, H heads of N = head_size cha
     tokens [B,T] -> emb -> n_layer x Block -> ln_out -> head -> logits [B,T,V]
     Block:  x = x + TimeMix(ln1(x), v_first);  x = x + ChannelMix(ln2(x))
 
-Every initialisation follows the seed (which follows BlinkDL's rwkv7_train_simplified.py), so a
-run of this model is a run of the seed's model.
+Architecture and initialisation are the seed's, so a run of this model is a run of the seed's
+model. The seed follows BlinkDL's ``rwkv7_train_simplified.py`` only approximately: its FFN key
+init and its embedding and head inits differ from that file (the seed keeps Paddle's default
+init for the embedding and the head, and draws the FFN key from N(0, 0.1)). seqlab follows the
+seed.
 
-Two implementations of the same maths, same parameters:
+The maths has one home: every element-wise formula is a function of ``seqlab.ops.fused`` (a C++
+op with its Paddle form beside it) and the recurrence is ``seqlab.ops.wkv7``. This file only
+wires them up, on one of two explicit paths with the same parameters:
 
-* ``fused_ops=True`` (default): the training forward runs on ``[B*T, C]`` rows through the C++
-  ops of ``seqlab.ops.fused`` (token-shift mixes, decay/key/delta-rule vectors, GroupNorm + bonus
-  + gate, value residual, squared ReLU, LayerNorm, small matmuls), each with a hand-written
-  backward; ~4x faster per training step on CPU (benchmarks/RESULTS.md). Those ops fall back to
-  Paddle formulas on GPU or when the C++ build fails.
-* ``fused_ops=False``: the plain Paddle formulas below (``token_shift_mix``, ``squared_relu``,
-  ``l2_normalize_heads``, ...). RNN mode (``step()``) always uses these.
+* ``fused_ops=True`` (default): the C++ forms, on ``[B*T, C]`` rows, each with a hand-written
+  backward; ~4x faster per training step on CPU (benchmarks/RESULTS.md). RNN mode runs the
+  whole model's step in one C++ op (``seqlab.ops.fused.rwkv7_step``) when gradients are off.
+  Off CPU, or when the C++ build fails, every op falls back to its Paddle form.
+* ``fused_ops=False``: the Paddle forms (``use_cpp=False``), in the same order. The RNN step
+  runs them on one token with the one-step recurrence ``seqlab.ops.wkv7.wkv7_step``, the loop
+  body of the reference recurrence.
 
-tests/test_rwkv7_fast.py checks the two agree (logits 1e-6, all gradients 1e-5).
+tests/test_rwkv7_fast.py checks the two paths agree (logits 1e-6, all gradients 1e-5) and that
+both RNN steps match the forward.
 """
 
 from __future__ import annotations
@@ -32,56 +38,12 @@ import numpy as np
 
 from seqlab._paddle import import_paddle
 from seqlab.model import Model
-from seqlab.nn import token_shift
-from seqlab.ops import wkv7
-from seqlab.ops import fused as fused_ops_lib
+from seqlab.ops import fused, wkv7, wkv7_step
 from seqlab.registry import register_model
 
 paddle = import_paddle()
 nn = paddle.nn
 F = paddle.nn.functional
-
-
-# ----------------------------------------------------------------------------------------------
-# The plain Paddle path (fused_ops=False, and RNN mode): one helper per element-wise hot spot,
-# each replaced by one C++ op of seqlab.ops.fused in the fused path.
-
-
-def token_shift_mix(x, xx, mixes):
-    """``[x + xx * m for m in mixes]``: interpolate each channel between this and the last token.
-
-    Args:
-        x: ``[B, T, C]`` current tokens.
-        xx: ``[B, T, C]`` previous token minus current token.
-        mixes: ``[1, 1, C]`` parameters, one per projection (6 in TimeMix, 1 in the FFN).
-
-    Returns one ``[B, T, C]`` tensor per mix. (Stacking the six mixes into one broadcast op
-    measured no faster here; a fused op belongs in this function.)
-    """
-    return [x + xx * m for m in mixes]
-
-
-def squared_relu(x):
-    """``relu(x) ** 2``, written as a product: ``pow`` is ~50 ms slower per FFN on CPU."""
-    x = F.relu(x)
-    return x * x
-
-
-def l2_normalize_heads(x, n_head: int, eps: float = 1e-12):
-    """``x / max(||x||_2, eps)`` over each head's channels; ``x`` ``[B, T, C]`` -> ``[B, T, C]``.
-
-    The seed's ``F.normalize(..., p=2, epsilon=1e-12)``, spelled out because ``F.normalize``'s
-    backward costs ~41 ms per layer on CPU; the values agree to float32 rounding.
-    """
-    B, T, C = x.shape
-    xh = x.reshape([B, T, n_head, C // n_head])
-    norm = paddle.sqrt((xh * xh).sum(axis=-1, keepdim=True))
-    return (xh / paddle.clip(norm, min=eps)).reshape([B, T, C])
-
-
-def _layer_norm(ln, x):
-    """``ln(x)`` for an ``nn.LayerNorm`` over the last axis, through the fused C++ op."""
-    return fused_ops_lib.layer_norm(x, ln.weight, ln.bias, ln._epsilon)
 
 
 def ortho_init(shape: tuple[int, int], scale: float):
@@ -111,21 +73,6 @@ def _param(layer, value):
 
 
 # ----------------------------------------------------------------------------------------------
-# The WKV7 recurrence for one token (RNN mode); the sequence form is seqlab.ops.wkv7.
-
-
-def wkv7_one_step(state, w, q, k, v, a, b):
-    """One step of the recurrence; inputs ``[B, H, N]``, ``state`` ``[B, H, N, N]`` (value x key).
-
-    Returns ``(y [B, H, N], new_state)`` with the same maths as ``seqlab.ops.wkv7``.
-    """
-    sa = (state * a.unsqueeze(2)).sum(axis=-1, keepdim=True)  # [B,H,N,1] = S a
-    state = state * w.unsqueeze(2) + sa * b.unsqueeze(2) + v.unsqueeze(3) * k.unsqueeze(2)
-    y = (state * q.unsqueeze(2)).sum(axis=-1)  # [B,H,N] = S q
-    return y, state
-
-
-# ----------------------------------------------------------------------------------------------
 # Time mixing: the attention replacement.
 
 
@@ -139,7 +86,7 @@ class TimeMix(nn.Layer):
         H = C // N
         self.layer_id, self.n_head, self.head_size = layer_id, H, N
         self.wkv_backend = wkv_backend
-        self.fused_ops = fused_ops
+        self.use_cpp = None if fused_ops else False  # None: the C++ form where it can run
 
         # Depth ratios: deeper layers start with more weight on the current token and slower decay.
         ratio_0_to_1 = layer_id / (n_layer - 1) if n_layer > 1 else 0.0  # guard n_layer = 1
@@ -188,90 +135,62 @@ class TimeMix(nn.Layer):
         nn.initializer.Uniform(-0.5 / C**0.5, 0.5 / C**0.5)(self.value.weight)
         nn.initializer.Constant(0.0)(self.output.weight)  # each block starts as the identity
 
-    def _inputs(self, x, xx, v_first):
-        """r, decay, k, v, kk, a, g from ``x`` and ``xx`` (both ``[..., C]``); sets v_first in layer 0."""
-        mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
-        xr, xw, xk, xv, xa, xg = token_shift_mix(x, xx, mixes)
-        r = self.receptance(xr)
-        # log(-log(decay)), soft-clamped to <= -0.5, so decay = exp(-exp(w)) lies in [0.545, 1).
-        w = -F.softplus(-(self.w0 + paddle.tanh(xw @ self.w1) @ self.w2)) - 0.5
-        k = self.key(xk)
-        v = self.value(xv)
-        if self.layer_id == 0:
-            v_first = v
-        else:  # value residual: later layers blend toward layer 0's value, per channel
-            v = v + (v_first - v) * F.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
-        a = F.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)  # in-context learning rate in (0, 1)
-        g = F.sigmoid(xg @ self.g1) @ self.g2
-        kk = k * self.k_k  # normalised per head below: the delta rule's removal direction
-        k = k * (1 + (a - 1) * self.k_a)
-        return r, paddle.exp(-paddle.exp(w)), k, v, kk, a, g, v_first
+    def _vectors(self, x, prev, v_first, use_cpp):
+        """The per-token vectors of the recurrence, as ``[B*T, C]`` rows.
 
-    def _output(self, y, r, k, v, g):
-        """GroupNorm, current-token bonus, gate and output projection; all ``[B, T, C]``."""
-        B, T, C = y.shape
-        H, N = self.n_head, self.head_size
-        y = self.ln_x(y.reshape([B * T, C])).reshape([B, T, C])
-        rh, kh, vh = (t.reshape([B, T, H, N]) for t in (r, k, v))
-        bonus = ((rh * kh * self.r_k).sum(axis=-1, keepdim=True) * vh).reshape([B, T, C])
-        return self.output((y + bonus) * g)
-
-    def forward(self, x, xx, v_first):
-        """``x``: ``[B, T, C]`` normalised input, ``xx``: shifted minus current. Returns (out, v_first).
-
-        With ``fused_ops`` (the default) ``xx`` may be None: the fused path shifts ``x`` itself.
-        """
-        if self.fused_ops:
-            return self._forward_fused(x, v_first)
-        if xx is None:
-            xx = token_shift(x) - x
-        B, T, C = x.shape
-        H, N = self.n_head, self.head_size
-        r, decay, k, v, kk, a, g, v_first = self._inputs(x, xx, v_first)
-        kk = l2_normalize_heads(kk, H)
-        heads = [t.reshape([B, T, H, N]) for t in (decay, r, k, v, -kk, kk * a)]
-        y = wkv7(*heads, backend=self.wkv_backend).reshape([B, T, C])
-        return self._output(y, r, k, v, g), v_first
-
-    def _forward_fused(self, x, v_first):
-        """The same maths as the Paddle path, in fused ops on ``[B*T, C]`` rows (see module docs).
-
-        Matmuls run on 2-D ``[B*T, C]`` views (a 3-D ``x @ W`` reduces its weight gradient over a
-        broadcast batch axis, slowly on CPU). The element-wise work between them is three C++ ops
-        (``seqlab.ops.fused``): token-shift mixes, decay/key/delta-rule vectors, and GroupNorm +
-        bonus + gate; their parameter gradients are row reductions inside the ops.
+        ``x`` ``[B, T, C]`` normalised input; ``prev`` ``[B, C]`` the input before ``x[:, 0]``
+        (RNN mode) or None (a sequence start). Returns ``(r, decay, k, v, a, b, g, v_first)``,
+        where ``a = -kk`` and ``b = kk * iclr`` are the delta rule's vectors. Matmuls run on 2-D
+        rows: a 3-D ``x @ W`` reduces its weight gradient over a broadcast batch axis, slowly.
         """
         B, T, C = x.shape
-        H, N = self.n_head, self.head_size
         mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
-        xr, xw, xk, xv, xa, xg = (t.reshape([B * T, C]) for t in fused_ops_lib.token_shift_mix6(x, mixes))
-        mm = fused_ops_lib.linear  # x @ W (nn.Linear keeps W as [in, out])
+        xr, xw, xk, xv, xa, xg = (
+            t.reshape([B * T, C]) for t in fused.token_shift_mix6(x, mixes, use_cpp, prev=prev)
+        )
+
+        def mm(t, w):  # t @ w (nn.Linear keeps its weight as [in, out])
+            return fused.linear(t, w, use_cpp)
+
         r = mm(xr, self.receptance.weight)
         k = mm(xk, self.key.weight)
         v = mm(xv, self.value.weight)
         if self.layer_id == 0:
             v_first = v
-        else:
-            v = fused_ops_lib.rwkv7_vres(v, v_first, mm(mm(xv, self.v1), self.v2), self.v0)
-        wl = mm(paddle.tanh(mm(xw, self.w1)), self.w2)
-        al = mm(mm(xa, self.a1), self.a2)
-        g = mm(F.sigmoid(mm(xg, self.g1)), self.g2)
-        decay, k, wa, wb = fused_ops_lib.rwkv7_tmix_pre(k, wl, al, self.w0, self.a0, self.k_k, self.k_a, N)
-        heads = [t.reshape([B, T, H, N]) for t in (decay, r, k, v, wa, wb)]
-        y = wkv7(*heads, backend=self.wkv_backend).reshape([B * T, C])
-        z = fused_ops_lib.rwkv7_tmix_post(y, r, k, v, g, self.r_k, self.ln_x.weight, self.ln_x.bias, N,
-                                          self.ln_x._epsilon)
-        return mm(z, self.output.weight).reshape([B, T, C]), v_first
+        else:  # value residual: later layers blend toward layer 0's value, per channel
+            v = fused.rwkv7_vres(v, v_first, mm(mm(xv, self.v1), self.v2), self.v0, use_cpp)
+        wl = mm(paddle.tanh(mm(xw, self.w1)), self.w2)  # decay LoRA
+        al = mm(mm(xa, self.a1), self.a2)  # in-context learning rate LoRA
+        g = mm(F.sigmoid(mm(xg, self.g1)), self.g2)  # output gate
+        decay, k, a, b = fused.rwkv7_tmix_pre(k, wl, al, self.w0, self.a0, self.k_k, self.k_a,
+                                              self.head_size, use_cpp)
+        return r, decay, k, v, a, b, g, v_first
 
-    def step(self, x, xx, v_first, state):
-        """One token: ``x``, ``xx`` ``[B, 1, C]``, ``state`` ``[B, H, N, N]``. Returns (out, v_first, state)."""
-        B, _, C = x.shape
+    def _output(self, y, r, k, v, g, use_cpp):
+        """GroupNorm of the WKV output, current-token bonus, gate, output projection (rows)."""
+        z = fused.rwkv7_tmix_post(y, r, k, v, g, self.r_k, self.ln_x.weight, self.ln_x.bias,
+                                  self.head_size, self.ln_x._epsilon, use_cpp)
+        return fused.linear(z, self.output.weight, use_cpp)
+
+    def forward(self, x, v_first):
+        """``x``: ``[B, T, C]`` normalised input. Returns (out ``[B, T, C]``, v_first rows)."""
+        B, T, C = x.shape
         H, N = self.n_head, self.head_size
-        r, decay, k, v, kk, a, g, v_first = self._inputs(x, xx, v_first)
-        kk = l2_normalize_heads(kk, H)
-        heads = [t.reshape([B, H, N]) for t in (decay, r, k, v, -kk, kk * a)]
-        y, state = wkv7_one_step(state, *heads)
-        return self._output(y.reshape([B, 1, C]), r, k, v, g), v_first, state
+        r, decay, k, v, a, b, g, v_first = self._vectors(x, None, v_first, self.use_cpp)
+        heads = [t.reshape([B, T, H, N]) for t in (decay, r, k, v, a, b)]
+        y = wkv7(*heads, backend=self.wkv_backend).reshape([B * T, C])
+        return self._output(y, r, k, v, g, self.use_cpp).reshape([B, T, C]), v_first
+
+    def step(self, x, prev, v_first, wkv_state):
+        """One token, Paddle forms: ``x``, ``prev`` ``[B, C]``, ``wkv_state`` ``[B, H, N, N]``.
+
+        Returns ``(out [B, C], v_first, new wkv_state)``.
+        """
+        B, C = x.shape
+        H, N = self.n_head, self.head_size
+        r, decay, k, v, a, b, g, v_first = self._vectors(x.unsqueeze(1), prev, v_first, False)
+        y, wkv_state = wkv7_step(wkv_state, *(t.reshape([B, H, N]) for t in (decay, r, k, v, a, b)))
+        return self._output(y.reshape([B, C]), r, k, v, g, False), v_first, wkv_state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,24 +203,26 @@ class ChannelMix(nn.Layer):
     def __init__(self, n_embd: int, fused_ops: bool = True):
         super().__init__()
         C = n_embd
-        self.fused_ops = fused_ops
+        self.use_cpp = None if fused_ops else False
         self.x_k = _param(self, np.zeros((1, 1, C)))  # starts with the current token only
         self.key = nn.Linear(C, 4 * C, bias_attr=False)
         self.value = nn.Linear(4 * C, C, bias_attr=False)
         nn.initializer.Normal(std=0.1)(self.key.weight)
         nn.initializer.Constant(0.0)(self.value.weight)
 
-    def forward(self, x, xx):
-        """``xx`` = shifted minus current; with ``fused_ops`` it may be None (shifted inside)."""
-        if self.fused_ops and xx is None:
-            B, T, C = x.shape
-            xk = fused_ops_lib.token_shift_mix(x, self.x_k.reshape([1, C])).reshape([B * T, C])
-            h = fused_ops_lib.squared_relu(fused_ops_lib.linear(xk, self.key.weight))
-            return fused_ops_lib.linear(h, self.value.weight).reshape([B, T, C])
-        if xx is None:
-            xx = token_shift(x) - x
-        (xk,) = token_shift_mix(x, xx, [self.x_k])
-        return self.value(squared_relu(self.key(xk)))
+    def _ffn(self, x, prev, use_cpp):
+        B, T, C = x.shape
+        xk = fused.token_shift_mix(x, self.x_k.reshape([1, C]), use_cpp, prev=prev)
+        h = fused.squared_relu(fused.linear(xk.reshape([B * T, C]), self.key.weight, use_cpp), use_cpp)
+        return fused.linear(h, self.value.weight, use_cpp).reshape([B, T, C])
+
+    def forward(self, x):
+        """``x`` ``[B, T, C]`` normalised input -> ``[B, T, C]``."""
+        return self._ffn(x, None, self.use_cpp)
+
+    def step(self, x, prev):
+        """One token, Paddle forms: ``x``, ``prev`` ``[B, C]`` -> ``[B, C]``."""
+        return self._ffn(x.unsqueeze(1), prev, False)[:, 0]
 
 
 class Block(nn.Layer):
@@ -309,7 +230,7 @@ class Block(nn.Layer):
 
     def __init__(self, layer_id, n_embd, n_layer, head_size, ranks, wkv_backend, fused_ops=True):
         super().__init__()
-        self.fused_ops = fused_ops
+        self.use_cpp = None if fused_ops else False
         self.ln1 = nn.LayerNorm(n_embd)  # the seed's ln{i}a
         self.att = TimeMix(n_embd, n_layer, layer_id, head_size, *ranks, wkv_backend=wkv_backend,
                            fused_ops=fused_ops)
@@ -317,25 +238,25 @@ class Block(nn.Layer):
         self.ffn = ChannelMix(n_embd, fused_ops=fused_ops)
 
     def forward(self, x, v_first):
-        if self.fused_ops:  # the token shift happens inside the fused ops
-            dx, v_first = self.att(_layer_norm(self.ln1, x), None, v_first)
-            x = x + dx
-            return x + self.ffn(_layer_norm(self.ln2, x), None), v_first
-        h = self.ln1(x)
-        dx, v_first = self.att(h, token_shift(h) - h, v_first)
+        dx, v_first = self.att(_layer_norm(self.ln1, x, self.use_cpp), v_first)
         x = x + dx
-        h = self.ln2(x)
-        return x + self.ffn(h, token_shift(h) - h), v_first
+        return x + self.ffn(_layer_norm(self.ln2, x, self.use_cpp)), v_first
 
-    def step(self, x, v_first, state):
-        """``x`` ``[B, 1, C]``; ``state`` = (att_prev [B,C], wkv [B,H,N,N], ffn_prev [B,C])."""
-        att_prev, wkv_state, ffn_prev = state
-        h = self.ln1(x)
-        dx, v_first, wkv_state = self.att.step(h, att_prev.unsqueeze(1) - h, v_first, wkv_state)
+    def step(self, x, v_first, att_prev, ffn_prev, wkv_state):
+        """One token, Paddle forms: ``x`` ``[B, C]``; the carried inputs and WKV state of this layer.
+
+        Returns ``(x, v_first, (att_prev, ffn_prev, wkv_state))`` for the next token.
+        """
+        h = _layer_norm(self.ln1, x, False)
+        dx, v_first, wkv_state = self.att.step(h, att_prev, v_first, wkv_state)
         x = x + dx
-        h2 = self.ln2(x)
-        x = x + self.ffn(h2, ffn_prev.unsqueeze(1) - h2)
-        return x, v_first, (h[:, 0], wkv_state, h2[:, 0])
+        h2 = _layer_norm(self.ln2, x, False)
+        return x + self.ffn.step(h2, ffn_prev), v_first, (h, h2, wkv_state)
+
+
+def _layer_norm(ln, x, use_cpp):
+    """``ln(x)`` for an ``nn.LayerNorm`` over the last axis, through ``seqlab.ops.fused``."""
+    return fused.layer_norm(x, ln.weight, ln.bias, ln._epsilon, use_cpp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,10 +276,10 @@ class RWKV7(Model):
         rank_v: LoRA rank of the value-residual gate.
         rank_g: LoRA rank of the output gate.
         wkv_backend: WKV7 back end passed to ``seqlab.ops.wkv7`` (None: its default choice).
-        fused_ops: Run the training forward through the fused C++ ops of ``seqlab.ops.fused``
-            (same maths, ~1e-7 apart in float32; they fall back to Paddle formulas on GPU or when
-            they cannot be built). False: the plain Paddle formulas. RNN ``step()`` always uses
-            the Paddle formulas.
+        fused_ops: Run through the fused C++ ops of ``seqlab.ops.fused`` (same maths, ~1e-7
+            apart in float32; they fall back to their Paddle forms on GPU or when they cannot be
+            built), and RNN ``step()`` through its one-op C++ form when gradients are off.
+            False: the Paddle forms everywhere.
     """
 
     documented_params: int = 30_732
@@ -382,6 +303,7 @@ class RWKV7(Model):
         self.vocab_size, self.n_layer, self.n_embd, self.head_size = vocab_size, n_layer, n_embd, head_size
         self.n_head = n_embd // head_size
         self.fused_ops = fused_ops
+        self.use_cpp = None if fused_ops else False
         ranks = (rank_w, rank_a, rank_v, rank_g)
         self.emb = nn.Embedding(vocab_size, n_embd)  # Paddle's default init, as in the seed
         self.blocks = nn.LayerList(
@@ -389,6 +311,7 @@ class RWKV7(Model):
         )
         self.ln_out = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size)  # with bias, as in the seed
+        self._fused_step_args = None  # see step()
         # param_groups(): the base class's rule (decay on Linear/Embedding weights) is exactly the
         # seed's name rule here; tests/test_models.py checks the two sets agree.
 
@@ -397,34 +320,78 @@ class RWKV7(Model):
         v_first = None  # layer 0's values, shared with later layers (value residual)
         for block in self.blocks:
             x, v_first = block(x, v_first)
-        if self.fused_ops:  # a 2-D matmul: its weight gradient is one GEMM, not a batched reduce
-            B, T, C = x.shape
-            return self.head(_layer_norm(self.ln_out, x).reshape([B * T, C])).reshape([B, T, -1])
-        return self.head(self.ln_out(x))  # [B, T, V]
+        B, T, C = x.shape
+        # The head on 2-D rows: its weight gradient is one GEMM, not a batched reduce.
+        return self.head(_layer_norm(self.ln_out, x, self.use_cpp).reshape([B * T, C])).reshape([B, T, -1])
 
     # -- RNN mode ---------------------------------------------------------------------------------
+    #
+    # The state is one tensor [B, n_layer, 2C + H*N*N]: per layer the TimeMix and FFN inputs of
+    # the previous token (C each, for the token shift), then the H x N x N WKV state (value x
+    # key). One tensor, so that the fused step passes it to its C++ op as is.
 
     def init_state(self, batch_size: int):
-        """Zero state: per layer (att token shift [B,C], WKV state [B,H,N,N], ffn token shift [B,C])."""
-        C, H, N = self.n_embd, self.n_head, self.head_size
-        return [
-            (paddle.zeros([batch_size, C]), paddle.zeros([batch_size, H, N, N]), paddle.zeros([batch_size, C]))
-            for _ in range(self.n_layer)
-        ]
+        """The state before the first token: all zeros, ``[batch_size, n_layer, 2C + H*N*N]``."""
+        return paddle.zeros([batch_size, self.n_layer, self._layer_state_size()])
+
+    def _layer_state_size(self) -> int:
+        return 2 * self.n_embd + self.n_head * self.head_size**2
 
     def step(self, tokens, state):
-        """One token per sequence: ``tokens`` int64 ``[B]`` -> (logits ``[B, V]``, new state)."""
-        x = self.emb(tokens.reshape([-1, 1]))  # [B, 1, C]
-        v_first, new_state = None, []
-        for block, layer_state in zip(self.blocks, state):
-            x, v_first, layer_state = block.step(x, v_first, layer_state)
-            new_state.append(layer_state)
-        return self.head(self.ln_out(x))[:, 0], new_state
+        """One token per sequence: ``tokens`` int64 ``[B]`` -> (logits ``[B, V]``, new state).
+
+        The old state is left unchanged. With ``fused_ops`` and gradients off (inference), on
+        CPU, the whole step is one C++ op; otherwise :meth:`step_plain`.
+        """
+        if self.fused_ops and not paddle.is_grad_enabled() and fused.rwkv7_step_available(state):
+            if self._fused_step_args is None:
+                # Cached: collecting the parameters took ~0.1-0.2 ms per token, more than the
+                # op itself at the seed's size. It stays valid because set_state_dict(),
+                # set_value() and the optimizers update these parameter objects in place.
+                self._fused_step_args = (self.step_params(), self.n_layer, self.head_size,
+                                         self.ln_out._epsilon, self.blocks[0].att.ln_x._epsilon)
+            return fused.rwkv7_step(tokens, state, *self._fused_step_args)
+        return self.step_plain(tokens, state)
+
+    def step_plain(self, tokens, state):
+        """:meth:`step` in Paddle forms (differentiable), the oracle of the fused step."""
+        B, C = tokens.shape[0], self.n_embd
+        H, N = self.n_head, self.head_size
+        x = self.emb(tokens.reshape([B]))  # [B, C]
+        v_first, layers = None, []
+        for i, block in enumerate(self.blocks):
+            s = state[:, i]
+            wkv = s[:, 2 * C:].reshape([B, H, N, N])
+            x, v_first, (att_prev, ffn_prev, wkv) = block.step(x, v_first, s[:, :C], s[:, C:2 * C], wkv)
+            layers.append(paddle.concat([att_prev, ffn_prev, wkv.reshape([B, H * N * N])], axis=1))
+        logits = self.head(_layer_norm(self.ln_out, x, False))
+        return logits, paddle.stack(layers, axis=1)
+
+    def step_params(self) -> list:
+        """The parameters in the order the fused step op reads them (``csrc/fused_cpu.cc``):
+        emb, ln_out weight and bias, head weight and bias, then per layer: ln1 weight, bias; the
+        six mixes x_r x_w x_k x_v x_a x_g; w0 w1 w2, a0 a1 a2, v0 v1 v2, g1 g2; k_k k_a r_k;
+        receptance, key, value, output weights; ln_x weight, bias; ln2 weight, bias; the FFN's
+        x_k, key and value weights."""
+        params = [self.emb.weight, self.ln_out.weight, self.ln_out.bias, self.head.weight, self.head.bias]
+        for block in self.blocks:
+            att, ffn = block.att, block.ffn
+            params += [
+                block.ln1.weight, block.ln1.bias,
+                att.x_r, att.x_w, att.x_k, att.x_v, att.x_a, att.x_g,
+                att.w0, att.w1, att.w2, att.a0, att.a1, att.a2, att.v0, att.v1, att.v2, att.g1, att.g2,
+                att.k_k, att.k_a, att.r_k,
+                att.receptance.weight, att.key.weight, att.value.weight, att.output.weight,
+                att.ln_x.weight, att.ln_x.bias,
+                block.ln2.weight, block.ln2.bias,
+                ffn.x_k, ffn.key.weight, ffn.value.weight,
+            ]  # fmt: skip
+        return params
 
     def state_size(self, seq_len: int) -> int:
-        # Per layer: the H x N x N WKV state plus the two token-shift vectors (TimeMix's and the
-        # FFN's previous normalised input, C each). Independent of seq_len.
-        return self.n_layer * (self.n_head * self.head_size**2 + 2 * self.n_embd)
+        # Per layer: the two token-shift vectors (C each) and the H x N x N WKV state: what
+        # init_state() holds per sequence, independent of seq_len.
+        return self.n_layer * self._layer_state_size()
 
 
 # Parameter names of the seed notebook's MODEL (n_layer = 2), e.g. to load its checkpoints.

@@ -5,12 +5,19 @@
 
 At the defaults (2 layers, 2 heads, C = 32, FFN 128, 129 positions, V = 12) it has exactly the
 seed's 30,380 parameters and uses Paddle's default initialisation, as the seed does.
+
+RNN mode (``init_state`` / ``step``) decodes one token at a time against a preallocated
+``seqlab.nn.KVCache``, running the encoder layers' own sublayers (same weights, same maths as
+``forward``). The learned position table ends at ``max_len``: a step past it is a
+``SeqlabError`` that says so.
 """
 
 from __future__ import annotations
 
 from seqlab._paddle import import_paddle
+from seqlab.errors import SeqlabError
 from seqlab.model import Model
+from seqlab.nn import KVCache
 from seqlab.registry import register_model
 
 paddle = import_paddle()
@@ -57,8 +64,9 @@ class Transformer(Model):
             activation="relu",
             normalize_before=True,  # pre-LN, as in the seed
         )
-        # TransformerEncoder deep-copies `layer` n_layer times; norm=None as in the seed, since
-        # ln_f below is the final norm.
+        # TransformerEncoder (Paddle 3.3) uses `layer` itself as layer 0 and builds the others
+        # fresh from its constructor arguments (each with its own default init; no weights are
+        # copied). norm=None as in the seed, since ln_f below is the final norm.
         self.transformer = nn.TransformerEncoder(layer, num_layers=n_layer)
         self.ln_f = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size)
@@ -90,3 +98,44 @@ class Transformer(Model):
     def state_size(self, seq_len: int) -> int:
         # KV cache: a key and a value vector of C floats per layer per cached token.
         return 2 * self.n_layer * seq_len * self.n_embd
+
+    # -- RNN mode: a preallocated KV cache --------------------------------------------------------
+
+    def _too_long(self, tokens: int) -> SeqlabError:
+        return SeqlabError(
+            f"transformer has learned positions for max_len={self.max_len} tokens and cannot "
+            f"decode {tokens}; generate fewer tokens (prompt + new tokens <= {self.max_len}), or "
+            f"use a model without a position table (transformer_modern, rwkv7), or train one with "
+            f"a larger --model.init_args.max_len."
+        )
+
+    def init_state(self, batch_size: int, max_len: int | None = None):
+        """An empty :class:`~seqlab.nn.KVCache` for ``max_len`` tokens (default and limit: the
+        model's ``max_len``, the end of its position table)."""
+        capacity = self.max_len if max_len is None else max_len
+        if capacity > self.max_len:
+            raise self._too_long(capacity)
+        attn = self.transformer.layers[0].self_attn
+        return KVCache(self.n_layer, batch_size, attn.num_heads, attn.head_dim, capacity,
+                       max_capacity=self.max_len)
+
+    def step(self, tokens, state):
+        """One token per sequence: ``tokens`` int64 ``[B]`` -> (logits ``[B, V]``, the cache).
+
+        The cache is updated in place (and returned). Each encoder layer runs as in its
+        ``forward`` with ``normalize_before=True`` (pre-LN), on one query against the cache.
+        """
+        if state.length >= self.max_len:
+            raise self._too_long(state.length + 1)
+        p = state.next_position()
+        B = tokens.shape[0]
+        x = self.token_emb(tokens.reshape([B, 1])) + self.pos_emb.weight[p : p + 1]  # [B, 1, C]
+        for i, layer in enumerate(self.transformer.layers):
+            attn = layer.self_attn
+            h = layer.norm1(x)
+            shape = [B, 1, attn.num_heads, attn.head_dim]
+            state.write(i, p, attn.k_proj(h).reshape(shape), attn.v_proj(h).reshape(shape))
+            x = x + layer.dropout1(attn.out_proj(state.attend(i, attn.q_proj(h).reshape(shape))))
+            ffn = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x)))))
+            x = x + layer.dropout2(ffn)
+        return self.head(self.ln_f(x))[:, 0], state

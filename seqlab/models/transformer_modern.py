@@ -10,13 +10,16 @@ normal init (std sqrt(2 / (fan_in + fan_out)), embeddings std 1, both cut at 3 s
 
 Defaults: 2 layers, C = 32, 2 heads of 16, SwiGLU hidden 112: 30,624 parameters (V = 12), close to
 the seed's RWKV-7 (30,732) and Transformer (30,380).
+
+RNN mode (``init_state`` / ``step``) decodes one token at a time against a preallocated
+``seqlab.nn.KVCache`` with the same weights; the cache grows by doubling when full.
 """
 
 from __future__ import annotations
 
 from seqlab._paddle import import_paddle
 from seqlab.model import Model
-from seqlab.nn import RMSNorm, RotaryEmbedding, SwiGLU
+from seqlab.nn import KVCache, RMSNorm, RotaryEmbedding, SwiGLU
 from seqlab.registry import register_model
 
 paddle = import_paddle()
@@ -50,6 +53,15 @@ class CausalSelfAttention(nn.Layer):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # softmax(q k^T / sqrt(D)) v
         return self.output_proj(y.reshape([B, T, C]))
 
+    def step(self, x, cache, layer: int, position: int):
+        """One token ``x`` ``[B, 1, C]`` at ``position``: attend over ``cache`` (after adding it)."""
+        B, _, C = x.shape
+        H, D = self.n_head, self.head_dim
+        q = self.rope(self.q_proj(x).reshape([B, 1, H, D]), offset=position)
+        k = self.rope(self.k_proj(x).reshape([B, 1, H, D]), offset=position)
+        cache.write(layer, position, k, self.v_proj(x))
+        return self.output_proj(cache.attend(layer, q))
+
 
 class Block(nn.Layer):
     """Pre-norm block: attention then SwiGLU, each behind an RMSNorm and a residual."""
@@ -63,6 +75,10 @@ class Block(nn.Layer):
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
+        return x + self.ffn(self.ln2(x))
+
+    def step(self, x, cache, layer: int, position: int):
+        x = x + self.attn.step(self.ln1(x), cache, layer, position)
         return x + self.ffn(self.ln2(x))
 
 
@@ -118,3 +134,26 @@ class TransformerModern(Model):
     def state_size(self, seq_len: int) -> int:
         # KV cache: a key and a value vector of C floats per layer per cached token.
         return 2 * self.n_layer * seq_len * self.n_embd
+
+    # -- RNN mode: a preallocated KV cache --------------------------------------------------------
+
+    def init_state(self, batch_size: int, max_len: int | None = None):
+        """An empty :class:`~seqlab.nn.KVCache` for ``max_len`` tokens (default 256).
+
+        RoPE has no position table, so the cache grows (doubling) past ``max_len``; sizing it
+        to the tokens you will decode avoids the growth copies and the masked tail.
+        """
+        head = self.layers[0].attn
+        return KVCache(self.n_layer, batch_size, head.n_head, head.head_dim, max_len or 256)
+
+    def step(self, tokens, state):
+        """One token per sequence: ``tokens`` int64 ``[B]`` -> (logits ``[B, V]``, the cache).
+
+        The cache is updated in place (and returned): the token's keys and values are written
+        at the next position.
+        """
+        position = state.next_position()
+        x = self.token_embeddings(tokens.reshape([-1, 1]))  # [B, 1, C]
+        for i, block in enumerate(self.layers):
+            x = block.step(x, state, i, position)
+        return self.lm_head(self.ln_final(x))[:, 0], state

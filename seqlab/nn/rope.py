@@ -30,25 +30,33 @@ class RotaryEmbedding(nn.Layer):
             raise ValueError(f"RotaryEmbedding needs an even head_dim, got {head_dim}.")
         self.head_dim = head_dim
         self.base = base
-        self._tables: dict[int, tuple] = {}
+        self._tables: tuple | None = None  # (cos, sin), see _cos_sin
 
     def _cos_sin(self, end: int):
-        """cos/sin tables ``[end, 1, head_dim/2]`` for positions ``0..end-1`` (cached)."""
-        if end not in self._tables:
+        """cos/sin tables ``[n, 1, head_dim/2]`` for positions ``0..n-1``, ``n >= end`` (cached).
+
+        One table is kept, of the longest length asked for. Training asks for one T; decoding
+        one token at a time asks for T + 1, T + 2, ..., so a longer table is built at twice
+        the length, a rebuild per doubling rather than per token. Each entry depends only on
+        its own position, so the table's length never changes a value.
+        """
+        if self._tables is None or self._tables[0].shape[0] < end:
+            n = end if self._tables is None else max(end, 2 * self._tables[0].shape[0])
             i = paddle.arange(self.head_dim // 2, dtype="float64")
             theta = paddle.pow(paddle.to_tensor(self.base, dtype="float64"), -2.0 * i / self.head_dim)
-            angles = paddle.arange(end, dtype="float64").unsqueeze(-1) * theta  # [end, D/2]
+            angles = paddle.arange(n, dtype="float64").unsqueeze(-1) * theta  # [n, D/2]
             # float64 angles: p * theta loses digits in float32 for long sequences.
             cos = paddle.cos(angles).astype("float32").unsqueeze(1)
             sin = paddle.sin(angles).astype("float32").unsqueeze(1)
-            self._tables = {end: (cos, sin)}  # keep one length: training uses one T
-        return self._tables[end]
+            self._tables = (cos, sin)
+        return self._tables
 
     def forward(self, x, offset: int = 0):
         """Rotate ``x`` ``[B, T, H, D]`` as if its first token sat at position ``offset``."""
         B, T, H, D = x.shape
         cos, sin = self._cos_sin(offset + T)
-        cos, sin = cos[offset:], sin[offset:]  # [T, 1, D/2], broadcast over B and H
+        if cos.shape[0] != T:  # [T, 1, D/2], broadcast over B and H
+            cos, sin = cos[offset : offset + T], sin[offset : offset + T]
         pairs = x.reshape([B, T, H, D // 2, 2])
         x_even, x_odd = pairs[..., 0], pairs[..., 1]  # [B, T, H, D/2]
         out_even = cos * x_even - sin * x_odd

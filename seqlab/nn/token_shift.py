@@ -1,22 +1,16 @@
-"""Token shift: the one-step look-back RWKV mixes into every projection."""
+"""Token shift: the one-step look-back RWKV mixes into every projection.
+
+The shift itself lives in ``seqlab.ops.fused`` (the one home of RWKV-7's formulas, beside the
+fused token-shift-mix ops built on it); this module gives it its ``nn`` name and a layer.
+"""
 
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
+from seqlab.ops.fused import token_shift
 
-def token_shift(x, prev=None):
-    """The sequence delayed by one step: ``out[:, t] = x[:, t-1]``; ``out[:, 0] = prev``.
-
-    Args:
-        x: ``[B, T, C]``.
-        prev: ``[B, C]`` last token of the previous chunk (RNN mode), or None for zeros (the
-            start of a sequence).
-    """
-    B, T, C = x.shape
-    first = paddle.zeros([B, 1, C], dtype=x.dtype) if prev is None else prev.unsqueeze(1)
-    return paddle.concat([first, x[:, : T - 1]], axis=1) if T > 1 else first
+__all__ = ["TokenShift", "token_shift"]
 
 
 class TokenShift(nn.Layer):

@@ -133,6 +133,47 @@ def _render(tokens) -> str:
     return "".join(VOCAB[int(t)] for t in tokens)
 
 
+def encode(text: str) -> list[int]:
+    """Token ids of ``text``: ``'0'..'9' -> 0..9``, ``',' -> 10``, ``'#' -> 11``."""
+    ids = []
+    for i, ch in enumerate(text):
+        token = VOCAB.find(ch)
+        if token < 0:
+            raise SeqlabError(
+                f"reverse_digits: the character {ch!r} (position {i + 1} of {text!r}) is not in "
+                f"the vocabulary {VOCAB!r}; write prompts with digits, ',' and '#' only."
+            )
+        ids.append(token)
+    return ids
+
+
+def decode(ids) -> str:
+    """Text of token ids (the inverse of :func:`encode`)."""
+    bad = [int(t) for t in ids if not 0 <= int(t) < len(VOCAB)]
+    if bad:
+        raise SeqlabError(
+            f"reverse_digits: token id {bad[0]} is outside the vocabulary 0..{len(VOCAB) - 1}."
+        )
+    return _render(ids)
+
+
+def expected_continuation(prompt: str) -> str:
+    """What a correct model writes after ``prompt``: ``'12345,' -> '54321#'``, ``'12345' -> ',54321#'``.
+
+    Only the last number counts (the text after the last ``#``), so a prompt may hold earlier
+    solved examples. A prompt that does not end in a number (and maybe its comma) has no
+    defined answer: ``SeqlabError``.
+    """
+    encode(prompt)  # the characters are checked first, with their own message
+    digits, comma, rest = prompt.rsplit("#", 1)[-1].partition(",")
+    if not digits or rest:
+        raise SeqlabError(
+            f"reverse_digits: {prompt!r} does not end in a number to reverse; end the prompt "
+            f"with digits and a comma, e.g. '12345,'."
+        )
+    return ("" if comma else ",") + digits[::-1] + "#"
+
+
 @register_task("reverse_digits")
 class ReverseDigits(Task):
     """Reverse a number of up to 60 digits: ``12345,54321#`` (the seed's task).
@@ -309,6 +350,28 @@ class ReverseDigits(Task):
                 )
             )
         return "\n\n".join(blocks)
+
+
+    # ----------------------------------------------------------------- text
+    #: Generation stops after this token: an answer ends with '#'.
+    stop_token = HASH
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; a character outside ``0-9 , #`` is a ``SeqlabError`` naming it."""
+        return encode(text)
+
+    def decode(self, ids) -> str:
+        """Text of token ids."""
+        return decode(ids)
+
+    def expected_continuation(self, prompt: str) -> str:
+        """The right answer after ``prompt`` (``'12345,' -> '54321#'``); see the module function."""
+        return expected_continuation(prompt)
+
+    def is_correct_continuation(self, prompt: str, continuation: str) -> bool:
+        """Whether ``continuation`` begins with the right answer (text after it is ignored)."""
+        expected = expected_continuation(prompt)
+        return continuation[: len(expected)] == expected
 
 
 def _logits(model, inputs: np.ndarray) -> np.ndarray:

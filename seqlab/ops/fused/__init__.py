@@ -28,6 +28,16 @@ The RWKV-7 TimeMix layer's element-wise work between its matmuls (used by ``RWKV
 
 Every ``[C]`` parameter's gradient is a row reduction inside the op (per-thread, in double),
 where Paddle's broadcast-multiply gradients reduced over B x T slowly.
+
+One home per formula: each op's Paddle form is the ``*_reference`` function (or the short
+expression in the op's fallback branch) in this module, and nowhere else. RWKV-7's plain path
+(``RWKV7(fused_ops=False)``) and its plain RNN step call these same functions with
+``use_cpp=False``; its fused path calls them with the default.
+
+RNN mode (inference only, no backward): ``rwkv7_step`` runs one token of a whole RWKV-7 model
+for every sequence of a batch in ONE C++ op (``csrc/fused_cpu.cc``, "RWKV-7 RNN step"). It
+reuses the row kernels of the ops above; the Paddle form it must match is RWKV-7's plain step,
+built from the ``*_reference`` functions here and ``seqlab.ops.wkv7.wkv7_step``.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import paddle.nn.functional as F
 from seqlab.ops._build import OpBuildError, load_cpu_ops, num_threads
 
 ENV_VAR = "SEQLAB_FUSED"
+_EXP_MINUS_HALF = 0.6065306597126334  # exp(-0.5)
 _STATE: dict[str, object] = {}  # "ops": loaded module or None after a failed build
 
 
@@ -68,30 +79,61 @@ def _ops(x, use_cpp):
     return _STATE["ops"]
 
 
-def token_shift_mix_reference(x, mixes):
+def _no_carry(prev, use_cpp, name):
+    """The C++ sequence ops start every row at t = 0; a carried previous token needs Paddle."""
+    if prev is not None and use_cpp:
+        raise ValueError(f"{name}: the C++ op has no `prev` input; pass use_cpp=None or False")
+    return False if prev is not None else use_cpp
+
+
+def token_shift(x, prev=None):
+    """The sequence delayed by one step: ``out[:, t] = x[:, t-1]``, ``out[:, 0] = prev`` (or 0).
+
+    ``x`` ``[B, T, C]``; ``prev`` ``[B, C]`` is the token before ``x[:, 0]`` (RNN mode), None at
+    the start of a sequence. The one home of the shift (``seqlab.nn.token_shift`` is this).
+    """
+    if prev is None:
+        return F.pad(x, [1, 0], mode="constant", value=0.0, data_format="NLC")[:, :-1]
+    first = prev.unsqueeze(1)
+    return paddle.concat([first, x[:, :-1]], axis=1) if x.shape[1] > 1 else first
+
+
+def _token_shift_mixes(x, mixes, prev=None):
+    """``[x + (shift(x) - x) * m for m in mixes]``, each ``m`` any shape of C elements."""
+    C = x.shape[-1]
+    xx = token_shift(x, prev) - x
+    return [x + xx * m.reshape([C]) for m in mixes]
+
+
+def token_shift_mix_reference(x, mixes, prev=None):
     """Paddle formula: ``[K,B,T,C]`` with ``x + (shift(x) - x) * mixes[i]``."""
-    shifted = F.pad(x, [1, 0], mode="constant", value=0.0, data_format="NLC")[:, :-1]
-    return x.unsqueeze(0) + (shifted - x).unsqueeze(0) * mixes.unsqueeze(1).unsqueeze(1)
+    return paddle.stack(_token_shift_mixes(x, [mixes[i] for i in range(mixes.shape[0])], prev))
 
 
-def token_shift_mix(x, mixes, use_cpp: bool | None = None):
+def token_shift_mix(x, mixes, use_cpp: bool | None = None, prev=None):
     """RWKV token shift mixed with K learned ``[C]`` vectors at once: ``[K, B, T, C]``.
 
     ``x`` is ``[B, T, C]``, ``mixes`` is ``[K, C]`` (e.g. the six time-mix vectors ``x_r, x_w,
-    x_k, x_v, x_a, x_g`` stacked, or the one FFN vector). Gradients flow to both.
+    x_k, x_v, x_a, x_g`` stacked, or the one FFN vector). Gradients flow to both. ``prev``
+    (``[B, C]``, RNN mode) is the token before ``x[:, 0]``; it runs the Paddle formula.
     """
-    ops = _ops(x, use_cpp)
+    ops = _ops(x, _no_carry(prev, use_cpp, "token_shift_mix"))
     if ops is None:
-        return token_shift_mix_reference(x, mixes)
+        return token_shift_mix_reference(x, mixes, prev)
     return ops.seqlab_token_shift_mix(x, mixes, num_threads())
+
+
+def squared_relu_reference(x):
+    """``relu(x) ** 2``, as a product: ``pow`` is ~50 ms slower per FFN on CPU (FACTS.md)."""
+    r = F.relu(x)
+    return r * r
 
 
 def squared_relu(x, use_cpp: bool | None = None):
     """``relu(x) ** 2`` (the RWKV FFN activation) with a one-pass backward."""
     ops = _ops(x, use_cpp)
     if ops is None:
-        r = F.relu(x)
-        return r * r
+        return squared_relu_reference(x)
     return ops.seqlab_squared_relu(x, num_threads())
 
 
@@ -109,33 +151,45 @@ def l2_normalize(x, axis: int = -1, eps: float = 1e-12, use_cpp: bool | None = N
 # Rows are the flattened leading axes (B*T); [C] parameters may have any shape of C elements.
 
 
-def token_shift_mix6(x, mixes, use_cpp: bool | None = None):
+def token_shift_mix6(x, mixes, use_cpp: bool | None = None, prev=None):
     """Six token-shift mixes at once: ``[x + (shift(x) - x) * m for m in mixes]`` (``x`` [B,T,C]).
 
-    Returns a list of six ``[B, T, C]`` tensors; gradients flow to ``x`` and each mix.
+    Returns a list of six ``[B, T, C]`` tensors; gradients flow to ``x`` and each mix. ``prev``
+    as in :func:`token_shift_mix`.
     """
     if len(mixes) != 6:
         raise ValueError("token_shift_mix6 takes exactly six mixes")
-    ops = _ops(x, use_cpp)
+    ops = _ops(x, _no_carry(prev, use_cpp, "token_shift_mix6"))
     if ops is None:
-        shifted = F.pad(x, [1, 0], mode="constant", value=0.0, data_format="NLC")[:, :-1]
-        xx = shifted - x
-        return [x + xx * m for m in mixes]
+        return _token_shift_mixes(x, mixes, prev)
     return list(ops.seqlab_token_shift_mix6(x, *mixes, num_threads()))
 
 
+def l2_normalize_heads_reference(x, head_size: int, eps: float = 1e-12):
+    """``x / max(||x||_2, eps)`` over each head's ``head_size`` channels of the last axis.
+
+    The seed's ``F.normalize(..., p=2, epsilon=1e-12)`` per head, spelled out because
+    ``F.normalize``'s backward costs ~41 ms per layer on CPU; the values agree to rounding.
+    """
+    shape = list(x.shape)
+    xh = x.reshape(shape[:-1] + [shape[-1] // head_size, head_size])
+    norm = paddle.sqrt((xh * xh).sum(axis=-1, keepdim=True))
+    return (xh / paddle.clip(norm, min=eps)).reshape(shape)
+
+
 def rwkv7_tmix_pre_reference(k, wl, al, w0, a0, k_k, k_a, head_size):
+    """Paddle form of :func:`rwkv7_tmix_pre` (the seed's TimeMix lines, in its order)."""
     C = k.shape[-1]
     w0, a0, k_k, k_a = (p.reshape([C]) for p in (w0, a0, k_k, k_a))
-    w = -F.softplus(-(w0 + wl)) - 0.5
-    a = F.sigmoid(a0 + al)
-    kk = k * k_k
-    shape = list(kk.shape)
-    kh = kk.reshape(shape[:-1] + [C // head_size, head_size])
-    norm = paddle.sqrt((kh * kh).sum(axis=-1, keepdim=True))
-    kk = (kh / paddle.clip(norm, min=1e-12)).reshape(shape)
+    # The seed: w = -softplus(-(w0 + wl)) - 0.5 (log(-log(decay)), soft-clamped to <= -0.5) and
+    # decay = exp(-exp(w)), in [0.545, 1). Since exp(-softplus(-u)) = sigmoid(u), that is
+    # decay = exp(-e^-0.5 * sigmoid(w0 + wl)): the same function in fewer roundings, as the C++
+    # op computes it (tests/test_fused_ops.py checks it against the seed's form).
+    decay = paddle.exp(-_EXP_MINUS_HALF * F.sigmoid(w0 + wl))
+    a = F.sigmoid(a0 + al)  # in-context learning rate in (0, 1)
+    kk = l2_normalize_heads_reference(k * k_k, head_size)  # the delta rule's removal direction
     kout = k * (1 + (a - 1) * k_a)
-    return paddle.exp(-paddle.exp(w)), kout, -kk, kk * a
+    return decay, kout, -kk, kk * a
 
 
 def rwkv7_tmix_pre(k, wl, al, w0, a0, k_k, k_a, head_size: int, use_cpp: bool | None = None):
@@ -151,15 +205,21 @@ def rwkv7_tmix_pre(k, wl, al, w0, a0, k_k, k_a, head_size: int, use_cpp: bool | 
     return tuple(ops.seqlab_rwkv7_tmix_pre(k, wl, al, w0, a0, k_k, k_a, int(head_size), num_threads()))
 
 
+def rwkv7_vres_reference(v, v_first, vl, v0):
+    """Paddle form of :func:`rwkv7_vres`."""
+    return v + (v_first - v) * F.sigmoid(v0.reshape([v.shape[-1]]) + vl)
+
+
 def rwkv7_vres(v, v_first, vl, v0, use_cpp: bool | None = None):
-    """Value residual ``v + (v_first - v) * sigmoid(v0 + vl)``."""
+    """Value residual ``v + (v_first - v) * sigmoid(v0 + vl)``: later layers blend toward layer 0."""
     ops = _ops(v, use_cpp)
     if ops is None:
-        return v + (v_first - v) * F.sigmoid(v0.reshape([v.shape[-1]]) + vl)
+        return rwkv7_vres_reference(v, v_first, vl, v0)
     return ops.seqlab_rwkv7_vres(v, v_first, vl, v0, num_threads())
 
 
 def rwkv7_tmix_post_reference(y, r, k, v, g, r_k, gn_w, gn_b, head_size, eps):
+    """Paddle form of :func:`rwkv7_tmix_post` (the seed's ``ln_x`` GroupNorm, written out)."""
     shape = list(y.shape)
     C = shape[-1]
     H = C // head_size
@@ -201,14 +261,48 @@ def layer_norm(x, weight, bias, eps: float = 1e-5, use_cpp: bool | None = None):
     return ops.seqlab_layer_norm(x, weight, bias, float(eps), num_threads())
 
 
+# ---------------------------------------------------------------------------------------------
+# RWKV-7 RNN mode: one token through the whole model in one C++ op (inference only).
+
+
+def rwkv7_step_available(x) -> bool:
+    """Whether :func:`rwkv7_step` can run for tensor ``x``: a CPU tensor, the ops built, and
+    ``SEQLAB_FUSED`` not set to ``paddle`` (then callers use their Paddle step)."""
+    return _ops(x, None) is not None
+
+
+def rwkv7_step(tokens, state, params, n_layer: int, head_size: int, ln_eps: float, gn_eps: float):
+    """One RWKV-7 token for every sequence: ``(logits [B, V], new_state)``; no gradients.
+
+    ``tokens`` int64 ``[B]``; ``state`` ``[B, n_layer, 2C + H*N*N]`` (per layer: the TimeMix and
+    FFN token-shift inputs of the previous token, then the H x N x N WKV state, value x key);
+    ``params`` the model's parameters in the order ``RWKV7.step_params()`` documents. The old
+    state is not modified.
+    """
+    ops = _ops(state, True)
+    logits, new_state = ops.seqlab_rwkv7_step(
+        tokens, state, list(params), int(n_layer), int(head_size), float(ln_eps), float(gn_eps),
+        num_threads(),
+    )
+    return logits, new_state
+
+
 __all__ = [
     "l2_normalize",
+    "l2_normalize_heads_reference",
     "layer_norm",
     "linear",
+    "rwkv7_step",
+    "rwkv7_step_available",
     "rwkv7_tmix_post",
+    "rwkv7_tmix_post_reference",
     "rwkv7_tmix_pre",
+    "rwkv7_tmix_pre_reference",
     "rwkv7_vres",
+    "rwkv7_vres_reference",
     "squared_relu",
+    "squared_relu_reference",
+    "token_shift",
     "token_shift_mix",
     "token_shift_mix6",
     "token_shift_mix_reference",

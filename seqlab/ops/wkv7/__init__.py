@@ -34,13 +34,13 @@ import warnings
 
 from seqlab.ops._build import OpBuildError
 from seqlab.ops.wkv7.chunked import wkv7_chunked
-from seqlab.ops.wkv7.reference import wkv7_reference
+from seqlab.ops.wkv7.reference import wkv7_reference, wkv7_step
 
 BACKENDS = ("reference", "chunked", "cpp", "cuda")
 ENV_VAR = "SEQLAB_WKV7"
 
-# Automatic choice per device kind ("cpu"/"gpu"), decided once per process so that a failed
-# build is tried (and warned about) only once.
+# The automatic CPU choice, decided once per process so that a failed build is tried (and
+# warned about) only once. (GPU tensors always get "chunked"; see the module docstring.)
 _AUTO: dict[str, str] = {}
 
 
@@ -78,23 +78,21 @@ def resolve_backend(backend: str | None = None, x=None) -> str:
                 f"unknown WKV7 back end {name!r} (from {source}); valid: {', '.join(BACKENDS)}"
             )
         return name
-    kind = "gpu" if _is_gpu(x) else "cpu"
-    if kind == "gpu":
+    if _is_gpu(x):
         return "chunked"  # see the module docstring: cuda stays opt-in until tested on a GPU
-    if kind not in _AUTO:
-        native = "cuda" if kind == "gpu" else "cpp"
+    if "cpu" not in _AUTO:
         try:
-            _load(native)
-            _AUTO[kind] = native
+            _load("cpp")
+            _AUTO["cpu"] = "cpp"
         except OpBuildError as exc:
             warnings.warn(
-                f"seqlab: the {native} WKV7 op could not be built, using the slower 'chunked' "
+                f"seqlab: the cpp WKV7 op could not be built, using the slower 'chunked' "
                 f"back end instead (set {ENV_VAR}=chunked to silence this). Cause: {exc}",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            _AUTO[kind] = "chunked"
-    return _AUTO[kind]
+            _AUTO["cpu"] = "chunked"
+    return _AUTO["cpu"]
 
 
 def available_backends() -> list[str]:
@@ -150,4 +148,5 @@ __all__ = [
     "wkv7",
     "wkv7_chunked",
     "wkv7_reference",
+    "wkv7_step",
 ]

@@ -4,11 +4,24 @@ Per head, with state S in R^{N x N} (rows: value channel i, columns: key channel
 
     S_t = S_{t-1} * diag(w_t) + (S_{t-1} a_t) b_t^T + v_t k_t^T
     y_t = S_t q_t
+
+:func:`wkv7_step` is one step of it, the loop body of :func:`wkv7_reference` and the recurrence
+of RWKV-7's plain RNN mode (``seqlab.models.rwkv7``), so both run the same maths.
 """
 
 from __future__ import annotations
 
 import paddle
+
+
+def wkv7_step(state, w, q, k, v, a, b):
+    """One step: ``state`` ``[B, H, N, N]`` (value x key), the rest ``[B, H, N]``.
+
+    Returns ``(y [B, H, N], new_state)``; ``w`` is the decay in (0, 1).
+    """
+    sa = (state * a.unsqueeze(2)).sum(axis=-1, keepdim=True)  # [B,H,N,1] = S a
+    state = state * w.unsqueeze(2) + sa * b.unsqueeze(2) + v.unsqueeze(3) * k.unsqueeze(2)
+    return (state * q.unsqueeze(2)).sum(axis=-1), state  # y = S q
 
 
 def wkv7_reference(w, q, k, v, a, b):
@@ -17,8 +30,6 @@ def wkv7_reference(w, q, k, v, a, b):
     state = paddle.zeros([B, H, N, N], dtype=w.dtype)
     ys = []
     for t in range(T):
-        wt, qt, kt, vt, at, bt = (x[:, t] for x in (w, q, k, v, a, b))
-        sa = (state * at.unsqueeze(2)).sum(axis=-1, keepdim=True)  # [B,H,N,1] = S a
-        state = state * wt.unsqueeze(2) + sa * bt.unsqueeze(2) + vt.unsqueeze(3) * kt.unsqueeze(2)
-        ys.append((state * qt.unsqueeze(2)).sum(axis=-1))  # [B,H,N] = S q
+        y, state = wkv7_step(state, *(x[:, t] for x in (w, q, k, v, a, b)))
+        ys.append(y)
     return paddle.stack(ys, axis=1)

@@ -1482,3 +1482,240 @@ PD_BUILD_GRAD_OP(seqlab_layer_norm)
     .Outputs({paddle::Grad("x"), paddle::Grad("w"), paddle::Grad("b")})
     .Attrs({"eps: float", "num_threads: int"})
     .SetKernelFn(PD_KERNEL(LayerNormBackward));
+
+// ================================================================ RWKV-7 RNN step (inference)
+//
+// One token through a whole RWKV-7 model, for every sequence of a batch, in ONE op:
+//
+//   x = emb[token]
+//   per layer:  h = LN1(x);  TimeMix(h, carried previous h, carried WKV state);  x += ...
+//               h2 = LN2(x); x += FFN(h2, carried previous h2)
+//   logits = LN_out(x) @ head_w + head_b
+//
+// Why: the same step in Paddle eager runs ~110 small ops at B = 1 (2 layers), each ~3-20 us of
+// dispatch overhead for a few dozen flops; generation was bound by that overhead
+// (benchmarks/RESULTS.md, "Generation"). One op per token removes it.
+//
+// No formula of its own beyond the one-step recurrence and the token-shift mix with a carried
+// previous token: the rest calls the row kernels of the training ops above (layer_norm_fwd,
+// linear, tmix_pre_fwd, vres_fwd, tmix_post_fwd, squared_relu_fwd). Its Paddle form is
+// RWKV7.step_plain (seqlab/models/rwkv7.py), built from seqlab/ops/fused's reference forms and
+// seqlab/ops/wkv7/reference.py's wkv7_step; tests/test_rwkv7_fast.py compares them.
+//
+// state [B, L, 2C + H*N*N]: per layer att_prev (C), ffn_prev (C), S (H x N x N, S[h][i][j] with
+// i the value channel, j the key channel). A new state tensor is returned; the input is unchanged.
+// params: emb, ln_out.w, ln_out.b, head.w, head.b, then kLayerParams per layer in LayerParam
+// order (RWKV7.step_params()).
+
+namespace {
+
+enum LayerParam {
+  kLn1W, kLn1B, kXr, kXw, kXk, kXv, kXa, kXg, kW0, kW1, kW2, kA0, kA1, kA2, kV0, kV1, kV2,
+  kG1, kG2, kKk, kKa, kRk, kWr, kWk, kWv, kWo, kGnW, kGnB, kLn2W, kLn2B, kFx, kFk, kFv,
+  kLayerParams
+};
+constexpr int kModelParams = 5;  // emb, ln_out.w, ln_out.b, head.w, head.b
+
+// y [rows, N] = x [rows, K] @ w [K, N], any sizes (the AVX kernel when it applies).
+template <typename T>
+void matmul_rows(const T* x, const T* w, T* y, int64_t rows, int64_t K, int64_t N, int nt) {
+  if (linear_fwd_fast(x, w, y, rows, K, N, nt)) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* yr = y + r * N;
+    std::fill(yr, yr + N, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const T xv = x[r * K + k];
+      const T* wk = w + k * N;
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) yr[n] += xv * wk[n];
+    }
+  }
+}
+
+// One WKV7 step per (b, h) (seqlab/ops/wkv7/reference.py: wkv7_step), S read from s_in and
+// written to s_out (row layout, value x key), batch stride `stride` elements:
+//   sa = S a;  S' = S diag(w) + sa b^T + v k^T;  y = S' q
+template <typename T>
+void wkv7_one_step(const T* s_in, T* s_out, int64_t stride, const T* w, const T* q, const T* k,
+                   const T* v, const T* a, const T* b, T* y, int64_t B, int64_t H, int64_t N,
+                   int nt) {
+  parallel_rows(B * H, threads_for(B * H * N * N * 4, nt), [&](int, int64_t lo, int64_t hi) {
+    for (int64_t bh = lo; bh < hi; ++bh) {
+      const int64_t bi = bh / H, h = bh % H;
+      const T* S = s_in + bi * stride + h * N * N;
+      T* So = s_out + bi * stride + h * N * N;
+      const int64_t o = bi * H * N + h * N;  // [B, C] rows, head h at channel h * N
+      const T *wv = w + o, *qv = q + o, *kv = k + o, *vv = v + o, *av = a + o, *bv = b + o;
+      for (int64_t i = 0; i < N; ++i) {
+        const T* Si = S + i * N;
+        T* Soi = So + i * N;
+        T sa = 0;
+#pragma omp simd reduction(+ : sa)
+        for (int64_t j = 0; j < N; ++j) sa += Si[j] * av[j];
+        const T vi = vv[i];
+        T yi = 0;
+#pragma omp simd reduction(+ : yi)
+        for (int64_t j = 0; j < N; ++j) {
+          const T s = Si[j] * wv[j] + sa * bv[j] + vi * kv[j];
+          Soi[j] = s;
+          yi += s * qv[j];
+        }
+        y[o + i] = yi;
+      }
+    }
+  }, 1);
+}
+
+// out_i = x + (prev - x) * m_i for each of `count` mixes m_i [C]; rows of x, prev: stride C / ps.
+template <typename T>
+void mix_with_prev(const T* x, const T* prev, int64_t prev_stride, const T* const* m, T* const* out,
+                   int count, int64_t B, int64_t C) {
+  for (int64_t bi = 0; bi < B; ++bi) {
+    const T* xr = x + bi * C;
+    const T* pr = prev + bi * prev_stride;
+    for (int i = 0; i < count; ++i) {
+      T* o = out[i] + bi * C;
+      const T* mi = m[i];
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) o[c] = xr[c] + (pr[c] - xr[c]) * mi[c];
+    }
+  }
+}
+
+template <typename T>
+void rwkv7_step(const int64_t* tokens, const T* state, T* new_state, const std::vector<const T*>& P,
+                T* logits, int64_t B, int64_t L, int64_t C, int64_t H, int64_t N, int64_t V,
+                int64_t rw, int64_t ra, int64_t rv, int64_t rg, T ln_eps, T gn_eps, int nt) {
+  const int64_t S = 2 * C + H * N * N, stride = L * S, F4 = 4 * C;
+  const int64_t rmax = std::max(std::max(rw, ra), std::max(rv, rg));
+  std::vector<T> buf(static_cast<size_t>(B) * (22 * C + 2 * F4 + rmax));
+  T* p = buf.data();
+  auto take = [&](int64_t n) { T* q = p; p += B * n; return q; };
+  T *x = take(C), *h = take(C), *vf = take(C), *xr = take(C), *xw = take(C), *xk = take(C),
+    *xv = take(C), *xa = take(C), *xg = take(C), *r = take(C), *k = take(C), *v = take(C),
+    *v2 = take(C), *wl = take(C), *al = take(C), *g = take(C), *dec = take(C), *kout = take(C),
+    *wa = take(C), *wb = take(C), *y = take(C), *z = take(C), *hid = take(F4), *hid2 = take(F4),
+    *lo = take(rmax);
+  const T* emb = P[0];
+  for (int64_t bi = 0; bi < B; ++bi) std::copy(emb + tokens[bi] * C, emb + (tokens[bi] + 1) * C, x + bi * C);
+
+  for (int64_t l = 0; l < L; ++l) {
+    const T* const* W = P.data() + kModelParams + l * kLayerParams;
+    const T* s_in = state + l * S;
+    T* s_out = new_state + l * S;
+    // ---- TimeMix
+    layer_norm_fwd(x, W[kLn1W], W[kLn1B], h, B, C, ln_eps, nt);
+    const T* mixes[6] = {W[kXr], W[kXw], W[kXk], W[kXv], W[kXa], W[kXg]};
+    T* mixed[6] = {xr, xw, xk, xv, xa, xg};
+    mix_with_prev(h, s_in, stride, mixes, mixed, 6, B, C);
+    matmul_rows(xr, W[kWr], r, B, C, C, nt);
+    matmul_rows(xk, W[kWk], k, B, C, C, nt);
+    matmul_rows(xv, W[kWv], v, B, C, C, nt);
+    if (l == 0) {
+      std::copy(v, v + B * C, vf);
+    } else {  // value residual
+      matmul_rows(xv, W[kV1], lo, B, C, rv, nt);
+      matmul_rows(lo, W[kV2], wl, B, rv, C, nt);  // wl as scratch
+      vres_fwd(v, vf, wl, W[kV0], v2, B, C, nt);
+      std::copy(v2, v2 + B * C, v);
+    }
+    matmul_rows(xw, W[kW1], lo, B, C, rw, nt);
+    for (int64_t i = 0; i < B * rw; ++i) lo[i] = std::tanh(lo[i]);
+    matmul_rows(lo, W[kW2], wl, B, rw, C, nt);
+    matmul_rows(xa, W[kA1], lo, B, C, ra, nt);
+    matmul_rows(lo, W[kA2], al, B, ra, C, nt);
+    matmul_rows(xg, W[kG1], lo, B, C, rg, nt);
+    for (int64_t i = 0; i < B * rg; ++i) lo[i] = sigmoid_(lo[i]);
+    matmul_rows(lo, W[kG2], g, B, rg, C, nt);
+    tmix_pre_fwd(k, wl, al, W[kW0], W[kA0], W[kKk], W[kKa], dec, kout, wa, wb, B, C, N, nt);
+    wkv7_one_step(s_in + 2 * C, s_out + 2 * C, stride, dec, r, kout, v, wa, wb, y, B, H, N, nt);
+    tmix_post_fwd(y, r, kout, v, g, W[kRk], W[kGnW], W[kGnB], z, B, C, N, gn_eps, nt);
+    matmul_rows(z, W[kWo], y, B, C, C, nt);
+    for (int64_t bi = 0; bi < B; ++bi) {
+      std::copy(h + bi * C, h + (bi + 1) * C, s_out + bi * stride);  // next token's att_prev
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) x[bi * C + c] += y[bi * C + c];
+    }
+    // ---- ChannelMix
+    layer_norm_fwd(x, W[kLn2W], W[kLn2B], h, B, C, ln_eps, nt);
+    const T* fmix[1] = {W[kFx]};
+    T* fout[1] = {xk};
+    mix_with_prev(h, s_in + C, stride, fmix, fout, 1, B, C);
+    matmul_rows(xk, W[kFk], hid, B, C, F4, nt);
+    squared_relu_fwd(hid, hid2, B * F4, nt);
+    matmul_rows(hid2, W[kFv], y, B, F4, C, nt);
+    for (int64_t bi = 0; bi < B; ++bi) {
+      std::copy(h + bi * C, h + (bi + 1) * C, s_out + bi * stride + C);  // next ffn_prev
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) x[bi * C + c] += y[bi * C + c];
+    }
+  }
+  layer_norm_fwd(x, P[1], P[2], h, B, C, ln_eps, nt);
+  matmul_rows(h, P[3], logits, B, C, V, nt);
+  for (int64_t bi = 0; bi < B; ++bi)
+    for (int64_t n = 0; n < V; ++n) logits[bi * V + n] += P[4][n];
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> Rwkv7StepForward(const paddle::Tensor& tokens_,
+                                             const paddle::Tensor& state_,
+                                             const std::vector<paddle::Tensor>& params_,
+                                             int n_layer, int head_size, float ln_eps,
+                                             float gn_eps, int num_threads) {
+  PD_CHECK(state_.is_cpu() && tokens_.is_cpu(), "seqlab rwkv7_step: CPU tensors only");
+  PD_CHECK(tokens_.dtype() == paddle::DataType::INT64, "seqlab rwkv7_step: tokens must be int64");
+  PD_CHECK(state_.shape().size() == 3 && state_.shape()[1] == n_layer,
+           "seqlab rwkv7_step: state must be [B, n_layer, 2C + H*N*N]");
+  PD_CHECK(static_cast<int64_t>(params_.size()) == kModelParams + int64_t(n_layer) * kLayerParams,
+           "seqlab rwkv7_step: wrong number of parameters (see RWKV7.step_params)");
+  auto tokens = dense(tokens_), state = dense(state_);
+  std::vector<paddle::Tensor> params;
+  for (const auto& t : params_) {
+    PD_CHECK(t.dtype() == state.dtype(), "seqlab rwkv7_step: parameter dtype differs from state");
+    params.push_back(dense(t));
+  }
+  const int64_t B = state.shape()[0], L = n_layer, N = head_size;
+  const int64_t V = params[3].shape()[1];
+  const int64_t C = params[0].shape()[1], H = C / N;
+  PD_CHECK(C % N == 0 && C <= 512, "seqlab rwkv7_step: C must be a multiple of head_size, <= 512");
+  PD_CHECK(state.shape()[2] == 2 * C + H * N * N, "seqlab rwkv7_step: state width != 2C + H*N*N");
+  PD_CHECK(tokens.numel() == B, "seqlab rwkv7_step: one token per sequence");
+  const int64_t vocab = params[0].shape()[0];
+  const int64_t* tk = tokens.data<int64_t>();
+  for (int64_t bi = 0; bi < B; ++bi)
+    PD_CHECK(tk[bi] >= 0 && tk[bi] < vocab, "seqlab rwkv7_step: token id out of range");
+  const paddle::Tensor* W0 = params.data() + kModelParams;
+  const int64_t rw = W0[kW1].shape()[1], ra = W0[kA1].shape()[1], rv = W0[kV1].shape()[1],
+                rg = W0[kG1].shape()[1];
+  auto logits = paddle::empty({B, V}, state.dtype(), state.place());
+  auto new_state = paddle::empty(state.shape(), state.dtype(), state.place());
+  PD_DISPATCH_FLOATING_TYPES(state.type(), "seqlab_rwkv7_step", ([&] {
+    std::vector<const data_t*> P;
+    for (const auto& t : params) P.push_back(t.data<data_t>());
+    rwkv7_step<data_t>(tk, state.data<data_t>(), new_state.data<data_t>(), P,
+                       logits.data<data_t>(), B, L, C, H, N, V, rw, ra, rv, rg,
+                       static_cast<data_t>(ln_eps), static_cast<data_t>(gn_eps), num_threads);
+  }));
+  return {logits, new_state};
+}
+
+std::vector<std::vector<int64_t>> Rwkv7StepInferShape(
+    const std::vector<int64_t>& tokens, const std::vector<int64_t>& state,
+    const std::vector<std::vector<int64_t>>& params, int, int, float, float, int) {
+  return {{state[0], params[3][1]}, state};
+}
+
+std::vector<paddle::DataType> Rwkv7StepInferDtype(paddle::DataType, paddle::DataType state,
+                                                  const std::vector<paddle::DataType>&) {
+  return {state, state};
+}
+
+PD_BUILD_OP(seqlab_rwkv7_step)
+    .Inputs({"tokens", "state", paddle::Vec("params")})
+    .Outputs({"logits", "new_state"})
+    .Attrs({"n_layer: int", "head_size: int", "ln_eps: float", "gn_eps: float",
+            "num_threads: int"})
+    .SetKernelFn(PD_KERNEL(Rwkv7StepForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(Rwkv7StepInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(Rwkv7StepInferDtype));
