@@ -57,6 +57,7 @@ from seqlab.task import Task  # noqa: E402
 from seqlab.distributed import launched  # noqa: E402
 from seqlab.interrupts import TrainingInterrupted  # noqa: E402
 from seqlab.trainer import Trainer, seed_everything  # noqa: E402
+from seqlab import tokenize  # noqa: E402
 
 log = logging.getLogger("seqlab")
 # Flags handled by seqlab itself rather than by the per-run jsonargparse parser.
@@ -202,11 +203,12 @@ def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: 
         raise SeqlabError(f"{where}: run '{run}' needs both a task and a model.")
     merged["task"] = _resolve_component(merged["task"], TASKS, where)
     merged["model"] = _resolve_component(merged["model"], MODELS, where)
-    # Models take the task's vocabulary unless the recipe pins it.
+    # Models take the task's vocabulary (its own setting, else its class's) unless the recipe pins it.
     task_cls = _import_class(merged["task"]["class_path"])
     model_args = merged["model"]["init_args"]
-    if "vocab_size" not in model_args and getattr(task_cls, "vocab_size", 0):
-        model_args["vocab_size"] = task_cls.vocab_size
+    task_vocab = merged["task"]["init_args"].get("vocab_size") or getattr(task_cls, "vocab_size", 0)
+    if "vocab_size" not in model_args and task_vocab:
+        model_args["vocab_size"] = task_vocab
     trainer = dict(merged.get("trainer") or {})
     trainer["experiment"] = experiment
     trainer["run_name"] = run
@@ -598,7 +600,8 @@ COMMANDS = [
             "evaluate a run's checkpoint (default: last) on the validation set", recipe=True),
     Command("test", lambda argv: cmd_evaluate("test", argv),
             "evaluate a run's checkpoint (default: best) with the task's final test", recipe=True),
-    Command("compare", cmd_compare, "write report.md / loss.png / accuracy.png for runs/<experiment>"),
+    Command("compare", cmd_compare, "write report.md, loss.png and the task's chart for runs/<experiment>"),
+    Command("tokenize", tokenize.command, "write a text file's bytes as a token file: --input FILE.txt --output data.bin"),
     Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
     Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
 ]
