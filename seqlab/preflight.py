@@ -12,7 +12,7 @@ from pathlib import Path
 
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
-from seqlab.evaluation import inference_mode
+from seqlab.evaluation import inference_mode, to_numpy
 
 paddle = import_paddle()
 
@@ -62,10 +62,8 @@ def check_token_ids(batch, model, task, run: str) -> None:
     vocab = vocab if isinstance(vocab, int) and vocab > 0 else task.vocab_size
     if not vocab:
         return
-    ids = [np.asarray(batch.inputs.numpy() if hasattr(batch.inputs, "numpy") else batch.inputs).ravel()]
-    targets = np.asarray(batch.targets.numpy() if hasattr(batch.targets, "numpy") else batch.targets).ravel()
-    ids.append(targets[targets != IGNORE_INDEX])
-    ids = np.concatenate(ids)
+    targets = to_numpy(batch.targets).ravel()
+    ids = np.concatenate([to_numpy(batch.inputs).ravel(), targets[targets != IGNORE_INDEX]])
     bad = ids[(ids < 0) | (ids >= vocab)]
     if bad.size:
         worst = int(bad.max()) if int(bad.max()) >= vocab else int(bad.min())

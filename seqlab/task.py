@@ -45,8 +45,7 @@ class Batch:
 
     def num_targets(self, ignore_index: int = IGNORE_INDEX) -> int:
         """Targets that count in the loss (not ``ignore_index``): the weight of a micro-batch."""
-        counted = self.targets != ignore_index
-        return int(counted.astype("int64").sum().item() if hasattr(counted, "astype") else counted.sum())
+        return int((self.targets != ignore_index).astype("int64").sum().item())
 
     def select(self, rows: slice) -> "Batch":
         """The batch made of ``rows`` (a slice of row indices)."""
