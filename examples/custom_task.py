@@ -20,6 +20,8 @@ import numpy as np
 import paddle
 
 from seqlab import Batch, Task, register_task
+from seqlab.evaluation import logits
+from seqlab.metrics import CrossEntropy, ExactMatch, MaskedAccuracy
 
 VOCAB = "0123456789,#"  # token id = index
 COMMA, HASH = 10, 11
@@ -29,9 +31,9 @@ COMMA, HASH = 10, 11
 class SortDigits(Task):
     """Sort the digits of a number: ``3141,1134#``.
 
-    Metrics: ``masked_acc`` (correct scored tokens / scored tokens, averaged over rows),
-    ``exact_acc`` (complete sorted answers entirely right) and ``loss`` (cross-entropy over all
-    positions).
+    Metrics (declared below, computed by seqlab): ``masked_acc`` (correct scored tokens / scored
+    tokens, averaged over rows), ``exact_acc`` (complete sorted answers entirely right) and
+    ``loss`` (cross-entropy over all positions).
 
     Args:
         digit_min: Fewest digits of a number.
@@ -44,6 +46,7 @@ class SortDigits(Task):
     """
 
     vocab_size = len(VOCAB)
+    primary_metric, primary_mode = "masked_acc", "max"  # higher is better
 
     def __init__(self, digit_min: int = 1, digit_max: int = 8, seq_len: int = 65,
                  batch_size: int = 32, eval_samples: int = 100, eval_seed: int = 1234):
@@ -75,40 +78,17 @@ class SortDigits(Task):
         rows, mask = self._rows(np.random.default_rng([0, self.seed, step]), self.batch_size)
         return Batch(paddle.to_tensor(rows[:, :-1]), paddle.to_tensor(rows[:, 1:]), paddle.to_tensor(mask))
 
-    def _predict(self, model):
-        """Teacher-forced logits ``[N, T, V]`` on the held-out rows, in eval mode."""
-        was_training = model.training
-        model.eval()
-        with paddle.no_grad():
-            logits = model(paddle.to_tensor(self.eval_rows[:, :-1])).numpy()
-        if was_training:
-            model.train()
-        return logits
+    # What the task is scored on: seqlab runs the model (eval mode, no gradients, in chunks) over
+    # val_batches() and computes these metrics; the report ranks runs by primary_metric.
+    def metrics(self):
+        return [MaskedAccuracy(), ExactMatch(end_token=HASH), CrossEntropy()]
 
-    def evaluate(self, model) -> dict[str, float]:
-        logits = self._predict(model)
-        targets, mask = self.eval_rows[:, 1:], self.eval_mask
-        correct = (logits.argmax(-1) == targets) & mask
-        masked_acc = float(np.mean(correct.sum(1) / np.maximum(mask.sum(1), 1)))
-        # An answer is complete when its closing '#' is in the row; it is exact if all of it is right.
-        exact, complete = 0, 0
-        for row_correct, row_mask, row_targets in zip(correct, mask, targets):
-            start = None
-            for i, scored in enumerate(row_mask):
-                if scored and start is None:
-                    start = i
-                if scored and row_targets[i] == HASH:
-                    complete += 1
-                    exact += bool(row_correct[start : i + 1].all())
-                    start = None
-        z = logits - logits.max(-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-        loss = float(-np.take_along_axis(logp, targets[..., None], -1).mean())
-        return {"masked_acc": masked_acc, "exact_acc": exact / max(complete, 1), "loss": loss}
+    def val_batches(self):
+        return [Batch(self.eval_rows[:, :-1], self.eval_rows[:, 1:], self.eval_mask)]
 
     def describe(self, model, num_samples: int = 1) -> str:
         """The first example of held-out rows: input, gold, prediction and a ^ under each error."""
-        preds = self._predict(model).argmax(-1)
+        preds = logits(model, self.eval_rows[:, :-1]).argmax(-1)
         blocks = []
         for row, pred, mask in list(zip(self.eval_rows, preds, self.eval_mask))[:num_samples]:
             targets = row[1:]

@@ -14,7 +14,7 @@ from seqlab.errors import SeqlabError  # noqa: E402
 from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
 from seqlab.registry import MODELS, TASKS, register_model, register_task  # noqa: E402
-from seqlab.task import Batch, Task  # noqa: E402
+from seqlab.task import Batch, EvalSet, Task  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ def __getattr__(name):
 __all__ = [
     "Batch",
     "Callback",
+    "EvalSet",
     "Event",
     "MODELS",
     "Model",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from typing import Any
 
 _ATTR = "_seqlab_init_args"
@@ -70,7 +71,9 @@ def _to_yaml(value: Any) -> Any:
         return {f.name: _to_yaml(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if _ATTR in getattr(value, "__dict__", {}):
         return class_config(value)
-    return repr(value)
+    # A default repr holds a memory address, new in every process; without it a resumed run whose
+    # task was given an object (a paddle.io.Dataset) is not taken for a changed configuration.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def class_config(obj: Any) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from seqlab.distributed import launched  # noqa: E402
 from seqlab.interrupts import TrainingInterrupted, stop_outside_training  # noqa: E402
 from seqlab.parallel import die_with_parent, run_in_children  # noqa: E402
 from seqlab.trainer import Trainer, seed_everything  # noqa: E402
+from seqlab import tokenize  # noqa: E402
 
 log = logging.getLogger("seqlab")
 # Flags handled by seqlab itself rather than by the per-run jsonargparse parser.
@@ -209,11 +210,12 @@ def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: 
         raise SeqlabError(f"{where}: run '{run}' needs both a task and a model.")
     merged["task"] = _resolve_component(merged["task"], TASKS, where)
     merged["model"] = _resolve_component(merged["model"], MODELS, where)
-    # Models take the task's vocabulary unless the recipe pins it.
+    # Models take the task's vocabulary (its own setting, else its class's) unless the recipe pins it.
     task_cls = _import_class(merged["task"]["class_path"])
     model_args = merged["model"]["init_args"]
-    if "vocab_size" not in model_args and getattr(task_cls, "vocab_size", 0):
-        model_args["vocab_size"] = task_cls.vocab_size
+    task_vocab = merged["task"]["init_args"].get("vocab_size") or getattr(task_cls, "vocab_size", 0)
+    if "vocab_size" not in model_args and task_vocab:
+        model_args["vocab_size"] = task_vocab
     trainer = dict(merged.get("trainer") or {})
     trainer["experiment"] = experiment
     trainer["run_name"] = run
@@ -570,7 +572,7 @@ def cmd_sweep(argv: list[str]) -> int:
         import shlex
 
         run_in_children(jobs, parsed.parallel, shlex.join(["seqlab", "sweep", *argv]))
-    paths = write_sweep_report(root, name, mode, _test_columns(parsed, name))
+    paths = write_sweep_report(root, name, mode)
     for path in paths:
         sys.stdout.write(f"{path}\n")
     return 0
@@ -591,12 +593,6 @@ def _sweep_metric(given: str | None, parsed: ParsedCommand) -> tuple[str, str]:
     if isinstance(declared, str):
         return declared, getattr(task_cls, "primary_mode", "max")
     return "loss", "min"
-
-
-def _test_columns(parsed: ParsedCommand, metric: str) -> list[str]:
-    task_cls = _import_class(parsed.specs[0].config.task.class_path)
-    columns = [c if isinstance(c, str) else c[0] for c in getattr(task_cls, "report_columns", ()) or ()]
-    return [metric] + [c for c in columns if c != metric]
 
 
 def cmd_convert_checkpoint(argv: list[str]) -> int:
@@ -635,7 +631,8 @@ COMMANDS = [
             "evaluate a run's checkpoint (default: best) with the task's final test", recipe=True),
     Command("sweep", cmd_sweep, "train every --grid KEY=v1,v2 point x --seeds N of the selected runs, "
             "pick each model's best setting on validation, report mean ± std", recipe=True),
-    Command("compare", cmd_compare, "write report.md / loss.png / accuracy.png for runs/<experiment>"),
+    Command("compare", cmd_compare, "write report.md, loss.png and the task's chart for runs/<experiment>"),
+    Command("tokenize", tokenize.command, "write a text file's bytes as a token file: --input FILE.txt --output data.bin"),
     Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
     Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
     Command("convert-checkpoint", cmd_convert_checkpoint,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
-from seqlab.evaluation import inference_mode
+from seqlab.evaluation import inference_mode, to_numpy
 
 paddle = import_paddle()
 
@@ -48,9 +48,35 @@ def check_vocab(task, model, run: str) -> None:
         )
 
 
+def check_token_ids(batch, model, task, run: str) -> None:
+    """Every id of ``batch`` (labels -100 aside) is below the model's vocabulary.
+
+    Paddle's CPU embedding says so in its own words, other kernels may not at all; this names
+    both numbers before any forward pass.
+    """
+    import numpy as np
+
+    from seqlab.metrics import IGNORE_INDEX
+
+    vocab = getattr(model, "vocab_size", None)
+    vocab = vocab if isinstance(vocab, int) and vocab > 0 else task.vocab_size
+    if not vocab:
+        return
+    targets = to_numpy(batch.targets).ravel()
+    ids = np.concatenate([to_numpy(batch.inputs).ravel(), targets[targets != IGNORE_INDEX]])
+    bad = ids[(ids < 0) | (ids >= vocab)]
+    if bad.size:
+        worst = int(bad.max()) if int(bad.max()) >= vocab else int(bad.min())
+        raise SeqlabError(
+            f"run '{run}': the task's first batch holds token id {worst}, but the model's vocabulary has "
+            f"{vocab} ids (0..{vocab - 1}); raise model.init_args.vocab_size (and the task's) above "
+            f"{max(worst, 0)}, or fix the data.")
+
+
 def check_forward(task, model, run: str) -> None:
-    """One row of the first batch through the model: its shape rules are checked on real data."""
+    """One row of the first batch through the model: its ids and shape rules are checked on real data."""
     batch = task.train_batch(0)
+    check_token_ids(batch, model, task, run)
     try:
         with inference_mode(model):
             logits = model(batch.inputs[:1])

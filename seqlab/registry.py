@@ -31,7 +31,12 @@ _BUILTIN_MODULES = {
         "seqlab.models.lstm",
         "seqlab.models.mlp",
     ),
-    "seqlab.tasks": ("seqlab.tasks.reverse_digits",),
+    "seqlab.tasks": (
+        "seqlab.tasks.reverse_digits",
+        "seqlab.tasks.reverse_digits_padded",
+        "seqlab.tasks.token_file",
+        "seqlab.tasks.dataset",
+    ),
 }
 
 

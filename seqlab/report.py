@@ -1,14 +1,20 @@
 """The experiment report: one table, two plots and the tested models' samples.
 
 ``write_report(runs/<experiment>)`` reads what finished runs leave in their folders
-(``metrics.json``, ``metrics.csv``, ``samples.txt``, ``config.yaml``) and writes, into the same
-folder:
+(``metrics.json``, ``metrics.csv``, ``samples.txt``) and writes, into the same folder:
 
-- ``report.md``: a table of every run (sorted by masked accuracy), the two plots, and each run's
-  sample predictions;
+- ``report.md``: a table of every run (sorted by the task's primary metric), the two plots, and
+  each run's sample predictions;
 - ``loss.png``: training loss of every run, raw (thin) and smoothed (bold), one colour per run;
-- ``accuracy.png``: masked and exact-match test accuracy per run, the values on the bars;
+- ``<chart>.png``: the task's chart of test metrics per run, the values on the bars (digit
+  reversal: ``accuracy.png``, masked and exact-match accuracy);
 - ``report.json``: the table's numbers, for scripts.
+
+It knows no task: what to rank by, which metric columns to show and in what words, the chart and
+the notes come from the task's declaration that each run recorded in its metrics.json
+(:class:`seqlab.summary.ReportSpec`). When runs word a text differently (say, probes of
+different lengths), the report uses the declaration's fallback wording, or leaves a note out.
+A folder of runs that recorded no declaration gets one column per test metric.
 
 It needs no model, task or Paddle: only the files. A run folder without ``metrics.json`` is an
 unfinished run; it is listed as such (and its loss curve drawn if it has one), never an error.
@@ -26,12 +32,12 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from seqlab.summary import PROTOCOLS, RunSummary
+from seqlab.summary import PROTOCOLS, Chart, Column, ReportSpec, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,6 @@ class RunData:
     steps: list[int] = field(default_factory=list)  # from metrics.csv
     losses: list[float] = field(default_factory=list)
     samples: Optional[str] = None
-    config: Optional[dict[str, Any]] = None
     colour: str = "#7f7f7f"
 
     @property
@@ -97,16 +102,6 @@ def _read_loss_curve(path: Path) -> tuple[list[int], list[float]]:
     return steps, [points[s] for s in steps]
 
 
-def _read_config(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text())
-    except Exception:  # noqa: BLE001  (a config we cannot read only loses the probe's description)
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def load_runs(root: Path) -> list[RunData]:
     """Every run folder under ``root`` (finished or not), in name order."""
     runs = []
@@ -120,8 +115,6 @@ def load_runs(root: Path) -> list[RunData]:
             run.steps, run.losses = _read_loss_curve(path / "metrics.csv")
         if (path / "samples.txt").is_file():
             run.samples = (path / "samples.txt").read_text().rstrip("\n")
-        if (path / "config.yaml").is_file():
-            run.config = _read_config(path / "config.yaml")
         runs.append(run)
     _assign_colours(runs)
     return runs
@@ -149,9 +142,47 @@ def _assign_colours(runs: list[RunData]) -> None:
         run.colour = free[i] if i < len(free) else TAB10[i % len(TAB10)]
 
 
-def _sort_key(run: RunData) -> tuple:
-    acc = run.metric("masked_acc")
-    return (acc is None, -(acc or 0.0), run.name)
+# ---------------------------------------------------------------------------- what to show
+def experiment_spec(finished: list[RunData]) -> ReportSpec:
+    """The declaration the whole report follows: the runs' own, with the texts they agree on.
+
+    The first run (in name order) that recorded one sets the metric, columns and chart. A
+    column header, the chart's title or a note that another run words differently gives way to
+    the declared fallback (a note is left out). Runs that recorded none get a generic table.
+    """
+    specs = [r.summary.report for r in finished if r.summary is not None and r.summary.report is not None]
+    if not specs:
+        return _generic_spec(finished)
+    base = specs[0]
+
+    def agreed(values: list, fallback):
+        return values[0] if all(v == values[0] for v in values) else fallback
+
+    columns = []
+    for column in base.columns:
+        headers = [next((c.header for c in s.columns if c.key == column.key), None) for s in specs]
+        columns.append(replace(column, header=agreed(headers, column.fallback_header or column.header)))
+    chart = base.chart
+    if chart is not None:
+        titles = [s.chart.title if s.chart is not None else None for s in specs]
+        chart = replace(chart, title=agreed(titles, chart.fallback_title or chart.title))
+    notes = [note for note in base.notes if all(note in s.notes for s in specs)]
+    return replace(base, columns=columns, chart=chart, notes=notes)
+
+
+def _generic_spec(finished: list[RunData]) -> ReportSpec:
+    """Runs that declared nothing (older seqlab, a task of another program): every test metric."""
+    keys = sorted({k for r in finished for k, v in r.summary.test.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    primary = "loss" if "loss" in keys else ""  # no loss: ranked by name alone
+    return ReportSpec(primary_metric=primary, primary_mode="min", primary_label=primary or "name",
+                      metrics=keys, columns=[Column(k, k) for k in keys])
+
+
+def _sort_key(run: RunData, spec: ReportSpec) -> tuple:
+    value = run.metric(spec.primary_metric)
+    better_first = -value if value is not None and spec.primary_mode == "max" else value
+    return (value is None, better_first or 0.0, run.name)
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -188,25 +219,14 @@ def _best_loss(run: RunData) -> str:
     return f"{value:.4f} @ {_int(step)}{suffix}"
 
 
-def _probe_range(runs: list[RunData]) -> Optional[str]:
-    """'61–80 digits' when every run's config agrees on the probe's numbers."""
-    ranges = set()
-    for run in runs:
-        args = ((run.config or {}).get("task") or {}).get("init_args") or {}
-        if "probe_digit_min" not in args or "probe_digit_max" not in args:
-            return None
-        ranges.add((args["probe_digit_min"], args["probe_digit_max"], args.get("digit_max")))
-    if len(ranges) != 1:
-        return None
-    low, high, train_max = ranges.pop()
-    probe = f"{low}–{high} digits" if low != high else f"{low} digits"
-    return probe + (f"; training: up to {train_max}" if train_max is not None else "")
-
-
-def _eval_rows(runs: list[RunData]) -> Optional[int]:
-    values = {(((r.config or {}).get("task") or {}).get("init_args") or {}).get("eval_samples") for r in runs}
-    values.discard(None)
-    return int(values.pop()) if len(values) == 1 else None
+def _number(value: Optional[float], fmt: str, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if fmt == "percent":
+        return _pct(value)
+    if fmt == "int":
+        return _int(value)
+    return f"{value:,.{digits}f}"
 
 
 def _cell(text: str) -> str:
@@ -219,14 +239,16 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def run_summary(run: RunData) -> dict[str, Any]:
-    """One run's row of report.json: the table's numbers, unformatted (NaN becomes null)."""
+_FACT_KEYS = ["model", "params", "state_size", "steps", "tokens_per_s", "train_time_s", "wall_time_s",
+              "tested_checkpoint", "tested_step", "best_step", "best_value", "best_monitor"]
+
+
+def run_summary(run: RunData, metrics: Optional[list[str]] = None) -> dict[str, Any]:
+    """One run's row of report.json: its facts and ``metrics``, unformatted (NaN becomes null)."""
     m = run.summary.to_dict() if run.summary is not None else {}
-    keys = ["model", "params", "state_size", "steps", "tokens_per_s", "train_time_s", "wall_time_s",
-            "tested_checkpoint", "tested_step", "best_step", "best_value", "best_monitor",
-            "masked_acc", "exact_acc", "loss", "probe_masked_acc", "probe_exact_acc"]
+    metrics = metrics if metrics is not None else sorted(run.summary.test if run.summary else [])
     row: dict[str, Any] = {"run": run.name}
-    for key in keys:
+    for key in _FACT_KEYS + list(metrics):
         value = m.get(key)
         if isinstance(value, float) and not math.isfinite(value):
             value = None
@@ -304,91 +326,97 @@ def plot_loss(runs: list[RunData], path: Path, experiment: str) -> bool:
     return True
 
 
-def plot_accuracy(runs: list[RunData], path: Path, experiment: str, eval_rows: Optional[int]) -> bool:
-    """Masked (solid) and exact-match (hatched) test accuracy per finished run, values on bars."""
+_BAR_STYLES = [({"alpha": 0.85}, "#bbbbbb"), ({"alpha": 0.45, "hatch": "//"}, "#eeeeee"),
+               ({"alpha": 0.3, "hatch": ".."}, "#ffffff"), ({"alpha": 0.3, "hatch": "xx"}, "#ffffff")]
+
+
+def plot_chart(runs: list[RunData], path: Path, experiment: str, chart: Chart) -> bool:
+    """The task's chart: one group of bars per finished run, one bar per series, values on bars.
+
+    A series no run has a value for is left out (except the first); a legend names the series
+    when there are several.
+    """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     finished = [r for r in runs if r.finished]
     if not finished:
         return False
-    has_exact = any(r.metric("exact_acc") is not None for r in finished)
+    series = [s for i, s in enumerate(chart.series[: len(_BAR_STYLES)])
+              if i == 0 or any(r.metric(s[0]) is not None for r in finished)]
     fig = Figure(figsize=(max(7.0, 1.9 * len(finished) + 3), 6))
     ax = fig.add_subplot()
-    width = 0.38 if has_exact else 0.6
-    offset = width / 2 if has_exact else 0.0
+    width = 0.76 / len(series) if len(series) > 1 else 0.6
     xs = list(range(len(finished)))
-    groups = [("masked_acc", -offset, {"alpha": 0.85})]
-    if has_exact:
-        groups.append(("exact_acc", offset, {"alpha": 0.45, "hatch": "//"}))
-    for key, shift, style in groups:
-        values = [r.metric(key) for r in finished]
-        bars = ax.bar([x + shift for x in xs], [v or 0.0 for v in values], width=width,
+    values = {key: [r.metric(key) for r in finished] for key, _ in series}
+    top = max([v for vs in values.values() for v in vs if v is not None], default=0.0)
+    ymax = 1.15 if chart.percent else (top * 1.15 or 1.0)
+    for i, (key, _) in enumerate(series):
+        style, _ = _BAR_STYLES[i]
+        shift = (i - (len(series) - 1) / 2) * width
+        bars = ax.bar([x + shift for x in xs], [v or 0.0 for v in values[key]], width=width,
                       color=[r.colour for r in finished], edgecolor="black", **style)
-        for bar, value in zip(bars, values):
-            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01,
-                    "n/a" if value is None else f"{value:.2%}",
+        for bar, value in zip(bars, values[key]):
+            text = "n/a" if value is None else (f"{value:.2%}" if chart.percent else f"{value:.4g}")
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + ymax / 115, text,
                     ha="center", va="bottom", fontsize=11, fontweight="bold")
     ax.set_xticks(xs)
     ax.set_xticklabels([r.name for r in finished], fontsize=12)
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("accuracy", fontsize=12)
-    rows = f"{eval_rows} held-out rows" if eval_rows else "held-out rows"
-    ax.set_title(f"{experiment}: test accuracy ({rows})", fontsize=13)
+    ax.set_ylim(0, ymax)
+    ax.set_ylabel(chart.ylabel, fontsize=12)
+    ax.set_title(f"{experiment}: {chart.title}", fontsize=13)
     ax.grid(axis="y", linestyle="--", alpha=0.5)
     ax.set_axisbelow(True)
-    if has_exact:
-        ax.legend(handles=[Patch(facecolor="#bbbbbb", edgecolor="black", label="masked (per digit)"),
-                           Patch(facecolor="#eeeeee", edgecolor="black", hatch="//",
-                                 label="exact match (whole number)")],
-                  loc="upper right", fontsize=10)
+    if len(series) > 1:
+        handles = []
+        for (style, face), (_, label) in zip(_BAR_STYLES, series):
+            handles.append(Patch(facecolor=face, edgecolor="black", hatch=style.get("hatch"), label=label))
+        ax.legend(handles=handles, loc="upper right", fontsize=10)
     _save(fig, path)
     return True
 
 
 # ---------------------------------------------------------------------------- the report
-def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData],
-              probe: Optional[str], has_loss_png: bool, has_acc_png: bool, generated: str) -> str:
-    probe_header = f"probe masked acc ({probe.split(';')[0]})" if probe else "probe masked acc (longer numbers)"
-    header = ["model", "parameters", "state size / sequence (floats)", "tokens/s", "wall time",
-              "best moving-avg loss @ step", "masked acc", "exact-match acc", probe_header]
+_FACT_HEADERS = ["model", "parameters", "state size / sequence (floats)", "tokens/s", "wall time",
+                 "best moving-avg loss @ step"]
+_MARKERS = "¹²³⁴⁵⁶⁷⁸⁹"
+
+
+def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData], spec: ReportSpec,
+              has_loss_png: bool, has_chart_png: bool, generated: str) -> str:
+    header = _FACT_HEADERS + [c.header for c in spec.columns]
     lines = [f"# {experiment}: report", "",
-             f"{len(finished)} finished run(s), sorted by masked accuracy. Generated {generated}.", "",
+             f"{len(finished)} finished run(s), sorted by {spec.primary_label}. Generated {generated}.", "",
              "| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    any_nan_probe = False
+    footnotes: dict[str, str] = {}  # column key -> marker, in order of first use
     for run in finished:
-        if run.is_nan("probe_masked_acc"):
-            probe_cell, any_nan_probe = "n/a ¹", True
-        else:
-            probe_cell = _pct(run.metric("probe_masked_acc"))
         model = str(run.summary.model or "")
         label = run.name if not model or model.lower() == run.name.lower() else f"{run.name} ({model})"
         cells = [label, _int(run.metric("params")), _int(run.metric("state_size")),
                  _int(run.metric("tokens_per_s")), format_duration(run.metric("wall_time_s")),
-                 _best_loss(run), _pct(run.metric("masked_acc")), _pct(run.metric("exact_acc")),
-                 probe_cell]
+                 _best_loss(run)]
+        for column in spec.columns:
+            if column.nan_note and run.is_nan(column.key):
+                marker = footnotes.setdefault(column.key, _MARKERS[len(footnotes) % len(_MARKERS)])
+                cells.append(f"n/a {marker}")
+            else:
+                cells.append(_number(run.metric(column.key), column.format, column.digits))
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines.append("")
-    notes = [
+    first = (
         "Parameters: trainable weights. State size: floats a model keeps per sequence at inference "
         "(recurrent state, input window, or KV cache for a whole row). tokens/s: training throughput. "
-        "Accuracies are the final test of the tested checkpoint: the best one (by default the lowest "
-        "100-step moving average of the training loss) when the run saved one, else the last step "
-        "(\"— (last)\"). "
-        "Masked accuracy scores the reversed digits and the closing `#`; exact match counts whole "
-        "numbers reversed without a mistake."
-    ]
+        f"{spec.metrics_noun} are the final test of the tested checkpoint: the best one (by default the "
+        "lowest 100-step moving average of the training loss) when the run saved one, else the last "
+        "step (\"— (last)\")."
+    )
+    notes = [first + (f" {spec.description}" if spec.description else "")] + list(spec.notes)
+    notes += [f"{footnotes[c.key]} {c.nan_note}" for c in spec.columns if c.key in footnotes]
     protocols = sorted({r.summary.protocol for r in finished if r.summary.protocol})
     if protocols:
         notes.append("Tested weights, protocol " + "; ".join(
             f"`{p}`: {PROTOCOLS.get(p, 'unknown')}" for p in protocols) + ".")
-    if probe:
-        notes.append(f"The probe uses numbers longer than any in training ({probe}).")
-    if any_nan_probe:
-        notes.append("¹ n/a: the model could not read the probe's longer rows, so the probe was "
-                     "skipped. A model with a fixed context (learned position embeddings sized to "
-                     "the training rows) has no positions for them.")
     for note in notes:
         lines += [note, ""]
     if unfinished:
@@ -396,10 +424,9 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
         lines += [f"Not finished (no metrics.json): {names}.", ""]
     if has_loss_png:
         lines += ["## Training loss", "", "![loss](loss.png)", ""]
-    if has_acc_png:
-        lines += ["## Accuracy", "", "![accuracy](accuracy.png)", ""]
-    lines += ["## Samples", "",
-              "Predictions of each tested model on held-out numbers (`^` marks a wrong token).", ""]
+    if has_chart_png:
+        lines += [f"## {spec.chart.heading}", "", f"![{spec.chart.name}]({spec.chart.name}.png)", ""]
+    lines += ["## Samples", "", spec.samples_note, ""]
     for run in finished:
         tested = f"{run.summary.tested_checkpoint} checkpoint, step {run.summary.tested_step:,}"
         lines += [f"### {run.name}", "", f"Tested weights: {tested}.", ""]
@@ -418,7 +445,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_report(root: Path) -> list[Path]:
-    """Write report.md, loss.png, accuracy.png and report.json into ``root`` (runs/<experiment>).
+    """Write report.md, loss.png, the task's chart and report.json into ``root`` (runs/<experiment>).
 
     Returns the written paths, report.md first, or ``[]`` (nothing written) when no run under
     ``root`` has finished.
@@ -427,32 +454,36 @@ def write_report(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     runs = load_runs(root)
-    finished = sorted((r for r in runs if r.finished), key=_sort_key)
+    finished = [r for r in runs if r.finished]
     unfinished = [r for r in runs if not r.finished]
     if not finished:
         log.info("report: no finished runs under %s; nothing written.", root)
         return []
+    spec = experiment_spec(finished)
+    finished.sort(key=lambda r: _sort_key(r, spec))
     experiment = next((r.summary.experiment for r in finished if r.summary.experiment), root.name)
     generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
     # Plots list runs in table order, so a colour and a position mean the same run in both.
-    loss_png, acc_png = root / "loss.png", root / "accuracy.png"
+    loss_png = root / "loss.png"
     has_loss = plot_loss(finished + unfinished, loss_png, experiment)
     if not has_loss:
         log.info("report: no run has a metrics.csv with losses; loss.png not written.")
-    has_acc = plot_accuracy(finished, acc_png, experiment, _eval_rows(finished))
-    probe = _probe_range(finished)
+    chart_png = root / f"{spec.chart.name}.png" if spec.chart is not None else None
+    has_chart = chart_png is not None and plot_chart(finished, chart_png, experiment, spec.chart)
 
     report_md = root / "report.md"
-    _write_text(report_md, _markdown(experiment, finished, unfinished, probe, has_loss, has_acc, generated))
+    _write_text(report_md, _markdown(experiment, finished, unfinished, spec, has_loss, has_chart, generated))
     summary = {
         "experiment": experiment,
         "generated_at": generated,
-        "runs": [run_summary(r) for r in finished],
+        "primary_metric": spec.primary_metric,
+        "primary_mode": spec.primary_mode,
+        "runs": [run_summary(r, spec.metrics) for r in finished],
         "unfinished": [r.name for r in unfinished],
     }
     report_json = root / "report.json"
     _write_text(report_json, json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    paths = [report_md] + [p for p, ok in ((loss_png, has_loss), (acc_png, has_acc)) if ok] + [report_json]
+    paths = [report_md] + [p for p, ok in ((loss_png, has_loss), (chart_png, has_chart)) if ok] + [report_json]
     log.debug("report: wrote %s", ", ".join(p.name for p in paths))
     return paths

@@ -4,6 +4,10 @@ One dataclass, :class:`RunSummary`, is both the writer's and the reader's defini
 file, so the two cannot drift apart. On disk the test metrics sit beside the run's facts at the
 top level (``{"run": "rwkv7", "params": 30732, "masked_acc": 0.91, ...}``), so that
 ``jq .masked_acc`` and a pandas ``json_normalize`` read it without knowing the schema.
+
+The file also records how the task asks its results to be shown (:class:`ReportSpec`, under
+``report``): its primary metric and its direction, the table's columns and notes, the chart. The
+report reads that, so it shows any task's metrics without importing the task.
 """
 
 from __future__ import annotations
@@ -12,7 +16,104 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
+
+
+@dataclass
+class Column:
+    """One metric column of the report's table.
+
+    Attributes:
+        key: the test metric's name in metrics.json (``masked_acc``).
+        header: the column's header, as this run's task words it.
+        format: ``percent`` (0.9123 -> 91.23%), ``float`` (``digits`` decimals) or ``int``.
+        digits: decimals of a ``float`` cell.
+        fallback_header: the header when the runs of one report word theirs differently
+            (e.g. probes of different lengths); default ``header``.
+        nan_note: a footnote for NaN values (shown as ``n/a ¹``); without one NaN shows as ``—``.
+    """
+
+    key: str
+    header: str
+    format: Literal["percent", "float", "int"] = "float"
+    digits: int = 4
+    fallback_header: Optional[str] = None
+    nan_note: Optional[str] = None
+
+
+@dataclass
+class Chart:
+    """The report's bar chart of test metrics, one group of bars per run.
+
+    Attributes:
+        name: the image's file stem (``accuracy`` -> ``accuracy.png``); not ``loss``, which is
+            the training-loss plot.
+        heading: the report section's heading (``Accuracy``).
+        title: the title after the experiment's name, as this run's task words it.
+        ylabel: the y axis's label.
+        series: ``[key, legend label]`` per bar of a group (the first solid, the next hatched).
+        percent: values are fractions shown as percentages on a 0..1 axis.
+        fallback_title: the title when the runs word theirs differently.
+    """
+
+    name: str
+    heading: str
+    title: str
+    ylabel: str
+    series: list[list[str]]
+    percent: bool = False
+    fallback_title: Optional[str] = None
+
+
+@dataclass
+class ReportSpec:
+    """How a task's results are shown: declared by the task, recorded in metrics.json.
+
+    Attributes:
+        primary_metric: the metric runs are ranked by (``masked_acc``, ``perplexity``).
+        primary_mode: ``max`` when higher is better, ``min`` when lower is.
+        primary_label: how the sentence "sorted by ..." names it.
+        metrics: every test metric's name, in the order report.json lists them.
+        columns: the table's metric columns, after the run's facts.
+        description: what the metrics measure; ends the table's first note.
+        metrics_noun: how that note names the test results ("Accuracies are the final test...").
+        notes: more paragraphs under the table; one shows only if every run states it alike.
+        samples_note: the sentence that opens the samples section.
+        chart: the bar chart, if any.
+    """
+
+    primary_metric: str
+    primary_mode: Literal["min", "max"]
+    primary_label: str
+    metrics: list[str]
+    columns: list[Column]
+    description: str = ""
+    metrics_noun: str = "Test metrics"
+    notes: list[str] = field(default_factory=list)
+    samples_note: str = "Predictions of each tested model on held-out data."
+    chart: Optional[Chart] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ReportSpec":
+        """Inverse of :meth:`to_dict`; ``TypeError`` on a malformed entry.
+
+        Keys this seqlab does not know (written by a newer one) are left out.
+        """
+        data = _known(cls, data)
+        data["columns"] = [Column(**_known(Column, c)) for c in data.get("columns") or []]
+        if data.get("chart") is not None:
+            data["chart"] = Chart(**_known(Chart, data["chart"]))
+        return cls(**data)
+
+
+def _known(cls, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} entry is not a mapping")
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 #: How each run's final test picks its weights: a recipe's ``protocol:`` key, or ``--protocol``.
@@ -46,6 +147,7 @@ class RunSummary:
         state_size: floats of inference state per sequence (``Model.state_size``), if reported.
         best_step, best_value, best_monitor: the best checkpoint's rule and result, if tested.
         val: the last validation's metrics, by bare name: what sweeps select on (never the test).
+        report: how the task asks its metrics to be shown (:class:`ReportSpec`), if it says.
         test: the test metrics, by bare name (``masked_acc``, ``loss``, ...).
     """
 
@@ -68,6 +170,7 @@ class RunSummary:
     best_value: Optional[float] = None
     best_monitor: Optional[str] = None
     val: dict[str, float] = field(default_factory=dict)
+    report: Optional[ReportSpec] = None
     test: dict[str, float] = field(default_factory=dict)
 
     FILENAME = "metrics.json"
@@ -97,6 +200,10 @@ class RunSummary:
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
         test = {k: v for k, v in data.items() if k not in _FACT_NAMES}
+        if isinstance(facts.get("report"), dict):
+            facts["report"] = ReportSpec.from_dict(facts["report"])
+        elif "report" in facts:
+            raise ValueError("'report' is not a mapping")
         return cls(**facts, test=test)
 
     @classmethod

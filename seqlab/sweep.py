@@ -183,11 +183,16 @@ def _is_fraction(metric: str) -> bool:
     return metric.endswith("acc")
 
 
-def write_sweep_report(sweep_dir: Path, metric: str, mode: str, test_metrics: list[str]) -> list[Path]:
-    """``report.md``, ``sweep.png`` (validation metric against each swept value) and ``results.json``."""
+def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
+    """``report.md``, ``sweep.png`` (validation metric against each swept value) and ``results.json``.
+
+    The test columns are ``metric`` and the columns the task declares for its report.
+    """
     settings = load_settings(sweep_dir)
     if not any(s.points for s in settings):
         return []
+    spec = next((p.report for s in settings for _, p in s.points if p.report is not None), None)
+    test_metrics = [metric] + [c.key for c in (spec.columns if spec else []) if c.key != metric]
     manifest = json.loads((sweep_dir / MANIFEST).read_text())
     grid = manifest["grid"]
     best = best_settings(settings, metric, mode)

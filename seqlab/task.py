@@ -1,31 +1,34 @@
 """The task contract: what to learn and how to score it.
 
-A task knows its vocabulary, makes training batches deterministically from ``(seed, step)``,
-computes the loss, and evaluates a model. It never sees an optimizer or a callback.
+A task knows its vocabulary, makes training batches deterministically from ``(seed, step)`` and
+held-out batches, and *declares* how it is scored: its metrics, its primary metric and the
+report's columns. Running a model to score it (eval mode, no gradients, chunks) is shared code
+in :mod:`seqlab.evaluation`. A task never sees an optimizer or a callback.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Literal
 
 from seqlab._init_args import record_init_args
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
+from seqlab.metrics import IGNORE_INDEX, CrossEntropy, Metric
 from seqlab.registry import one_line_summary
+from seqlab.summary import Chart, Column, ReportSpec
 
 paddle = import_paddle()
-
-#: Label of positions that count neither in the loss nor in any metric (seed 003's -100).
-IGNORE_INDEX = -100
 
 
 @dataclass
 class Batch:
     """One training or evaluation batch.
 
-    ``inputs`` and ``targets`` are int64 ``[B, T]``; ``targets[:, t]`` is the token that follows
-    ``inputs[:, t]``. ``mask`` (optional, bool ``[B, T]``) marks the positions a task scores.
+    ``inputs`` and ``targets`` are int64 ``[B, T]`` (Paddle tensors for training; held-out
+    batches may be numpy arrays); ``targets[:, t]`` is the token that follows ``inputs[:, t]``,
+    or :data:`IGNORE_INDEX` (-100) where nothing is to be predicted (padding). ``mask``
+    (optional, bool ``[B, T]``) narrows the positions the accuracy metrics score.
     """
 
     inputs: Any
@@ -63,10 +66,35 @@ class Batch:
         return [self.select(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+@dataclass
+class EvalSet:
+    """Held-out batches and the metrics that score them.
+
+    Attributes:
+        batches: the batches (a list, or a generator made when the set is scored).
+        metrics: fresh :class:`seqlab.metrics.Metric` instances.
+        prefix: put before every metric's name (``probe_`` -> ``probe_masked_acc``).
+        optional: a model that cannot run these batches (e.g. rows longer than its learned
+            positions) gets NaN for this set's metrics and a warning, instead of failing.
+        about: what the set holds, for that warning (``rows of 162 tokens``).
+    """
+
+    batches: Iterable[Batch]
+    metrics: list[Metric]
+    prefix: str = ""
+    optional: bool = False
+    about: str = ""
+
+
 class Task:
     """Base class of every seqlab task.
 
-    Subclasses set ``vocab_size`` and implement ``train_batch``, ``evaluate`` and ``describe``.
+    A task implements ``train_batch(step)`` and ``val_batches()`` and declares how it is scored:
+    ``metrics()``, ``primary_metric``/``primary_mode``, optionally ``test_sets()`` (extra sets
+    for the final test, such as a probe) and ``report_spec()`` (the report's columns and
+    words). ``evaluate``/``test`` then run in shared code (:mod:`seqlab.evaluation`); a task
+    overrides them only for something the shared path cannot do. ``describe`` shows samples.
+
     ``train_batch(step)`` must depend only on the run seed and ``step``: a resumed run then sees
     exactly the batches it would have seen, and every model of a recipe sees the same data.
     """
@@ -74,6 +102,9 @@ class Task:
     vocab_size: int = 0
     #: One line shown by ``seqlab tasks``; defaults to the first line of the class docstring.
     description: str = ""
+    #: The metric that ranks runs in the report, and whether higher (``max``) or lower is better.
+    primary_metric: str = "loss"
+    primary_mode: Literal["min", "max"] = "min"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -88,23 +119,65 @@ class Task:
         raise NotImplementedError
 
     def loss(self, logits, batch: Batch):
-        """Mean next-token cross-entropy over all positions (the seed's training loss)."""
+        """Mean next-token cross-entropy over the targets that are not :data:`IGNORE_INDEX`.
+
+        Paddle's own ``mean`` divides by every position, padding included, so a padded batch
+        is summed and divided by its counted targets; a batch without padding keeps the plain
+        mean (the seed's loss, bit for bit).
+        """
         vocab = logits.shape[-1]
-        return paddle.nn.functional.cross_entropy(
-            logits.reshape([-1, vocab]), batch.targets.reshape([-1])
+        logits, targets = logits.reshape([-1, vocab]), batch.targets.reshape([-1])
+        counted = batch.num_targets()
+        if counted == targets.shape[0]:
+            return paddle.nn.functional.cross_entropy(logits, targets)
+        per_token = paddle.nn.functional.cross_entropy(logits, targets, reduction="none",
+                                                       ignore_index=IGNORE_INDEX)
+        return per_token.sum() / max(counted, 1)
+
+    # ------------------------------------------------------------------ what a task declares
+    def metrics(self) -> list[Metric]:
+        """Fresh metric instances that score the held-out set (default: the loss)."""
+        return [CrossEntropy()]
+
+    def val_batches(self) -> Iterable[Batch]:
+        """The fixed held-out batches, the same for every run and every call."""
+        raise NotImplementedError(f"{type(self).__name__} must implement val_batches() (or evaluate())")
+
+    def test_sets(self) -> list[EvalSet]:
+        """Extra sets scored only by the final test (e.g. a length-generalisation probe)."""
+        return []
+
+    def report_spec(self) -> ReportSpec:
+        """How the report shows this task's runs: one column per metric, ranked by the primary one.
+
+        Override it to word the columns, notes and chart yourself (digit reversal does).
+        """
+        metrics = self.metrics() + [m for s in self.test_sets() for m in _renamed(s)]
+        columns = [Column(m.name, m.header, m.format, m.digits) for m in metrics]
+        primary = next((m for m in metrics if m.name == self.primary_metric), None)
+        chart = None
+        if primary is not None:
+            chart = Chart(name=f"test_{primary.name}", heading=f"Test {primary.header}",
+                          title=f"test {primary.header}", ylabel=primary.header,
+                          series=[[primary.name, primary.header]], percent=primary.format == "percent")
+        return ReportSpec(
+            primary_metric=self.primary_metric, primary_mode=self.primary_mode,
+            primary_label=primary.header if primary is not None else self.primary_metric,
+            metrics=[m.name for m in metrics], columns=columns, chart=chart,
         )
 
+    # ------------------------------------------------------------------ scoring (shared code)
     def evaluate(self, model) -> dict[str, float]:
-        """Score ``model`` on the task's fixed held-out set; returns plain floats."""
-        raise NotImplementedError
+        """Score ``model`` on the held-out batches with the declared metrics; plain floats."""
+        from seqlab.evaluation import score
+
+        return score(model, [EvalSet(self.val_batches(), self.metrics())])
 
     def test(self, model) -> dict[str, float]:
-        """The final evaluation after training; by default the same as :meth:`evaluate`.
+        """The final evaluation after training: the held-out set, then every ``test_sets()`` set."""
+        from seqlab.evaluation import score
 
-        A task may add probes here that are too slow to run at every validation (e.g. digit
-        reversal's generalisation probe on numbers longer than it was trained on).
-        """
-        return self.evaluate(model)
+        return score(model, [EvalSet(self.val_batches(), self.metrics()), *self.test_sets()])
 
     def describe(self, model, num_samples: int = 1) -> str:
         """A human-readable sample: input, gold answer, the model's prediction and their diff.
@@ -124,3 +197,13 @@ class Task:
     def summary(cls) -> str:
         """The one-line description used by ``seqlab tasks``."""
         return one_line_summary(cls)
+
+
+def _renamed(eval_set: EvalSet) -> list[Metric]:
+    """The set's metrics under the names they report with (its prefix added)."""
+    for metric in eval_set.metrics:
+        metric.name = eval_set.prefix + metric.name
+    return eval_set.metrics
+
+
+__all__ = ["IGNORE_INDEX", "Batch", "EvalSet", "Task"]

@@ -22,7 +22,7 @@ from seqlab.checkpoint import (LAST, atomic_save, best_or_last, checkpoint_file,
                                load_checkpoint, restore_trainer, trainer_checkpoint)
 from seqlab.distributed import DataParallelContext
 from seqlab.errors import SeqlabError
-from seqlab.evaluation import evaluate_checkpoint, inference_mode
+from seqlab.evaluation import evaluate, evaluate_checkpoint
 from seqlab.interrupts import GracefulStop, TrainingInterrupted
 from seqlab.model import Model
 from seqlab.optim import AdamW
@@ -274,8 +274,7 @@ class Trainer:
 
     def _validate(self) -> dict[str, float]:
         self._dispatch(Event.ON_VALIDATION_START)
-        with inference_mode(self.model):
-            metrics = {f"val/{k}": float(v) for k, v in self.task.evaluate(self.model).items()}
+        metrics = {f"val/{k}": v for k, v in evaluate(self.task, self.model, "val").items()}
         self.last_val_metrics = metrics
         self._dispatch(Event.ON_VALIDATION_END, metrics)
         return metrics
@@ -287,8 +286,7 @@ class Trainer:
         self.model.set_state_dict(ckpt["model"])
         self.tested = {"checkpoint": which, "step": int(ckpt["step"]), "meta": ckpt.get("meta", {})}
         log.info("testing %s with the %s checkpoint (step %d): %s", self.run_name, which, ckpt["step"], path)
-        with inference_mode(self.model):
-            metrics = {f"test/{k}": float(v) for k, v in self.task.test(self.model).items()}
+        metrics = {f"test/{k}": v for k, v in evaluate(self.task, self.model, "test").items()}
         self._dispatch(Event.ON_TEST_END, metrics)
         return metrics
 

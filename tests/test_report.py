@@ -3,15 +3,19 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from seqlab.report import format_duration, smooth, smoothing_window, write_report
+from seqlab.tasks.reverse_digits import ReverseDigits
 
 ROOT = Path(__file__).resolve().parents[1]
+BEFORE = Path(__file__).resolve().parent / "data" / "report_before"
 
 CONFIG = """task:
   class_path: seqlab.tasks.reverse_digits.ReverseDigits
@@ -35,13 +39,16 @@ RUNS = {
 }
 
 
-def _write_run(root: Path, name: str, fields: dict, steps: int = 300, csv: bool = True) -> None:
+def _write_run(root: Path, name: str, fields: dict, steps: int = 300, csv: bool = True,
+               config: str = CONFIG) -> None:
     run = root / name
     run.mkdir(parents=True)
+    # What SaveSummary records: the task's declaration of how its metrics are shown.
+    spec = ReverseDigits(**yaml.safe_load(config)["task"]["init_args"]).report_spec()
     metrics = {"run": name, "experiment": "reverse_digits", "steps": steps, "train_time_s": 1.0,
-               "loss": 0.5, **fields}
+               "loss": 0.5, **fields, "report": spec.to_dict()}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))  # NaN written as JSON NaN
-    (run / "config.yaml").write_text(CONFIG)
+    (run / "config.yaml").write_text(config)
     (run / "samples.txt").write_text(f"sample 1 of {name}\ninput : 123,\ngold  : 321#\n")
     if csv:
         lines = ["step,loss,lr,grad_norm,tokens_per_s,val_masked_acc,val_exact_acc,val_loss"]
@@ -121,6 +128,24 @@ def test_report_table_plots_and_json(experiment):
     _check_png(experiment / "accuracy.png")
 
 
+def _same_as_before(path: Path, name: str) -> None:
+    """report.md equals what seqlab wrote for these run folders before tasks declared their
+    metrics (report.py of commit 70641ee, kept in tests/data/report_before/), bar the timestamp."""
+    text = re.sub(r"Generated [0-9T:+-]+\.", "Generated GENERATED.", path.read_text())
+    assert text == (BEFORE / f"{name}.md").read_text()
+
+
+def test_digit_reversal_report_is_unchanged(experiment, tmp_path):
+    _same_as_before(write_report(experiment)[0], "three_runs")
+    # Runs whose probes differ: the header falls back to "longer numbers", the probe note goes.
+    mixed = tmp_path / "mixed"
+    for name, fields in RUNS.items():
+        config = CONFIG.replace("probe_digit_max: 80", "probe_digit_max: 90") if name == "lstm" else CONFIG
+        _write_run(mixed, name, fields, config=config.replace("eval_samples: 100", "eval_samples: 50")
+                   if name == "lstm" else config)
+    _same_as_before(write_report(mixed)[0], "mixed_probes")
+
+
 def test_single_run_without_csv_or_samples(tmp_path):
     root = tmp_path / "one"
     _write_run(root, "gru_small", dict(model="gru", params=1234, masked_acc=float("nan"),
@@ -133,6 +158,7 @@ def test_single_run_without_csv_or_samples(tmp_path):
     [_, row] = _table_rows(md)
     assert row[:2] == ["gru_small (gru)", "1,234"] and row[6] == "—"  # run name (model)
     _check_png(root / "accuracy.png", min_w=300)
+    _same_as_before(paths[0], "one_run")
 
 
 def test_no_finished_runs_writes_nothing(tmp_path):
@@ -175,3 +201,45 @@ def test_compare_command(experiment, tmp_path):
     empty.mkdir()
     result = _seqlab("compare", empty)
     assert result.returncode == 2 and "no finished runs" in result.stderr
+
+
+def test_token_file_report_ranks_by_perplexity_and_shows_its_columns(tmp_path):
+    from seqlab.tasks.token_file import TokenFile
+
+    spec = TokenFile(path=str(ROOT / "examples/data/dhammapada.bin")).report_spec().to_dict()
+    root = tmp_path / "tiny_text"
+    for name, loss in (("rwkv7", 1.9), ("transformer_modern", 1.6), ("mlp", 2.4)):
+        run = root / name
+        run.mkdir(parents=True)
+        metrics = {"run": name, "experiment": "tiny_text", "model": name, "params": 1000, "steps": 300,
+                   "tested_checkpoint": "last", "tested_step": 300, "loss": loss, "perplexity": math.exp(loss),
+                   "bits_per_byte": loss / math.log(2), "report": spec}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        (run / "samples.txt").write_text(f"text : the {name}\npred : tha {name}\n")
+    paths = write_report(root)
+    assert [p.name for p in paths] == ["report.md", "perplexity.png", "report.json"]
+    md = paths[0].read_text()
+    header, *rows = _table_rows(md)
+    assert header[-3:] == ["loss", "perplexity", "bits/byte"]
+    assert [r[0] for r in rows] == ["transformer_modern", "rwkv7", "mlp"]  # perplexity, lowest first
+    assert rows[0][-3:] == ["1.6000", "4.95", f"{1.6 / math.log(2):.3f}"]
+    assert "sorted by perplexity" in md and "## Perplexity" in md and "held-out tokens of `dhammapada.bin`" in md
+    assert "```\ntext : the rwkv7\npred : tha rwkv7\n```" in md
+    assert "masked" not in md and "digit" not in md and "probe" not in md
+    report = json.loads(paths[-1].read_text())
+    assert report["primary_metric"] == "perplexity" and report["primary_mode"] == "min"
+    assert list(report["runs"][0])[-3:] == ["loss", "perplexity", "bits_per_byte"]
+    _check_png(root / "perplexity.png", min_w=300)
+
+
+def test_runs_that_declared_nothing_get_a_column_per_metric(tmp_path):
+    root = tmp_path / "old"
+    for name, loss in (("a", 2.0), ("b", 1.0)):
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.json").write_text(json.dumps(
+            {"run": name, "experiment": "old", "model": "mlp", "params": 10, "steps": 5, "tested_checkpoint": "last",
+             "tested_step": 5, "loss": loss, "acc": 0.5}))
+    md = write_report(root)[0].read_text()
+    header, *rows = _table_rows(md)
+    assert header[-2:] == ["acc", "loss"] and [r[0] for r in rows] == ["b (mlp)", "a (mlp)"]
+    assert rows[0][-2:] == ["0.5000", "1.0000"] and "sorted by loss" in md

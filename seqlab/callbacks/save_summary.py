@@ -12,8 +12,9 @@ class SaveSummary(Callback):
     """Write ``run_dir/metrics.json`` (schema: :class:`seqlab.summary.RunSummary`) after the test.
 
     It holds the test metrics of the tested checkpoint beside the run's facts: parameters,
-    steps, throughput, wall time, state size, which checkpoint was tested and why, and the
-    precision that actually ran. Only rank 0 writes.
+    steps, throughput, wall time, state size, which checkpoint was tested and why, the
+    precision that actually ran, and the task's ``report_spec()`` (how the report shows its
+    metrics). Only rank 0 writes.
     """
 
     def on_test_end(self, trainer, task, model, metrics) -> None:
@@ -49,6 +50,7 @@ def build_summary(trainer, model, metrics: dict[str, float]) -> RunSummary:
         best_value=float(meta["best_value"]) if best and "best_value" in meta else None,
         best_monitor=meta.get("monitor") if best and "best_value" in meta else None,
         val={key.split("/", 1)[-1]: float(value) for key, value in trainer.last_val_metrics.items()},
+        report=trainer.task.report_spec(),
         # Bare metric names (masked_acc, loss, ...) are what reports and scripts read.
         test={key.split("/", 1)[-1]: float(value) for key, value in metrics.items()},
     )

@@ -16,18 +16,17 @@ seed.
 
 from __future__ import annotations
 
-import logging
-import math
-
 import numpy as np
 
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
+from seqlab.evaluation import logits
+from seqlab.metrics import CrossEntropy, ExactMatch, MaskedAccuracy, Scored
 from seqlab.registry import register_task
-from seqlab.task import Batch, Task
+from seqlab.summary import Chart, Column, ReportSpec
+from seqlab.task import Batch, EvalSet, Task
 
 paddle = import_paddle()
-log = logging.getLogger(__name__)
 
 COMMA = 10
 HASH = 11
@@ -38,7 +37,6 @@ VOCAB = "0123456789,#"
 _TRAIN_STREAM = 0x7261696E
 _EVAL_STREAM = 0x6576616C
 _PROBE_STREAM = 0x70726F62
-_EVAL_CHUNK = 128  # rows per forward pass in evaluate(); bounds memory for big models
 
 
 def generate_rows(
@@ -103,30 +101,16 @@ def score_predictions(targets: np.ndarray, preds: np.ndarray, mask: np.ndarray) 
     scored position, as in the seed), averaged over rows.
     ``exact_acc``: over the complete segments (reversed digits and their ``#`` all inside the
     row), the fraction predicted entirely right; NaN if there is no complete segment.
+    Both are :mod:`seqlab.metrics` (the task's declared metrics), here on given predictions.
     """
-    targets, preds, mask = np.asarray(targets), np.asarray(preds), np.asarray(mask, dtype=bool)
-    correct = mask & (preds == targets)
-    scored = mask.sum(axis=1)
-    per_row = np.where(scored > 0, correct.sum(axis=1) / np.maximum(scored, 1), 0.0)
-
-    # Scored runs are separated by unscored positions, so each run is one reversed number.
-    prev = np.zeros_like(mask)
-    prev[:, 1:] = mask[:, :-1]
-    run_start = (mask & ~prev).ravel()
-    flat_mask = mask.ravel()
-    run_id = (np.cumsum(run_start) - 1)[flat_mask]
-    n_runs = int(run_start.sum())
-    wrong = np.bincount(run_id, weights=(~correct.ravel())[flat_mask], minlength=n_runs)
-    closed = np.bincount(run_id, weights=(targets.ravel() == HASH)[flat_mask], minlength=n_runs) > 0
-    exact = float(np.mean(wrong[closed] == 0)) if closed.any() else math.nan
-    return {"masked_acc": float(per_row.mean()) if len(per_row) else math.nan, "exact_acc": exact}
-
-
-def _cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    return float(-np.take_along_axis(logp, targets[..., None], axis=-1).mean())
+    targets = np.asarray(targets)
+    one_hot = np.eye(len(VOCAB), dtype=np.float32)[np.asarray(preds)]  # logits whose argmax is preds
+    scored = Scored(one_hot, targets, mask)
+    metrics = [MaskedAccuracy(), ExactMatch(end_token=HASH)]
+    for metric in metrics:
+        metric.reset()
+        metric.update(scored)
+    return {m.name: m.compute() for m in metrics}
 
 
 def _render(tokens) -> str:
@@ -201,6 +185,7 @@ class ReverseDigits(Task):
     """
 
     vocab_size = 12
+    primary_metric, primary_mode = "masked_acc", "max"
 
     def __init__(
         self,
@@ -284,36 +269,47 @@ class ReverseDigits(Task):
             )
         return self._probe_rows
 
-    # ----------------------------------------------------------- evaluation
-    def evaluate(self, model) -> dict[str, float]:
-        """``masked_acc``, ``exact_acc`` and ``loss`` on the fixed held-out set."""
-        rows = self.eval_rows
-        logits = _logits(model, rows[:, :-1])
-        targets = rows[:, 1:]
-        metrics = score_predictions(targets, logits.argmax(axis=-1), score_mask(rows))
-        metrics["loss"] = _cross_entropy(logits, targets)
-        return metrics
+    # ----------------------------------------------------------- what is scored, and how
+    def metrics(self):
+        """The seed's masked accuracy, exact match of closed numbers, and the loss on every position."""
+        return [MaskedAccuracy(), ExactMatch(end_token=HASH), CrossEntropy()]
 
-    def test(self, model) -> dict[str, float]:
-        """:meth:`evaluate` plus the length-generalisation probe (NaN if the model can't run it)."""
-        metrics = self.evaluate(model)
+    def val_batches(self) -> list[Batch]:
+        """The fixed held-out rows as one batch; only reversed digits and ``#`` are scored."""
+        return [_scored_batch(self.eval_rows)]
+
+    def test_sets(self) -> list[EvalSet]:
+        """The length-generalisation probe: numbers longer than training's (NaN if the model can't run it)."""
         rows = self.probe_rows
-        try:
-            logits = _logits(model, rows[:, :-1])
-        except Exception as exc:  # e.g. learned positions shorter than the probe rows
-            log.warning(
-                "reverse_digits probe skipped: the model failed on rows of %d tokens "
-                "(numbers of %d-%d digits): %s: %s; probe metrics are NaN.",
-                rows.shape[1] - 1, self.probe_digit_min, self.probe_digit_max,
-                type(exc).__name__, exc,
-            )
-            metrics["probe_masked_acc"] = math.nan
-            metrics["probe_exact_acc"] = math.nan
-            return metrics
-        probe = score_predictions(rows[:, 1:], logits.argmax(axis=-1), score_mask(rows))
-        metrics["probe_masked_acc"] = probe["masked_acc"]
-        metrics["probe_exact_acc"] = probe["exact_acc"]
-        return metrics
+        return [EvalSet([_scored_batch(rows)], [MaskedAccuracy(), ExactMatch(end_token=HASH)], prefix="probe_",
+                        optional=True, about=f"rows of {rows.shape[1] - 1} tokens (numbers of "
+                        f"{self.probe_digit_min}-{self.probe_digit_max} digits)")]
+
+    def report_spec(self) -> ReportSpec:
+        low, high = self.probe_digit_min, self.probe_digit_max
+        probe = f"{low}–{high} digits" if low != high else f"{low} digits"
+        return ReportSpec(
+            primary_metric="masked_acc", primary_mode="max", primary_label="masked accuracy",
+            metrics=["masked_acc", "exact_acc", "loss", "probe_masked_acc", "probe_exact_acc"],
+            columns=[
+                Column("masked_acc", "masked acc", "percent"),
+                Column("exact_acc", "exact-match acc", "percent"),
+                Column("probe_masked_acc", f"probe masked acc ({probe})", "percent",
+                       fallback_header="probe masked acc (longer numbers)",
+                       nan_note="n/a: the model could not read the probe's longer rows, so the probe "
+                       "was skipped. A model with a fixed context (learned position embeddings sized "
+                       "to the training rows) has no positions for them."),
+            ],
+            metrics_noun="Accuracies",
+            description="Masked accuracy scores the reversed digits and the closing `#`; exact match "
+            "counts whole numbers reversed without a mistake.",
+            notes=[f"The probe uses numbers longer than any in training ({probe}; training: up to "
+                   f"{self.digit_max})."],
+            samples_note="Predictions of each tested model on held-out numbers (`^` marks a wrong token).",
+            chart=Chart("accuracy", "Accuracy", f"test accuracy ({self.eval_samples} held-out rows)", "accuracy",
+                        [["masked_acc", "masked (per digit)"], ["exact_acc", "exact match (whole number)"]],
+                        percent=True, fallback_title="test accuracy (held-out rows)"),
+        )
 
     def describe(self, model, num_samples: int = 1) -> str:
         """The first complete example of the first held-out rows: input, gold, prediction, diff.
@@ -322,7 +318,7 @@ class ReverseDigits(Task):
         in the metrics.
         """
         rows = self.eval_rows[: max(1, min(num_samples, self.eval_samples))]
-        preds = _logits(model, rows[:, :-1]).argmax(axis=-1)
+        preds = logits(model, rows[:, :-1]).argmax(axis=-1)
         mask = score_mask(rows)
         blocks = []
         for n, (row, pred, m) in enumerate(zip(rows, preds, mask), start=1):
@@ -373,18 +369,6 @@ class ReverseDigits(Task):
         expected = expected_continuation(prompt)
         return continuation[: len(expected)] == expected
 
-
-def _logits(model, inputs: np.ndarray) -> np.ndarray:
-    """float ``[N, T, V]`` logits of ``model`` in eval mode, without gradients, in chunks."""
-    was_training = model.training
-    model.eval()
-    try:
-        with paddle.no_grad():
-            out = [
-                model(paddle.to_tensor(np.ascontiguousarray(inputs[i : i + _EVAL_CHUNK]))).numpy()
-                for i in range(0, len(inputs), _EVAL_CHUNK)
-            ]
-    finally:
-        if was_training:
-            model.train()
-    return np.concatenate(out, axis=0)
+def _scored_batch(rows: np.ndarray) -> Batch:
+    """Held-out token rows as a batch: inputs ``rows[:, :-1]``, targets ``rows[:, 1:]``, the seed's mask."""
+    return Batch(inputs=rows[:, :-1], targets=rows[:, 1:], mask=score_mask(rows))
