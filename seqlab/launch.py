@@ -44,6 +44,74 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+class RankWatcher:
+    """Notes which rank's process ends first, and how, by polling the launcher's children in /proc.
+
+    The launcher reports the failures it notices, which can be a rank that failed because another
+    one died (waiting in a collective). A process that has ended but not been reaped yet is a
+    zombie; from the moment it starts to exit, its /proc ``stat`` holds its wait status (Linux
+    >= 3.5), so polling every 0.1 s sees the first rank to end, with its exit code or signal.
+    """
+
+    def __init__(self, launcher_pid: int, every: float = 0.1):
+        import threading
+
+        self.launcher_pid, self.every = launcher_pid, every
+        self.first_gone: int | None = None  # rank
+        self.first_code: int | None = None  # Popen-style: negative for a signal
+        self._alive: dict[int, int] = {}  # pid -> rank
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        if Path("/proc").is_dir():
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _scan(self) -> tuple[dict[int, int], dict[int, int]]:
+        """(pid -> rank of running ranks, rank -> exit code of ranks that are ending)."""
+        running, ended = {}, {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) != self.launcher_pid:
+                    continue
+                rank = self._alive.get(pid)
+                if rank is None:  # a new child: its rank is in its environment
+                    env = (entry / "environ").read_bytes().split(b"\0")
+                    value = next((v.split(b"=", 1)[1] for v in env if v.startswith(b"PADDLE_TRAINER_ID=")), b"")
+                    if not value.isdigit():
+                        continue
+                    rank = int(value)
+            except (OSError, ValueError, IndexError):
+                continue
+            # Field 52 of stat is the wait status, set as soon as the process starts to exit
+            # (it tears down for a while, then is a zombie until the launcher reaps it).
+            status = int(fields[49]) if len(fields) > 49 else 0
+            if status:
+                ended[rank] = os.waitstatus_to_exitcode(status)
+            else:
+                running[pid] = rank
+        return running, ended
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            running, ended = self._scan()
+            gone = {rank for pid, rank in self._alive.items() if pid not in running}
+            if (gone or ended) and self.first_gone is None:
+                if ended:
+                    self.first_gone = min(ended)
+                    self.first_code = ended[self.first_gone]
+                else:
+                    self.first_gone = min(gone)
+            self._alive = {**{p: r for p, r in self._alive.items() if p in running}, **running}
+
+
 def launch_command(nproc: int, argv: list[str], log_dir: Path, entry: Path) -> list[str]:
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
            "--log_dir", str(log_dir)]
@@ -75,13 +143,15 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
         received.append(signum)
         proc.send_signal(signum)  # the launcher passes it to every rank and waits for them
 
+    watcher = RankWatcher(proc.pid)
+    watcher.start()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    failure, in_flags_block = None, False
+    failures, in_flags_block = [], False
     try:
         for line in proc.stdout:
             found = _FAILED.search(line)
-            if found and failure is None:
-                failure = found
+            if found:
+                failures.append((int(found.group(1)), int(found.group(2)), found.group(3)))
             # Rank 0's own lines pass through; the launcher's bookkeeping and Paddle's notices
             # (a table of non-default flags at start-up, the cpp_extension ccache hint) don't.
             if "Modified FLAGS detected" in line:
@@ -93,6 +163,7 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
                 sys.stdout.flush()
         code = proc.wait()
     finally:
+        watcher.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
@@ -102,9 +173,16 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
     if code == 0:
         shutil.rmtree(work, ignore_errors=True)
         return 0
-    if failure is not None:
-        rank, rank_code, log = int(failure.group(1)), int(failure.group(2)), failure.group(3)
-        raise RankFailed(f"rank {rank} of {nproc} {describe_exit(rank_code)}, so every rank was stopped; "
+    if failures:
+        # When one rank dies, the others fail in the collective they were waiting in, or are
+        # stopped by the launcher, and the launcher may report one of those first: the cause is
+        # the rank whose process ended first.
+        rank, rank_code, log = next((f for f in failures if f[0] == watcher.first_gone), failures[0])
+        if watcher.first_gone is not None and watcher.first_gone != rank:
+            rank, log = watcher.first_gone, str(Path(log).with_name(f"workerlog.{watcher.first_gone}"))
+            rank_code = watcher.first_code
+        how = describe_exit(rank_code) if rank_code is not None else "ended first"
+        raise RankFailed(f"rank {rank} of {nproc} {how}, so every rank was stopped; "
                          f"its log is {log}. Fix the cause, then resume with: {resume}")
     raise RankFailed(f"paddle.distributed.launch {describe_exit(code)}; the ranks' logs are in "
                      f"{work / 'logs'}. Resume with: {resume}")

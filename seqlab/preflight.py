@@ -109,7 +109,8 @@ def check_run_folder(trainer, ckpt_path):
     from seqlab.checkpoint import check_compatible, claim_run_dir, load_checkpoint, resolve_ckpt_path
     from seqlab.registry import MODELS, TASKS
 
-    check_root_dir(trainer.root_dir)
+    if trainer.is_global_zero:  # only rank 0 writes files, so only it needs to be able to
+        check_root_dir(trainer.root_dir)
     path = resolve_ckpt_path(ckpt_path, trainer.checkpoint_dir, resume=True)
     ckpt = load_checkpoint(path) if path is not None else None
     if ckpt is not None:
