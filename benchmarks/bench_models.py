@@ -30,6 +30,7 @@ import seqlab  # noqa: F401  (quiet Paddle import)
 import paddle
 import paddle.nn.functional as F
 from seqlab import MODELS
+from seqlab.registry import missing_requirement
 from seqlab._paddle import configure_cpu_defaults
 from seqlab.ops._build import num_threads
 
@@ -107,7 +108,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     configure_cpu_defaults(paddle)  # what a Trainer run gets (stride kernels off on CPU)
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()] or MODELS.names()
+    # By default every model that can be built here (the PaddleNLP plugins need their extra).
+    names = [n.strip() for n in args.models.split(",") if n.strip()] or [
+        n for n in MODELS.names() if not missing_requirement(MODELS.get(n))]
     specs = []
     for name in names:
         init_args = {"wkv_backend": args.wkv_backend} if name == "rwkv7" and args.wkv_backend else {}

@@ -53,7 +53,7 @@ from seqlab.callback import Callback  # noqa: E402
 from seqlab.errors import SeqlabError  # noqa: E402
 from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
-from seqlab.registry import MODELS, TASKS  # noqa: E402
+from seqlab.registry import MODELS, TASKS, missing_requirement  # noqa: E402
 from seqlab.summary import PROTOCOLS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
 from seqlab.distributed import launched  # noqa: E402
@@ -487,7 +487,9 @@ def cmd_list(registry) -> int:
     rows = []
     for name, cls in registry.items():
         extra = ""
-        if registry is MODELS:
+        if missing_requirement(cls):  # listed, but it cannot be built here
+            extra = f"needs: {missing_requirement(cls)}"
+        elif registry is MODELS:
             try:
                 seed_everything(0)
                 extra = f"{cls().num_parameters():>10,d} params"
@@ -495,8 +497,9 @@ def cmd_list(registry) -> int:
                 extra = f"{'(' + type(exc).__name__ + ')':>17}"
         rows.append((name, extra, cls.summary()))
     width = max((len(r[0]) for r in rows), default=4)
+    extra_width = max((len(r[1]) for r in rows), default=0)
     for name, extra, summary in rows:
-        sys.stdout.write(f"{name:<{width}}  {extra}  {summary}\n")
+        sys.stdout.write(f"{name:<{width}}  {extra:<{extra_width}}  {summary}\n")
     return 0
 
 

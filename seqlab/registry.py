@@ -7,12 +7,18 @@ an entry point in its own pyproject instead, e.g.::
     gru = "seqlab_gru:GRU"
 
 Entry points are loaded lazily, the first time a registry is read.
+
+A class whose code needs an optional package (e.g. the PaddleNLP models) declares it with
+``requires = ("paddlenlp", "seqlab[paddlenlp]")`` (the module, then what to pip install) and imports
+it only when built, through :func:`import_requirement`. So it is registered and listed even where
+the package is missing, and choosing it then fails with the install command.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import logging
 from importlib.metadata import entry_points
 from typing import Callable, Iterator, TypeVar
@@ -30,6 +36,8 @@ _BUILTIN_MODULES = {
         "seqlab.models.transformer_modern",
         "seqlab.models.lstm",
         "seqlab.models.mlp",
+        "seqlab.models.pnlp_llama",  # these two need the `paddlenlp` extra, imported when built
+        "seqlab.models.pnlp_mamba",
     ),
     "seqlab.tasks": (
         "seqlab.tasks.reverse_digits",
@@ -127,6 +135,40 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._classes
+
+
+def missing_requirement(cls: type) -> str | None:
+    """The install command for ``cls``'s optional package when it is not installed, else None.
+
+    Cheap (no import): ``seqlab models`` calls it for every class.
+    """
+    requires = getattr(cls, "requires", None)
+    if not requires:
+        return None
+    module, pip_name = requires
+    return None if _installed(module) else f"pip install '{pip_name}'"
+
+
+def import_requirement(cls: type, module: str):
+    """Import ``module`` from ``cls``'s optional package, or say in one sentence how to install it."""
+    package, pip_name = cls.requires
+    name = getattr(cls, "registry_name", None) or cls.__name__
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # a third-party import can fail in any way when its dependencies drift
+        if not _installed(package):
+            raise SeqlabError(f"'{name}' needs {package}, which is not installed; "
+                              f"install it with: pip install '{pip_name}'.") from None
+        # Installed but broken, typically a dependency at a version it cannot import with.
+        raise SeqlabError(f"'{name}' needs {package}, which is installed but does not import "
+                          f"({type(exc).__name__}: {exc}); reinstall it with: pip install '{pip_name}'.") from None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # e.g. sys.modules[module] is None: importing it fails
+        return False
 
 
 def one_line_summary(cls: type) -> str:
