@@ -598,6 +598,82 @@ def _sweep_metric(given: str | None, parsed: ParsedCommand) -> tuple[str, str]:
     return "loss", "min"
 
 
+_PREDICT_FLAGS = {"--prompt": "12345,", "--prompts_file": "prompts.txt", "--max_new_tokens": "64",
+                  "--temperature": "0.8", "--top_k": "5", "--seed": "0"}
+
+
+def cmd_predict(argv: list[str]) -> int:
+    """Load a run's checkpoint and continue prompts with it, streaming each new token."""
+    from seqlab.evaluation import load_weights
+    from seqlab.generate import generate_stream
+
+    own: dict[str, list[str]] = {flag: [] for flag in _PREDICT_FLAGS}
+    rest, i = [], 0
+    while i < len(argv):
+        key, eq, value = argv[i].partition("=")
+        if key in own:
+            if not eq:
+                if i + 1 >= len(argv) or (argv[i + 1].startswith("--") and key != "--prompt"):
+                    raise SeqlabError(f"{key} needs a value, e.g. {key} {_PREDICT_FLAGS[key]}.")
+                value, i = argv[i + 1], i + 1
+            own[key].append(value)
+        else:
+            rest.append(argv[i])
+        i += 1
+    prompts = list(own["--prompt"])
+    for path in own["--prompts_file"]:
+        try:
+            prompts += [ln.rstrip("\n") for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SeqlabError(f"--prompts_file {path}: cannot read it ({exc.__class__.__name__}); pass a UTF-8 "
+                              "text file with one prompt per line.") from None
+    if not prompts:
+        raise SeqlabError("seqlab predict needs --prompt TEXT (repeatable) or --prompts_file FILE.")
+
+    def number(flag: str, kind, default, low: float):
+        values = own[flag]
+        try:
+            value = kind(values[-1]) if values else default
+        except ValueError:
+            raise SeqlabError(f"{flag} expects {kind.__name__}, got {values[-1]!r}.") from None
+        if value is not None and value < low:
+            raise SeqlabError(f"{flag} must be at least {low}, got {value}.")
+        return value
+
+    max_new = number("--max_new_tokens", int, 64, 1)
+    temperature = number("--temperature", float, 0.0, 0.0)
+    top_k = number("--top_k", int, None, 1)
+    seed = number("--seed", int, None, 0)
+    parsed = parse_runs("predict", rest)
+    for spec in parsed.specs:
+        task, model, trainer = _instantiate(spec)
+        encode, decode = getattr(task, "encode", None), getattr(task, "decode", None)
+        if encode is None or decode is None:
+            raise SeqlabError(f"task {type(task).__name__} does not render text (no encode/decode), so "
+                              "seqlab predict cannot read prompts for it.")
+        ids = [encode(prompt) for prompt in prompts]  # a character outside the vocabulary stops here
+        path, step = load_weights(trainer.checkpoint_dir, task, model, spec.config.ckpt_path)
+        sys.stdout.write(f"== {spec.name}: {path.name} (step {step:,})\n")
+        check = getattr(task, "is_correct_continuation", None)
+        for prompt, prompt_ids in zip(prompts, ids):
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+            new = []
+            for _, token in generate_stream(model, prompt_ids, max_new, temperature, top_k, seed,
+                                            getattr(task, "stop_token", None)):
+                new.append(token)
+                sys.stdout.write(decode([token]))  # streamed: each token as soon as it is chosen
+                sys.stdout.flush()
+            verdict = ""
+            if check is not None:
+                text = decode(new)
+                ok = check(prompt, text)
+                expected = task.expected_continuation(prompt)
+                verdict = "   right" if ok else f"   wrong (the reversal is {expected})"
+            sys.stdout.write(verdict + "\n")
+    return 0
+
+
 def cmd_convert_checkpoint(argv: list[str]) -> int:
     """Convert an old pickle checkpoint (format 1) to the safetensors format, for files the user trusts."""
     from seqlab.checkpoint import CONVERT_COMMAND, convert_legacy_checkpoint
@@ -632,6 +708,8 @@ COMMANDS = [
             "evaluate a run's checkpoint (default: last) on the validation set", recipe=True),
     Command("test", lambda argv: cmd_evaluate("test", argv),
             "evaluate a run's checkpoint (default: best) with the task's final test", recipe=True),
+    Command("predict", cmd_predict, "continue --prompt TEXT (repeatable) or --prompts_file FILE with a run's "
+            "checkpoint (default: best, else last), streaming the tokens", recipe=True),
     Command("sweep", cmd_sweep, "train every --grid KEY=v1,v2 point x --seeds N of the selected runs, "
             "pick each model's best setting on validation, report mean ± std", recipe=True),
     Command("compare", cmd_compare, "write report.md, loss.png and the task's chart for runs/<experiment>"),
@@ -650,6 +728,8 @@ RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
   --parallel N          fit: train N runs at once, in child processes (default: the recipe's
                         `parallel`, else 1)
   --ckpt_path X         last | best | PATH (fit: resume from it)
+  --prompt TEXT         predict: a prompt (repeat it, or --prompts_file FILE, one per line);
+                        --max_new_tokens N (64), --temperature T (0: greedy), --top_k K, --seed S
   --grid KEY=v1,v2,...  sweep: values of a dotted option (repeat --grid for more keys)
   --seeds N             sweep: seeds per grid point (the run's seed, +1, ...)
   --metric NAME[:max]   sweep: the validation metric to select on (default: the task's own)

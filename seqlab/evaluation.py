@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -107,28 +108,36 @@ def evaluate(task, model, stage: str = "val") -> dict[str, float]:
     return {k: float(v) for k, v in results.items()}
 
 
-def evaluate_checkpoint(trainer, ckpt_path: str | None, test: bool) -> dict[str, float]:
-    """Load a checkpoint of ``trainer``'s run into its model and evaluate it; writes nothing.
+def load_weights(checkpoint_dir: Path, task, model, ckpt_path: str | None) -> tuple[Path, int]:
+    """Load a checkpoint of a run (its ``checkpoint_dir``) into ``model``; returns ``(path, step)``.
 
-    ``ckpt_path`` None means the weights a finished fit is tested on (best, else last).
-    ``test=True`` runs the task's final test (probes included), otherwise its validation.
+    ``ckpt_path`` None means the weights a finished fit is tested on (best, else last). The
+    checkpoint must have been written for this model, task and architecture.
     """
     from seqlab.checkpoint import best_or_last, check_compatible, load_checkpoint, resolve_ckpt_path
     from seqlab.errors import SeqlabError
     from seqlab.registry import MODELS, TASKS
 
-    task, model = trainer.task, trainer.model
     if ckpt_path is None:
-        found = best_or_last(trainer.checkpoint_dir)
+        found = best_or_last(checkpoint_dir)
         if found is None:
-            resolve_ckpt_path("last", trainer.checkpoint_dir)  # names the convert command for old files
-            raise SeqlabError(f"no checkpoint in '{trainer.checkpoint_dir}'; train this run first (seqlab fit).")
+            resolve_ckpt_path("last", checkpoint_dir)  # names the convert command for old files
+            raise SeqlabError(f"no checkpoint in '{checkpoint_dir}'; train this run first (seqlab fit).")
         path = found[0]
     else:
-        path = resolve_ckpt_path(ckpt_path, trainer.checkpoint_dir)
+        path = resolve_ckpt_path(ckpt_path, checkpoint_dir)
     ckpt = load_checkpoint(path)
     check_compatible(ckpt, path, MODELS.name_of(type(model)), TASKS.name_of(type(task)), model.state_dict())
     model.set_state_dict(ckpt["model"])
-    task.setup(trainer.seed)
-    results = evaluate(task, model, "test" if test else "val")
-    return {"step": int(ckpt["step"]), "checkpoint": str(path), **results}
+    return path, int(ckpt["step"])
+
+
+def evaluate_checkpoint(trainer, ckpt_path: str | None, test: bool) -> dict[str, float]:
+    """Load a checkpoint of ``trainer``'s run into its model and evaluate it; writes nothing.
+
+    ``test=True`` runs the task's final test (probes included), otherwise its validation.
+    """
+    path, step = load_weights(trainer.checkpoint_dir, trainer.task, trainer.model, ckpt_path)
+    trainer.task.setup(trainer.seed)
+    results = evaluate(trainer.task, trainer.model, "test" if test else "val")
+    return {"step": step, "checkpoint": str(path), **results}
