@@ -11,7 +11,7 @@ from typing import Any
 
 from seqlab._init_args import record_init_args
 from seqlab._paddle import import_paddle
-from seqlab.registry import one_line_summary
+from seqlab.text import one_line_summary
 
 paddle = import_paddle()
 nn = paddle.nn

@@ -171,14 +171,6 @@ def _installed(module: str) -> bool:
         return False
 
 
-def one_line_summary(cls: type) -> str:
-    """A class's ``description``, else the first line of its docstring (CLI listings)."""
-    if getattr(cls, "description", ""):
-        return cls.description
-    doc = (cls.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else cls.__name__
-
-
 def _base_class(group: str) -> type:
     if group == "seqlab.models":
         from seqlab.model import Model

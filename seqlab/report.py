@@ -30,13 +30,14 @@ import csv
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from seqlab import text
+from seqlab.io import atomic_write, atomic_write_text
 from seqlab.summary import PROTOCOLS, Chart, Column, ReportSpec, RunSummary
 
 log = logging.getLogger(__name__)
@@ -187,17 +188,8 @@ def _sort_key(run: RunData, spec: ReportSpec) -> tuple:
 
 # ---------------------------------------------------------------------------- formatting
 def format_duration(seconds: Optional[float]) -> str:
-    """7.3 -> '7.3s', 452 -> '7m32s', 3725 -> '1h02m'."""
-    if seconds is None:
-        return "—"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    total = int(round(seconds))
-    if total < 60:
-        return f"{total}s"
-    if total < 3600:
-        return f"{total // 60}m{total % 60:02d}s"
-    return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    """7.3 -> '7.3s', 452 -> '7m32s', 3725 -> '1h02m' (a decimal under 10 s: short runs)."""
+    return text.format_duration(seconds, tenths_below=10.0)
 
 
 def _pct(value: Optional[float]) -> str:
@@ -277,13 +269,12 @@ def smoothing_window(num_points: int) -> int:
     return max(1, min(SMOOTH_WINDOW, num_points // 10))
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Render a matplotlib Figure to ``path`` as PNG, atomically (Agg canvas, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 def plot_loss(runs: list[RunData], path: Path, experiment: str) -> bool:
@@ -322,7 +313,7 @@ def plot_loss(runs: list[RunData], path: Path, experiment: str) -> bool:
     ax.grid(True, linestyle="--", alpha=0.5)
     ax.legend(fontsize=11)
     ax.set_xlim(left=0)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -372,7 +363,7 @@ def plot_chart(runs: list[RunData], path: Path, experiment: str, chart: Chart) -
         for (style, face), (_, label) in zip(_BAR_STYLES, series):
             handles.append(Patch(facecolor=face, edgecolor="black", hatch=style.get("hatch"), label=label))
         ax.legend(handles=handles, loc="upper right", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -438,12 +429,6 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(root: Path) -> list[Path]:
     """Write report.md, loss.png, the task's chart and report.json into ``root`` (runs/<experiment>).
 
@@ -473,7 +458,7 @@ def write_report(root: Path) -> list[Path]:
     has_chart = chart_png is not None and plot_chart(finished, chart_png, experiment, spec.chart)
 
     report_md = root / "report.md"
-    _write_text(report_md, _markdown(experiment, finished, unfinished, spec, has_loss, has_chart, generated))
+    atomic_write_text(report_md, _markdown(experiment, finished, unfinished, spec, has_loss, has_chart, generated))
     summary = {
         "experiment": experiment,
         "generated_at": generated,
@@ -483,7 +468,7 @@ def write_report(root: Path) -> list[Path]:
         "unfinished": [r.name for r in unfinished],
     }
     report_json = root / "report.json"
-    _write_text(report_json, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(report_json, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     paths = [report_md] + [p for p, ok in ((loss_png, has_loss), (chart_png, has_chart)) if ok] + [report_json]
     log.debug("report: wrote %s", ", ".join(p.name for p in paths))
     return paths

@@ -249,8 +249,9 @@ def s_label(s: Setting) -> str:
 
 def _plot(settings: list[Setting], grid: dict[str, list[str]], metric: str, mode: str, path: Path) -> bool:
     """The validation metric against the first swept key, one line per model, error bars over seeds."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from seqlab.report import save_figure
 
     if not grid:
         return False
@@ -274,8 +275,5 @@ def _plot(settings: list[Setting], grid: dict[str, list[str]], metric: str, mode
     ax.set_title(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better) against {_short(key)}")
     ax.grid(True, linestyle="--", alpha=0.5)
     ax.legend()
-    FigureCanvasAgg(fig)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    tmp.replace(path)
+    save_figure(fig, path)
     return True

@@ -15,7 +15,7 @@ from seqlab._init_args import record_init_args
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 from seqlab.metrics import IGNORE_INDEX, CrossEntropy, Metric
-from seqlab.registry import one_line_summary
+from seqlab.text import one_line_summary
 from seqlab.summary import Chart, Column, ReportSpec
 
 paddle = import_paddle()

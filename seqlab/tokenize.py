@@ -9,13 +9,13 @@ another tokenizer with up to 65,536 ids is read the same way.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from seqlab.errors import SeqlabError
+from seqlab.io import atomic_write
 
 VOCAB_SIZE = 256
 DTYPE = np.dtype("<u2")
@@ -36,18 +36,16 @@ def tokenize_file(input_path: str | Path, output_path: str | Path) -> int:
         raise SeqlabError(f"--output '{target}': its folder '{target.parent}' does not exist; create it first.")
     if target.resolve() == source.resolve():
         raise SeqlabError(f"--output '{target}' is the input file; choose another name, e.g. data.bin.")
-    tmp = target.with_name(target.name + ".tmp")
     count = 0
-    try:
+
+    def write(tmp: Path) -> None:  # streamed: the text is never read whole
+        nonlocal count
         with open(source, "rb") as src, open(tmp, "wb") as dst:
             while chunk := src.read(_CHUNK):
                 np.frombuffer(chunk, dtype=np.uint8).astype(DTYPE).tofile(dst)
                 count += len(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, write)
     return count
 
 

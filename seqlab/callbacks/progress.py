@@ -6,18 +6,8 @@ import sys
 import time
 
 from seqlab.callback import Callback
+from seqlab.text import format_duration  # noqa: F401  (also the name tests and users import here)
 
-
-def format_duration(seconds: float) -> str:
-    """``3m12s``, ``1h02m``, ``45s``: short enough for one status line."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def _short(key: str) -> str:
