@@ -44,5 +44,7 @@ def configure_cpu_defaults(paddle) -> None:
     """
     if paddle.device.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu"):
         return
-    if os.environ.get("SEQLAB_STRIDE_KERNEL", "0") != "1":
+    from seqlab.ops.settings import setting
+
+    if setting("SEQLAB_STRIDE_KERNEL") != "1":
         paddle.set_flags({"FLAGS_use_stride_kernel": False})

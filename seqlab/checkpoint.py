@@ -51,6 +51,7 @@ import safetensors.numpy
 from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_write
+from seqlab.ops.settings import run_settings
 from seqlab.rng import (
     capture_rng_state,
     check_rng_state,
@@ -581,6 +582,7 @@ def trainer_checkpoint(trainer, meta: dict[str, Any] | None = None) -> dict[str,
         "trainer": {**trainer.counters, "wall_time_s": trainer.wall_time_s(),
                     "last_val_metrics": trainer.last_val_metrics},
         "config": trainer.config,
+        "settings": run_settings(),
         "meta": dict(meta or {}),
         "model_name": MODELS.name_of(type(trainer.model)),
         "task_name": TASKS.name_of(type(trainer.task)),
@@ -602,3 +604,8 @@ def restore_trainer(trainer, ckpt: dict[str, Any]) -> None:
     trainer.last_val_metrics = saved.pop("last_val_metrics", {})
     trainer.counters.update({k: v for k, v in saved.items() if k in trainer.counters})
     trainer.global_step = int(ckpt["step"])
+    saved_settings, now = ckpt.get("settings"), run_settings()
+    if isinstance(saved_settings, dict) and saved_settings != now:
+        changed = ", ".join(f"{k}={saved_settings.get(k)}->{now.get(k)}" for k in sorted(now) if saved_settings.get(k) != now.get(k))
+        log.warning("resuming with other run settings than the checkpoint's (%s): the run continues "
+                    "exactly only up to float rounding.", changed)

@@ -201,6 +201,7 @@ def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: 
                       protocol: str = "best") -> dict[str, Any]:
     merged.pop("parallel", None)
     merged.pop("protocol", None)
+    merged.pop("settings", None)  # a saved config.yaml records the run settings it ran with
     unknown = sorted(set(merged) - {"task", "model", "trainer", "ckpt_path"})
     if unknown:
         close = difflib.get_close_matches(unknown[0], ["task", "model", "trainer", "ckpt_path"], n=1)
@@ -755,16 +756,13 @@ def _add_to_path(folder: Path) -> None:
 
 
 def _check_environment() -> None:
-    """Environment variables seqlab reads, checked once so a typo is one line, not a traceback."""
-    import os
+    """The run settings (seqlab.ops.settings), checked once: a typo is one line, not a traceback."""
+    from seqlab.ops.settings import run_settings
 
-    backend = os.environ.get("SEQLAB_WKV7")
-    valid = ("reference", "chunked", "cpp", "cuda")
-    if backend and backend not in valid:
-        raise SeqlabError(f"SEQLAB_WKV7={backend!r} is not a WKV7 back end; use one of {', '.join(valid)} or unset it.")
-    threads = os.environ.get("SEQLAB_NUM_THREADS")
-    if threads and not (threads.isdigit() and int(threads) > 0):
-        raise SeqlabError(f"SEQLAB_NUM_THREADS={threads!r} must be a positive integer; fix or unset it.")
+    try:
+        run_settings()
+    except ValueError as exc:
+        raise SeqlabError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from seqlab.callback import Callback
+from seqlab.ops.settings import run_settings
 from seqlab.io import atomic_write_text
 
 
@@ -23,5 +24,7 @@ class SaveConfig(Callback):
 
     def on_fit_start(self, trainer, task, model) -> None:
         if trainer.is_global_zero and trainer.config:
-            text = yaml.safe_dump(trainer.config, sort_keys=False)
+            # The run settings (SEQLAB_WKV7, ...) chose the kernels; they are recorded, not
+            # re-applied: a recipe reading this file ignores them.
+            text = yaml.safe_dump({**trainer.config, "settings": run_settings()}, sort_keys=False)
             atomic_write_text(trainer.run_dir / self.filename, text)

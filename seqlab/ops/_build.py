@@ -62,12 +62,11 @@ def num_threads() -> int:
     Passed explicitly to every op because ``import paddle`` sets ``OMP_NUM_THREADS=1`` after
     libgomp has already started, so OpenMP's own default is not reliable here.
     """
-    env = os.environ.get("SEQLAB_NUM_THREADS")
+    from seqlab.ops.settings import setting
+
+    env = setting("SEQLAB_NUM_THREADS")
     if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"SEQLAB_NUM_THREADS must be an integer, got {env!r}") from None
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

@@ -42,12 +42,12 @@ built from the ``*_reference`` functions here and ``seqlab.ops.wkv7.wkv7_step``.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import paddle
 import paddle.nn.functional as F
 
+from seqlab.ops.settings import setting
 from seqlab.ops._build import OpBuildError, load_cpu_ops, num_threads
 
 ENV_VAR = "SEQLAB_FUSED"
@@ -59,7 +59,7 @@ def _ops(x, use_cpp):
     """The C++ op module if it should be used for tensor ``x``, else None."""
     if use_cpp is False or not x.place.is_cpu_place():
         return None
-    if use_cpp is None and os.environ.get(ENV_VAR, "").strip().lower() in ("paddle", "0", "off"):
+    if use_cpp is None and setting(ENV_VAR) == "paddle":
         return None
     if "ops" not in _STATE:
         try:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import paddle
 
+from seqlab.ops.settings import setting
 from seqlab.ops._build import OpBuildError, load_extension, num_threads
 from seqlab.ops.lstm._blas import BlasNotFound, find_blas
 
@@ -59,7 +60,7 @@ def _ops(use_cpp):
     """The op module, or None when the Paddle layer should run (see the module docstring)."""
     if use_cpp is False:
         return None
-    if use_cpp is None and os.environ.get(ENV_VAR, "").strip().lower() in ("paddle", "0", "off"):
+    if use_cpp is None and setting(ENV_VAR) == "paddle":
         return None
     if "ops" not in _STATE:
         try:

@@ -29,14 +29,14 @@ on a real GPU: untested code must not become every GPU user's default. An explic
 
 from __future__ import annotations
 
-import os
 import warnings
 
 from seqlab.ops._build import OpBuildError
+from seqlab.ops.settings import WKV7_BACKENDS, setting
 from seqlab.ops.wkv7.chunked import wkv7_chunked
 from seqlab.ops.wkv7.reference import wkv7_reference, wkv7_step
 
-BACKENDS = ("reference", "chunked", "cpp", "cuda")
+BACKENDS = WKV7_BACKENDS
 ENV_VAR = "SEQLAB_WKV7"
 
 # The automatic CPU choice, decided once per process so that a failed build is tried (and
@@ -69,14 +69,13 @@ def resolve_backend(backend: str | None = None, x=None) -> str:
 
     Raises ``ValueError`` for an unknown name (from the argument or ``SEQLAB_WKV7``).
     """
-    name = backend if backend is not None else os.environ.get(ENV_VAR, "").strip() or None
-    if name is not None:
-        name = name.lower()
+    if backend is not None:
+        name = backend.lower()
         if name not in BACKENDS:
-            source = "backend" if backend is not None else ENV_VAR
-            raise ValueError(
-                f"unknown WKV7 back end {name!r} (from {source}); valid: {', '.join(BACKENDS)}"
-            )
+            raise ValueError(f"unknown WKV7 back end {name!r} (from backend); valid: {', '.join(BACKENDS)}")
+        return name
+    name = setting(ENV_VAR)
+    if name is not None:
         return name
     if _is_gpu(x):
         return "chunked"  # see the module docstring: cuda stays opt-in until tested on a GPU
