@@ -30,10 +30,10 @@ import sys
 import time
 
 import numpy as np
-
-import seqlab  # noqa: F401  (quiet Paddle import)
 import paddle
 import paddle.nn.functional as F
+
+import seqlab  # noqa: F401  (quiet Paddle import)
 from seqlab._paddle import configure_cpu_defaults
 from seqlab.models.lstm import LSTM
 

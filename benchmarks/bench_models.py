@@ -25,14 +25,14 @@ import sys
 import time
 
 import numpy as np
-
-import seqlab  # noqa: F401  (quiet Paddle import)
 import paddle
 import paddle.nn.functional as F
+
+import seqlab  # noqa: F401  (quiet Paddle import)
 from seqlab import MODELS
-from seqlab.registry import missing_requirement
 from seqlab._paddle import configure_cpu_defaults
 from seqlab.ops._build import num_threads
+from seqlab.registry import missing_requirement
 
 
 def machine_info() -> str:

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import paddle  # noqa: E402
 from bench_models import Runner, machine_info  # noqa: E402
 
-import paddle  # noqa: E402
 from seqlab._paddle import configure_cpu_defaults  # noqa: E402
 
 SPECS = [

@@ -14,11 +14,11 @@ import argparse
 import time
 
 import numpy as np
-
-import seqlab  # noqa: F401  (quiet Paddle import, CPU defaults)
 import paddle
 import paddle.nn.functional as F
 import paddle.profiler as profiler
+
+import seqlab  # noqa: F401  (quiet Paddle import, CPU defaults)
 from seqlab import MODELS
 from seqlab._paddle import configure_cpu_defaults
 

@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import paddle
 import safetensors
 import safetensors.numpy
 
-from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_write
 from seqlab.ops.settings import run_settings
@@ -61,7 +61,6 @@ from seqlab.rng import (
     restore_rng_state,
 )
 
-paddle = import_paddle()
 log = logging.getLogger(__name__)
 
 __all__ = [

@@ -32,10 +32,10 @@ import json
 import logging
 import re
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import yaml
 
@@ -43,24 +43,22 @@ from seqlab._paddle import import_paddle
 
 import_paddle()  # exits 2 with an install hint when no Paddle wheel is present
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
-
 import paddle  # noqa: E402
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
 
 import seqlab  # noqa: E402
 import seqlab.callbacks  # noqa: E402,F401  (makes short callback names resolvable)
-from seqlab.callback import Callback  # noqa: E402
+from seqlab import tokenize  # noqa: E402
+from seqlab.distributed import launched  # noqa: E402
 from seqlab.errors import SeqlabError  # noqa: E402
+from seqlab.interrupts import TrainingInterrupted, stop_outside_training  # noqa: E402
 from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
+from seqlab.parallel import die_with_parent, run_in_children  # noqa: E402
 from seqlab.registry import MODELS, TASKS, missing_requirement  # noqa: E402
 from seqlab.summary import PROTOCOLS  # noqa: E402
 from seqlab.task import Task  # noqa: E402
-from seqlab.distributed import launched  # noqa: E402
-from seqlab.interrupts import TrainingInterrupted, stop_outside_training  # noqa: E402
-from seqlab.parallel import die_with_parent, run_in_children  # noqa: E402
 from seqlab.trainer import Trainer, seed_everything  # noqa: E402
-from seqlab import tokenize  # noqa: E402
 
 log = logging.getLogger("seqlab")
 # Flags handled by seqlab itself rather than by the per-run jsonargparse parser.

@@ -9,13 +9,11 @@ follow the same loss curve.
 from __future__ import annotations
 
 import contextlib
-
 import os
 
-from seqlab._paddle import import_paddle
-from seqlab.errors import SeqlabError
+import paddle
 
-paddle = import_paddle()
+from seqlab.errors import SeqlabError
 
 
 def launched() -> bool:

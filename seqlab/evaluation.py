@@ -14,15 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.metrics import Scored
 
-paddle = import_paddle()
 log = logging.getLogger(__name__)
 
 #: Rows per forward pass when scoring: bounds memory for big models and big held-out sets.

@@ -28,11 +28,9 @@ import inspect
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
-
-paddle = import_paddle()
 
 __all__ = [
     "generate",

@@ -46,11 +46,11 @@ class TrainingInterrupted(SeqlabError):
         self.exit_code = exit_code if exit_code is not None else exit_code_for(signum)
 
     @classmethod
-    def after_step(cls, signum: int, step: int, checkpoint: str) -> "TrainingInterrupted":
+    def after_step(cls, signum: int, step: int, checkpoint: str) -> TrainingInterrupted:
         name = signal.Signals(signum).name
         return cls(signum, f"stopped by {name} after step {step}; the last checkpoint is saved ({checkpoint}).")
 
-    def with_resume(self, command: str) -> "TrainingInterrupted":
+    def with_resume(self, command: str) -> TrainingInterrupted:
         return TrainingInterrupted(self.signum, str(self), command, self.exit_code)
 
 
@@ -77,7 +77,7 @@ class GracefulStop:
         log.warning("received %s: finishing this step, saving the last checkpoint, then stopping "
                     "(send it again to abort at once).", signal.Signals(signum).name)
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> GracefulStop:
         self.signum = None
         if threading.current_thread() is threading.main_thread():
             for sig in HANDLED:

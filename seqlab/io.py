@@ -10,8 +10,8 @@ and the previous file is untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 TMP_SUFFIX = ".tmp"
 

@@ -17,11 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from seqlab._paddle import import_paddle
+import paddle
+
 from seqlab.errors import SeqlabError
 from seqlab.interrupts import TrainingInterrupted
-
-paddle = import_paddle()
 
 # What the launcher prints when a rank exits non-zero (Paddle 3.x).
 _FAILED = re.compile(r"Container rank (\d+) status failed .*? code (-?\d+) log (\S+)")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import paddle
+
 from seqlab._init_args import record_init_args
-from seqlab._paddle import import_paddle
 from seqlab.text import one_line_summary
 
-paddle = import_paddle()
 nn = paddle.nn
 
 

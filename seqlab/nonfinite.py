@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 
-from seqlab._paddle import import_paddle
-from seqlab.errors import TrainingDiverged
+import paddle
 
-paddle = import_paddle()
+from seqlab.errors import TrainingDiverged
 
 
 def update_is_finite(trainer, loss_value: float) -> bool:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab._paddle import import_paddle
-from seqlab.errors import SeqlabError
+import paddle
 
-paddle = import_paddle()
+from seqlab.errors import SeqlabError
 
 
 @dataclass
@@ -41,7 +40,7 @@ class AdamW:
                 raise SeqlabError(f"{name} {rule}, got {getattr(self, name)}; fix trainer.optimizer.{name} "
                                   "in the recipe or on the command line.")
 
-    def build(self, model) -> "paddle.optimizer.AdamW":
+    def build(self, model) -> paddle.optimizer.AdamW:
         groups = model.param_groups()
         if self.decay_all:
             groups = {"decay": groups["decay"] + groups["no_decay"], "no_decay": []}

@@ -17,10 +17,10 @@ import contextlib
 import logging
 from typing import Any
 
-from seqlab._paddle import import_paddle
+import paddle
+
 from seqlab.errors import SeqlabError
 
-paddle = import_paddle()
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")

@@ -10,11 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import inference_mode, to_numpy
-
-paddle = import_paddle()
 
 
 def check_root_dir(root_dir: Path) -> None:

@@ -20,8 +20,9 @@ import difflib
 import importlib
 import importlib.util
 import logging
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from seqlab.errors import SeqlabError
 

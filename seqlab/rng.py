@@ -25,11 +25,10 @@ import random
 from typing import Any
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 
-paddle = import_paddle()
 log = logging.getLogger(__name__)
 
 MT19937_64_WORDS = 312  # the state size of std::mt19937_64, fixed by the C++ standard

@@ -3,10 +3,7 @@
 import random
 
 import numpy as np
-
-from seqlab._paddle import import_paddle
-
-paddle = import_paddle()
+import paddle
 
 
 def seed_everything(seed: int) -> None:

@@ -97,7 +97,7 @@ class ReportSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ReportSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ReportSpec:
         """Inverse of :meth:`to_dict`; ``TypeError`` on a malformed entry.
 
         Keys this seqlab does not know (written by a newer one) are left out.
@@ -188,7 +188,7 @@ class RunSummary:
         return isinstance(value, float) and math.isnan(value)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunSummary":
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
         """Inverse of :meth:`to_dict`: known keys are facts, every other key a test metric.
 
         Raises ``ValueError`` when a required fact is missing (a file of another program).
@@ -207,7 +207,7 @@ class RunSummary:
         return cls(**facts, test=test)
 
     @classmethod
-    def read(cls, path: str | Path) -> "RunSummary":
+    def read(cls, path: str | Path) -> RunSummary:
         """Read a ``metrics.json``; ``ValueError``/``OSError`` if it is missing or malformed."""
         data = json.loads(Path(path).read_text())  # Python's json reads the NaN the file may hold
         if not isinstance(data, dict):

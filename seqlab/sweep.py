@@ -263,8 +263,8 @@ def _plot(settings: list[Setting], grid: dict[str, list[str]], metric: str, mode
     fig = Figure(figsize=(9, 5.5))
     ax = fig.add_subplot()
     for run in dict.fromkeys(s.run for s in settings):
-        rows = sorted(((float(s.settings[key]), s.mean("val", metric), s.std("val", metric) or 0.0)
-                       for s in settings if s.run == run and key in s.settings and s.mean("val", metric) is not None))
+        rows = sorted((float(s.settings[key]), s.mean("val", metric), s.std("val", metric) or 0.0)
+                       for s in settings if s.run == run and key in s.settings and s.mean("val", metric) is not None)
         if rows:
             ax.errorbar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], marker="o",
                         capsize=4, linewidth=2, label=run)

@@ -8,17 +8,17 @@ in :mod:`seqlab.evaluation`. A task never sees an optimizer or a callback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
+
+import paddle
 
 from seqlab._init_args import record_init_args
-from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 from seqlab.metrics import IGNORE_INDEX, CrossEntropy, Metric
-from seqlab.text import one_line_summary
 from seqlab.summary import Chart, Column, ReportSpec
-
-paddle = import_paddle()
+from seqlab.text import one_line_summary
 
 
 @dataclass
@@ -47,12 +47,12 @@ class Batch:
         """Targets that count in the loss (not ``ignore_index``): the weight of a micro-batch."""
         return int((self.targets != ignore_index).astype("int64").sum().item())
 
-    def select(self, rows: slice) -> "Batch":
+    def select(self, rows: slice) -> Batch:
         """The batch made of ``rows`` (a slice of row indices)."""
         mask = self.mask[rows] if self.mask is not None else None
         return Batch(self.inputs[rows], self.targets[rows], mask)
 
-    def split(self, parts: int) -> list["Batch"]:
+    def split(self, parts: int) -> list[Batch]:
         """``parts`` consecutive row blocks whose sizes differ by at most one (gradient accumulation)."""
         if parts == 1:
             return [self]

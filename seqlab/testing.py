@@ -23,11 +23,10 @@ import os
 import tempfile
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.generate import has_rnn_mode, init_state_for
 
-paddle = import_paddle()
 F = paddle.nn.functional
 
 BATCH_SIZE = 2

@@ -14,26 +14,35 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import paddle
+
 from seqlab._init_args import python_run_config, record_init_args
-from seqlab._paddle import configure_cpu_defaults, import_paddle
+from seqlab._paddle import configure_cpu_defaults
 from seqlab.callback import Callback, Event
 from seqlab.callbacks import arrange_callbacks
-from seqlab.checkpoint import (LAST, atomic_save, best_or_last, checkpoint_file, claim_run_dir,
-                               load_checkpoint, restore_trainer, trainer_checkpoint)
+from seqlab.checkpoint import (
+    LAST,
+    atomic_save,
+    best_or_last,
+    checkpoint_file,
+    claim_run_dir,
+    load_checkpoint,
+    restore_trainer,
+    trainer_checkpoint,
+)
 from seqlab.distributed import DataParallelContext
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import evaluate, evaluate_checkpoint
 from seqlab.interrupts import GracefulStop, TrainingInterrupted
 from seqlab.model import Model
+from seqlab.nonfinite import update_is_finite
 from seqlab.optim import AdamW
 from seqlab.precision import Precision
-from seqlab.nonfinite import update_is_finite
 from seqlab.preflight import check_forward, check_run_folder, check_settings, check_vocab
 from seqlab.registry import MODELS
 from seqlab.seeding import seed_everything
 from seqlab.task import Task
 
-paddle = import_paddle()
 log = logging.getLogger(__name__)
 
 

@@ -15,19 +15,21 @@ import pytest
 import seqlab  # noqa: F401
 from seqlab._paddle import import_paddle
 from seqlab.callback import Callback
-from seqlab.errors import SeqlabError
-from seqlab.callbacks import SaveConfig, SaveSamples, SaveSummary
 from seqlab.callbacks import (
-    CSVLogger,
     ConstantLR,
     CosineWarmupLR,
+    CSVLogger,
     EarlyStopping,
     GradientClip,
     MovingAverageCheckpoint,
     ProgressBar,
+    SaveConfig,
+    SaveSamples,
+    SaveSummary,
     VisualDLLogger,
     default_callbacks,
 )
+from seqlab.errors import SeqlabError
 
 paddle = import_paddle()
 

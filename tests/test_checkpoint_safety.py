@@ -24,6 +24,8 @@ import safetensors.numpy
 import yaml
 
 import seqlab.io
+from seqlab import Callback
+from seqlab._paddle import import_paddle
 from seqlab.checkpoint import (
     FORMAT_VERSION,
     METADATA_KEY,
@@ -34,7 +36,6 @@ from seqlab.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from seqlab import Callback
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_write_bytes
 from seqlab.models.mlp import MLP
@@ -43,7 +44,6 @@ from seqlab.optim import AdamW
 from seqlab.rng import paddle_state_from_plain, paddle_state_to_plain
 from seqlab.tasks.reverse_digits import ReverseDigits
 from seqlab.trainer import Trainer, seed_everything
-from seqlab._paddle import import_paddle
 
 paddle = import_paddle()
 

@@ -7,7 +7,6 @@ a probe callback records each rank's rows and final weights.
 """
 
 import csv
-import hashlib
 import json
 import os
 import shutil

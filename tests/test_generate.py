@@ -4,9 +4,9 @@ digit-reversal task's text interface."""
 from __future__ import annotations
 
 import numpy as np
+import paddle
 import pytest
 
-import paddle
 from seqlab import MODELS
 from seqlab.errors import SeqlabError
 from seqlab.generate import generate, generate_stream, generate_text, sample_next

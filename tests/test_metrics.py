@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import seqlab  # noqa: F401  (imports paddle quietly)
-from seqlab.metrics import (IGNORE_INDEX, BitsPerByte, CrossEntropy, ExactMatch, MaskedAccuracy, Perplexity,
-                            Scored)
+from seqlab.metrics import IGNORE_INDEX, BitsPerByte, CrossEntropy, ExactMatch, MaskedAccuracy, Perplexity, Scored
 from seqlab.model import paddle
 
 X = IGNORE_INDEX

@@ -4,17 +4,17 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
-
-import seqlab
 import paddle
 import paddle.nn.functional as F
+import pytest
 from paddle import nn
+
+import seqlab
 from seqlab import MODELS
-from seqlab.registry import missing_requirement
 from seqlab.models.rwkv7 import RWKV7, seed_param_name
 from seqlab.models.transformer import Transformer
 from seqlab.models.transformer_modern import TransformerModern
+from seqlab.registry import missing_requirement
 from seqlab.testing import assert_causal, assert_step_matches_forward, run_model_checks
 
 

@@ -3,10 +3,10 @@
 import math
 
 import numpy as np
+import paddle
 import pytest
 
 import seqlab  # noqa: F401  (quiet Paddle import, CPU defaults)
-import paddle
 from seqlab.nn import RMSNorm, RotaryEmbedding, SwiGLU, TokenShift, sinusoidal_position_embedding, token_shift
 
 

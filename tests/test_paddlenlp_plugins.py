@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
 import yaml
 
-import paddle
 from seqlab import MODELS
 from seqlab.testing import make_tokens
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import paddle
 import pytest
 
 from seqlab import SeqlabError, Trainer
@@ -13,8 +14,6 @@ from seqlab.models.mlp import MLP
 from seqlab.precision import Precision
 from seqlab.tasks.reverse_digits import ReverseDigits
 from seqlab.trainer import seed_everything
-
-import paddle
 
 ON_GPU = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 

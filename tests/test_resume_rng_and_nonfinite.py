@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import paddle
 import pytest
 
 import seqlab.checkpoint
@@ -12,8 +13,6 @@ from seqlab.callbacks import MovingAverageCheckpoint
 from seqlab.optim import AdamW
 from seqlab.tasks.reverse_digits import ReverseDigits
 from seqlab.trainer import seed_everything
-
-import paddle
 
 nn = paddle.nn
 

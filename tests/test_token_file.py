@@ -174,9 +174,9 @@ def test_report_spec_of_a_byte_file():
 # ---------------------------------------------------------------------------- tokenize
 def test_tokenize_writes_bytes_as_uint16_and_the_shipped_bin_is_the_text(tmp_path):
     src = tmp_path / "in.txt"
-    src.write_bytes("héllo\n".encode("utf-8"))
+    src.write_bytes("héllo\n".encode())
     assert tokenize_file(src, tmp_path / "out.bin") == 7
-    assert np.fromfile(tmp_path / "out.bin", dtype="<u2").tolist() == list("héllo\n".encode("utf-8"))
+    assert np.fromfile(tmp_path / "out.bin", dtype="<u2").tolist() == list("héllo\n".encode())
     assert tokenize_file(TEXT, tmp_path / "d.bin") == 66_357
     assert (tmp_path / "d.bin").read_bytes() == BIN.read_bytes()  # the committed .bin is this text
 

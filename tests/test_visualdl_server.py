@@ -62,7 +62,7 @@ class Server:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("visualdl did not answer /alive within 30 s")
+                    raise RuntimeError("visualdl did not answer /alive within 30 s") from None
                 time.sleep(0.3)
 
     def api(self, path: str, **params):

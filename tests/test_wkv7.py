@@ -17,6 +17,7 @@ with warnings.catch_warnings():
     import paddle
 
 import importlib
+
 from seqlab.ops import resolve_backend, wkv7
 from seqlab.ops._build import OpBuildError
 from seqlab.ops.wkv7 import cpp as cpp_mod

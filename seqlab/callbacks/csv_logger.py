@@ -7,7 +7,6 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from seqlab.callback import Callback
 from seqlab.io import atomic_write_bytes

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from seqlab._paddle import import_paddle
+import paddle
+
 from seqlab.callback import Callback
 from seqlab.errors import SeqlabError
-
-paddle = import_paddle()
 
 
 class GradientClip(Callback):

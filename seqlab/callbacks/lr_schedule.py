@@ -5,11 +5,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from seqlab._paddle import import_paddle
+import paddle
+
 from seqlab.callback import Callback
 from seqlab.errors import SeqlabError
-
-paddle = import_paddle()
 
 
 class CosineWarmupLR(Callback):

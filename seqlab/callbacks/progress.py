@@ -9,7 +9,6 @@ from seqlab.callback import Callback
 from seqlab.text import format_duration  # noqa: F401  (also the name tests and users import here)
 
 
-
 def _short(key: str) -> str:
     return key.split("/", 1)[1] if "/" in key else key
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import yaml
 
 from seqlab.callback import Callback
-from seqlab.ops.settings import run_settings
 from seqlab.io import atomic_write_text
+from seqlab.ops.settings import run_settings
 
 
 class SaveConfig(Callback):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from seqlab.callback import Callback
-from seqlab.io import atomic_write_text
 from seqlab.evaluation import inference_mode
+from seqlab.io import atomic_write_text
 
 
 class SaveSamples(Callback):

@@ -29,9 +29,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from seqlab.model import Model, nn, paddle
+import paddle
+
+from seqlab.model import Model
 from seqlab.ops.lstm import lstm_layer
 from seqlab.registry import register_model
+
+nn = paddle.nn
 
 DEFAULT_HIDDEN_SIZES = (128,) * 7
 

@@ -23,8 +23,12 @@ Default parameters at vocab 12 (embed 16, window 16, hidden 110)::
 
 from __future__ import annotations
 
-from seqlab.model import Model, nn, paddle
+import paddle
+
+from seqlab.model import Model
 from seqlab.registry import register_model
+
+nn = paddle.nn
 
 
 @register_model("mlp")

@@ -37,7 +37,9 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from seqlab.model import Model, paddle
+import paddle
+
+from seqlab.model import Model
 from seqlab.models._paddlenlp import PADDLENLP, import_paddlenlp
 from seqlab.registry import register_model
 

@@ -35,13 +35,12 @@ both RNN steps match the forward.
 from __future__ import annotations
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.model import Model
 from seqlab.ops import fused, wkv7, wkv7_step
 from seqlab.registry import register_model
 
-paddle = import_paddle()
 nn = paddle.nn
 F = paddle.nn.functional
 

@@ -14,13 +14,13 @@ RNN mode (``init_state`` / ``step``) decodes one token at a time against a preal
 
 from __future__ import annotations
 
-from seqlab._paddle import import_paddle
+import paddle
+
 from seqlab.errors import SeqlabError
 from seqlab.model import Model
 from seqlab.nn import KVCache
 from seqlab.registry import register_model
 
-paddle = import_paddle()
 nn = paddle.nn
 
 

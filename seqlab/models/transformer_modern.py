@@ -17,12 +17,12 @@ RNN mode (``init_state`` / ``step``) decodes one token at a time against a preal
 
 from __future__ import annotations
 
-from seqlab._paddle import import_paddle
+import paddle
+
 from seqlab.model import Model
 from seqlab.nn import KVCache, RMSNorm, RotaryEmbedding, SwiGLU
 from seqlab.registry import register_model
 
-paddle = import_paddle()
 nn = paddle.nn
 F = paddle.nn.functional
 

@@ -18,11 +18,12 @@ with no loader state to save.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.data import check_ids, pad_batch, shift
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import EVAL_CHUNK_ROWS, to_numpy
@@ -30,7 +31,6 @@ from seqlab.metrics import CrossEntropy, Perplexity, TokenAccuracy
 from seqlab.registry import register_task
 from seqlab.task import Batch, Task
 
-paddle = import_paddle()
 Dataset = paddle.io.Dataset
 
 _ORDER_STREAM = 0x64617461  # keeps this task's shuffles apart from other random streams

@@ -17,16 +17,14 @@ seed.
 from __future__ import annotations
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import logits
 from seqlab.metrics import CrossEntropy, ExactMatch, MaskedAccuracy, Scored
 from seqlab.registry import register_task
 from seqlab.summary import Chart, Column, ReportSpec
 from seqlab.task import Batch, EvalSet, Task
-
-paddle = import_paddle()
 
 COMMA = 10
 HASH = 11

@@ -18,18 +18,25 @@ that no scored position reads. ``,`` cannot be the pad id: it would open a new a
 from __future__ import annotations
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.data import pad_batch, shift
 from seqlab.errors import SeqlabError
 from seqlab.metrics import IGNORE_INDEX
 from seqlab.registry import register_task
 from seqlab.summary import ReportSpec
 from seqlab.task import Batch, EvalSet
-from seqlab.tasks.reverse_digits import (_EVAL_STREAM, _PROBE_STREAM, _TRAIN_STREAM, COMMA, HASH, VOCAB,
-                                         ReverseDigits, generate_rows, score_mask)
-
-paddle = import_paddle()
+from seqlab.tasks.reverse_digits import (
+    _EVAL_STREAM,
+    _PROBE_STREAM,
+    _TRAIN_STREAM,
+    COMMA,
+    HASH,
+    VOCAB,
+    ReverseDigits,
+    generate_rows,
+    score_mask,
+)
 
 
 @register_task("reverse_digits_padded")

@@ -13,12 +13,13 @@ starts are drawn from ``(seed, step)`` alone. The held-out part is scored on con
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
+import paddle
 
-from seqlab._paddle import import_paddle
 from seqlab.data import check_ids, open_token_file, read_windows
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import EVAL_CHUNK_ROWS, logits
@@ -26,8 +27,6 @@ from seqlab.metrics import BitsPerByte, CrossEntropy, Perplexity
 from seqlab.registry import register_task
 from seqlab.summary import Chart, Column, ReportSpec
 from seqlab.task import Batch, Task
-
-paddle = import_paddle()
 
 _TRAIN_STREAM = 0x746F6B6E  # keeps this task's random stream apart from other tasks'
 _SAMPLE_CHECK = 1 << 16  # tokens checked against the vocabulary when the file is opened

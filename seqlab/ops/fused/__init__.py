@@ -47,8 +47,8 @@ import warnings
 import paddle
 import paddle.nn.functional as F
 
-from seqlab.ops.settings import setting
 from seqlab.ops._build import OpBuildError, load_cpu_ops, num_threads
+from seqlab.ops.settings import setting
 
 ENV_VAR = "SEQLAB_FUSED"
 _EXP_MINUS_HALF = 0.6065306597126334  # exp(-0.5)

@@ -23,15 +23,14 @@ exact to about 1 ulp); float64 uses libm and matches to ~1e-12 (tests/test_lstm_
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import paddle
 
-from seqlab.ops.settings import setting
 from seqlab.ops._build import OpBuildError, load_extension, num_threads
 from seqlab.ops.lstm._blas import BlasNotFound, find_blas
+from seqlab.ops.settings import setting
 
 ENV_VAR = "SEQLAB_FUSED"  # the switch of every fused CPU op (seqlab.ops.fused reads it too)
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "lstm_cpu.cc"
