@@ -65,10 +65,17 @@ def trainer_checkpoint(model_name: str, root: Path) -> dict:
     seed_everything(0)
     model = MODELS.get(model_name)()
     task = TASKS.get("reverse_digits")(batch_size=8, eval_samples=8, probe_samples=8)
-    trainer = Trainer(max_steps=2, val_every=0, save_every=2, root_dir=str(root), experiment="bench",
-                      run_name=model_name, optimizer=AdamW(lr=1e-3),
-                      callbacks=[CosineWarmupLR(warmup_steps=1), MovingAverageCheckpoint(window=100)],
-                      default_callbacks=False)
+    trainer = Trainer(
+        max_steps=2,
+        val_every=0,
+        save_every=2,
+        root_dir=str(root),
+        experiment="bench",
+        run_name=model_name,
+        optimizer=AdamW(lr=1e-3),
+        callbacks=[CosineWarmupLR(warmup_steps=1), MovingAverageCheckpoint(window=100)],
+        default_callbacks=False,
+    )
     seqlab.trainer.atomic_save = capture
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -134,7 +141,7 @@ def bench(model_name: str, repeats: int, folder: Path) -> dict[str, float]:
         save[variant](ckpt, paths[variant])
         restore[variant](load[variant](paths[variant]))
     for r in range(repeats):
-        for variant in (("old", "new") if r % 2 == 0 else ("new", "old")):
+        for variant in ("old", "new") if r % 2 == 0 else ("new", "old"):
             ms, _ = timed(save[variant], ckpt, paths[variant])
             times[f"save_{variant}"].append(ms)
             fsync, os.fsync = os.fsync, lambda fd: None
@@ -171,18 +178,24 @@ def main() -> None:
         rows = {name: bench(name, args.repeats, folder) for name in args.models.split(",")}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"# {platform.node()} {platform.machine()}, Python {platform.python_version()}, Paddle "
-          f"{paddle.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-          f"median of {args.repeats} interleaved repeats")
-    print("| model | params | save old ms | save new ms | save, no fsync, old ms | save, no fsync, new ms "
-          "| load old ms | load new ms | RNG restore old ms | RNG restore new ms | size old bytes | size new bytes |")
+    print(
+        f"# {platform.node()} {platform.machine()}, Python {platform.python_version()}, Paddle "
+        f"{paddle.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+        f"median of {args.repeats} interleaved repeats"
+    )
+    print(
+        "| model | params | save old ms | save new ms | save, no fsync, old ms | save, no fsync, new ms "
+        "| load old ms | load new ms | RNG restore old ms | RNG restore new ms | size old bytes | size new bytes |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['params']:,} | {r['save_old']:.2f} | {r['save_new']:.2f} "
-              f"({r['save_new'] / r['save_old']:.2f}x) | {r['nofsync_old']:.2f} | {r['nofsync_new']:.2f} "
-              f"({r['nofsync_new'] / r['nofsync_old']:.2f}x) | {r['load_old']:.2f} | {r['load_new']:.2f} "
-              f"({r['load_new'] / r['load_old']:.2f}x) | {r['restore_old']:.3f} | {r['restore_new']:.3f} | "
-              f"{r['size_old']:,} | {r['size_new']:,} |")
+        print(
+            f"| {name} | {r['params']:,} | {r['save_old']:.2f} | {r['save_new']:.2f} "
+            f"({r['save_new'] / r['save_old']:.2f}x) | {r['nofsync_old']:.2f} | {r['nofsync_new']:.2f} "
+            f"({r['nofsync_new'] / r['nofsync_old']:.2f}x) | {r['load_old']:.2f} | {r['load_new']:.2f} "
+            f"({r['load_new'] / r['load_old']:.2f}x) | {r['restore_old']:.3f} | {r['restore_new']:.3f} | "
+            f"{r['size_old']:,} | {r['size_new']:,} |"
+        )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fit(model: str, devices: int, steps: int, batch: int, root: Path, threads: int) -> float:
     env = dict(os.environ, PYTHONWARNINGS="ignore", SEQLAB_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "seqlab.cli", "fit", "--recipe", str(ROOT / "recipes/reverse_digits_cpu.yaml"),
-           "--runs", model, "--parallel", "1", "--trainer.max_steps", str(steps), "--trainer.val_every", "0",
-           "--trainer.save_every", "0", "--task.init_args.batch_size", str(batch),
-           "--trainer.devices", str(devices), "--trainer.root_dir", str(root), "--no_report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "seqlab.cli",
+        "fit",
+        "--recipe",
+        str(ROOT / "recipes/reverse_digits_cpu.yaml"),
+        "--runs",
+        model,
+        "--parallel",
+        "1",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.val_every",
+        "0",
+        "--trainer.save_every",
+        "0",
+        "--task.init_args.batch_size",
+        str(batch),
+        "--trainer.devices",
+        str(devices),
+        "--trainer.root_dir",
+        str(root),
+        "--no_report",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     metrics = json.loads((root / "reverse_digits_cpu" / model / "metrics.json").read_text())
     return float(metrics["tokens_per_s"])
@@ -43,7 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count()
     print(f"{cores} CPU cores; {args.steps} steps of {args.batch} rows; medians of {args.repeats} alternating runs\n")
-    print(f"| model | 1 process, {cores} threads (tok/s) | 1 process, 1 thread (tok/s) | 2 processes, 1 thread each (tok/s) | 2 proc / best 1 proc |")
+    print(
+        f"| model | 1 process, {cores} threads (tok/s) | 1 process, 1 thread (tok/s) | 2 processes, 1 thread each (tok/s) | 2 proc / best 1 proc |"
+    )
     print("|---|---:|---:|---:|---:|")
     for model in args.models.split(","):
         got: dict[str, list[float]] = {"1x": [], "1x1": [], "2x1": []}
@@ -54,8 +77,10 @@ def main() -> None:
                 got["2x1"].append(fit(model, 2, args.steps, args.batch, Path(tmp) / "c", 1))
         med = {k: statistics.median(v) for k, v in got.items()}
         best_one = max(med["1x"], med["1x1"])
-        print(f"| {model} | {med['1x']:,.0f} | {med['1x1']:,.0f} | {med['2x1']:,.0f} | {med['2x1'] / best_one:.2f}x |",
-              flush=True)
+        print(
+            f"| {model} | {med['1x']:,.0f} | {med['1x1']:,.0f} | {med['2x1']:,.0f} | {med['2x1'] / best_one:.2f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ def main() -> None:
     paddle.set_flags({"FLAGS_use_stride_kernel": False})  # as seqlab configures CPU runs
     B, T, C, K = 256, 128, 32, 6
     print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"cpu: {cpu_model()}; cores usable: {len(os.sched_getaffinity(0))}; op threads: "
-          f"{num_threads()}; paddle {paddle.__version__}; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"cpu: {cpu_model()}; cores usable: {len(os.sched_getaffinity(0))}; op threads: "
+        f"{num_threads()}; paddle {paddle.__version__}; load average {os.getloadavg()[0]:.2f}"
+    )
 
     x = paddle.randn([B, T, C])
     x.stop_gradient = False

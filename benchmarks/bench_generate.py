@@ -105,8 +105,9 @@ def profile(step, state, steps: int) -> dict:
 
     tok = paddle.to_tensor([1], dtype="int64")
     with tempfile.TemporaryDirectory() as tmp:
-        prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU],
-                                 on_trace_ready=profiler.export_chrome_tracing(tmp))
+        prof = profiler.Profiler(
+            targets=[profiler.ProfilerTarget.CPU], on_trace_ready=profiler.export_chrome_tracing(tmp)
+        )
         prof.start()
         for _ in range(steps):
             _, state = step(tok, state)
@@ -216,7 +217,7 @@ def latency_table(setting: str, contexts: list[int], rounds: int, block: int, se
     times = {(name, L): [] for name in ("rwkv7", "transformer_modern") for L in contexts}
     tok = paddle.to_tensor([5], dtype="int64")
     for r in range(rounds + 1):
-        for L in contexts[r % len(contexts):] + contexts[: r % len(contexts)]:
+        for L in contexts[r % len(contexts) :] + contexts[: r % len(contexts)]:
             for name, model, store in (("rwkv7", rwkv, states), ("transformer_modern", tf, caches)):
                 for i in range(block):
                     *dt, (_, store[L]) = _timed(lambda: model.step(tok, store[L]))
@@ -226,7 +227,7 @@ def latency_table(setting: str, contexts: list[int], rounds: int, block: int, se
     # Transformer's cache reads in between.
     alone = {L: [] for L in contexts}
     for r in range(rounds + 1):
-        for L in contexts[r % len(contexts):] + contexts[: r % len(contexts)]:
+        for L in contexts[r % len(contexts) :] + contexts[: r % len(contexts)]:
             for i in range(block):
                 *dt, (_, states[L]) = _timed(lambda: rwkv.step(tok, states[L]))
                 if r > 0 and i >= settle:
@@ -250,9 +251,11 @@ def latency_table(setting: str, contexts: list[int], rounds: int, block: int, se
         if L in (contexts[0], contexts[-1]):  # what the Transformer's time is made of
             row["transformer_profile"] = profile(tf.step, caches[L], 8)
         rows.append(row)
-        print(f"  {setting:8s} L={L:>6,}: CPU ms/token rwkv7 {row['rwkv7_cpu_ms']:.3f}, "
-              f"transformer_modern {row['transformer_modern_cpu_ms']:.3f} ({row['ratio_cpu']:.1f}x)",
-              flush=True)
+        print(
+            f"  {setting:8s} L={L:>6,}: CPU ms/token rwkv7 {row['rwkv7_cpu_ms']:.3f}, "
+            f"transformer_modern {row['transformer_modern_cpu_ms']:.3f} ({row['ratio_cpu']:.1f}x)",
+            flush=True,
+        )
     print(f"  {setting}: stepped RWKV-7 through {max(contexts):,} tokens in {advance_s:.0f} s", flush=True)
     return rows, rwkv.num_parameters(), tf.num_parameters()
 
@@ -274,8 +277,10 @@ def machine() -> str:
         mem = f", {kb / (1 << 20):.0f} GiB"
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs{mem}, {platform.system()} {platform.machine()}; "
-            f"Python {platform.python_version()}, Paddle {paddle.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs{mem}, {platform.system()} {platform.machine()}; "
+        f"Python {platform.python_version()}, Paddle {paddle.__version__}"
+    )
 
 
 def main(argv=None) -> int:
@@ -300,8 +305,9 @@ def main(argv=None) -> int:
     print(f"# threads {args.threads}; load average at start {os.getloadavg()}", flush=True)
 
     with paddle.no_grad():  # inference, as seqlab.generate runs it (the fused step needs it)
-        before_after = [step_before_after(s, args.rounds, args.block, args.settle, args.profile_steps)
-                        for s in settings]
+        before_after = [
+            step_before_after(s, args.rounds, args.block, args.settle, args.profile_steps) for s in settings
+        ]
         tables, params = [], {}
         for s in settings:
             rows, p_rwkv, p_tf = latency_table(s, contexts, args.rounds, args.block, args.settle)
@@ -310,27 +316,35 @@ def main(argv=None) -> int:
     load_end = os.getloadavg()
 
     print("\n## RWKV-7 step before and after fusing (batch 1, median per token: CPU ms / wall ms)\n")
-    print("| setting | params | plain Paddle step | fused step (1 C++ op) | speed-up (CPU) | "
-          "plain: Paddle ops/token | plain: CPU us per op | plain: kernel share of op time |")
+    print(
+        "| setting | params | plain Paddle step | fused step (1 C++ op) | speed-up (CPU) | "
+        "plain: Paddle ops/token | plain: CPU us per op | plain: kernel share of op time |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in before_after:
         pr = r["profile"]
-        print(f"| {r['setting']} | {r['params']:,} | {r['plain_cpu_ms']:.3f} / {r['plain_ms']:.3f} | "
-              f"{r['fused_cpu_ms']:.3f} / {r['fused_ms']:.3f} | {r['speedup_cpu']:.1f}x | "
-              f"{pr['ops_per_token']:.0f} | {r['plain_cpu_ms'] * 1e3 / pr['ops_per_token']:.1f} | "
-              f"{pr['kernel_us_per_token'] / pr['op_us_per_token']:.0%} |")
+        print(
+            f"| {r['setting']} | {r['params']:,} | {r['plain_cpu_ms']:.3f} / {r['plain_ms']:.3f} | "
+            f"{r['fused_cpu_ms']:.3f} / {r['fused_ms']:.3f} | {r['speedup_cpu']:.1f}x | "
+            f"{pr['ops_per_token']:.0f} | {r['plain_cpu_ms'] * 1e3 / pr['ops_per_token']:.1f} | "
+            f"{pr['kernel_us_per_token'] / pr['op_us_per_token']:.0%} |"
+        )
     for r in before_after:
         print(f"- {r['setting']}: plain step's top kernels {_top(r['profile'])}")
 
     print("\n## Per-token latency and state at context L (batch 1, median per token: CPU ms / wall ms)\n")
-    print("| setting | L | rwkv7 | transformer_modern | Transformer / RWKV-7 (CPU) | rwkv7 alone (CPU) "
-          "| rwkv7 state | transformer_modern KV cache |")
+    print(
+        "| setting | L | rwkv7 | transformer_modern | Transformer / RWKV-7 (CPU) | rwkv7 alone (CPU) "
+        "| rwkv7 state | transformer_modern KV cache |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in tables:
-        print(f"| {r['setting']} | {r['context']:,} | {r['rwkv7_cpu_ms']:.3f} / {r['rwkv7_ms']:.3f} | "
-              f"{r['transformer_modern_cpu_ms']:.3f} / {r['transformer_modern_ms']:.3f} | "
-              f"{r['ratio_cpu']:.1f}x | {r['rwkv7_alone_cpu_ms']:.3f} | "
-              f"{_fmt_bytes(r['rwkv7_state_bytes'])} | {_fmt_bytes(r['transformer_modern_state_bytes'])} |")
+        print(
+            f"| {r['setting']} | {r['context']:,} | {r['rwkv7_cpu_ms']:.3f} / {r['rwkv7_ms']:.3f} | "
+            f"{r['transformer_modern_cpu_ms']:.3f} / {r['transformer_modern_ms']:.3f} | "
+            f"{r['ratio_cpu']:.1f}x | {r['rwkv7_alone_cpu_ms']:.3f} | "
+            f"{_fmt_bytes(r['rwkv7_state_bytes'])} | {_fmt_bytes(r['transformer_modern_state_bytes'])} |"
+        )
     for s in settings:
         rows = [r for r in tables if r["setting"] == s]
 
@@ -339,21 +353,26 @@ def main(argv=None) -> int:
             return f"+{max(values) / min(values) - 1:.1%}"
 
         growth = rows[-1]["transformer_modern_cpu_ms"] / rows[0]["transformer_modern_cpu_ms"]
-        print(f"\n{s}: params rwkv7 {params[s][0]:,}, transformer_modern {params[s][1]:,}. "
-              f"RWKV-7 per token, largest vs smallest over L: CPU {spread('rwkv7_cpu_ms')}, "
-              f"wall {spread('rwkv7_ms')}, alone (CPU) {spread('rwkv7_alone_cpu_ms')}; Transformer "
-              f"L={rows[-1]['context']:,} vs L={rows[0]['context']:,}: {growth:.1f}x (CPU).")
+        print(
+            f"\n{s}: params rwkv7 {params[s][0]:,}, transformer_modern {params[s][1]:,}. "
+            f"RWKV-7 per token, largest vs smallest over L: CPU {spread('rwkv7_cpu_ms')}, "
+            f"wall {spread('rwkv7_ms')}, alone (CPU) {spread('rwkv7_alone_cpu_ms')}; Transformer "
+            f"L={rows[-1]['context']:,} vs L={rows[0]['context']:,}: {growth:.1f}x (CPU)."
+        )
         for r in rows:
             if "transformer_profile" in r:
                 p = r["transformer_profile"]
-                print(f"- transformer_modern step at L={r['context']:,}: {p['ops_per_token']:.0f} "
-                      f"Paddle ops/token, kernels {p['kernel_us_per_token'] / p['op_us_per_token']:.0%} "
-                      f"of the time in ops; top kernels {_top(p)} (profiler wall times)")
+                print(
+                    f"- transformer_modern step at L={r['context']:,}: {p['ops_per_token']:.0f} "
+                    f"Paddle ops/token, kernels {p['kernel_us_per_token'] / p['op_us_per_token']:.0%} "
+                    f"of the time in ops; top kernels {_top(p)} (profiler wall times)"
+                )
     took = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     print(f"\n# load average at end {load_end}; took {took:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"before_after": before_after, "table": tables,
-                                               "params": params}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"before_after": before_after, "table": tables, "params": params}, indent=1)
+        )
     return 0
 
 

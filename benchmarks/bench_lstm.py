@@ -149,8 +149,11 @@ def gemm_speeds(repeats: int = 7) -> None:
     mkl.MKL_Set_Num_Threads(1)
     mkl_gemm = mkl.cblas_sgemm
     for fn, it in ((ob_gemm, int_t), (mkl_gemm, ctypes.c_int)):
-        fn.argtypes = [ctypes.c_int] * 3 + [it] * 3 + [ctypes.c_float, ctypes.c_void_p, it, ctypes.c_void_p, it,
-                                                       ctypes.c_float, ctypes.c_void_p, it]
+        fn.argtypes = (
+            [ctypes.c_int] * 3
+            + [it] * 3
+            + [ctypes.c_float, ctypes.c_void_p, it, ctypes.c_void_p, it, ctypes.c_float, ctypes.c_void_p, it]
+        )
     row_major, no_t, t_ = 101, 111, 112
     shapes = [  # name, trans A, trans B, M, N, K, calls per timing
         ("input projection x W_ih^T", False, True, 4096, 512, 128, 1),
@@ -160,8 +163,10 @@ def gemm_speeds(repeats: int = 7) -> None:
         ("recurrent dPRE W_hh (x128 steps)", False, False, 32, 128, 512, 128),
     ]
     rng = np.random.default_rng(0)
-    print(f"OpenBLAS: {blas.path.name}; MKL: libmklml_intel.so, MKL_DEBUG_CPU_TYPE="
-          f"{os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')}\n")
+    print(
+        f"OpenBLAS: {blas.path.name}; MKL: libmklml_intel.so, MKL_DEBUG_CPU_TYPE="
+        f"{os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')}\n"
+    )
     print("| GEMM | M x N x K | OpenBLAS GFLOP/s | Paddle's MKL GFLOP/s |")
     print("|---|---|---:|---:|")
     for name, ta, tb, m, n, k, calls in shapes:
@@ -170,12 +175,27 @@ def gemm_speeds(repeats: int = 7) -> None:
         c = np.zeros((m, n), np.float32)
         speeds = []
         for fn in (ob_gemm, mkl_gemm):
-            call_args = (row_major, t_ if ta else no_t, t_ if tb else no_t, m, n, k, 1.0, a.ctypes.data,
-                         a.shape[1], b.ctypes.data, b.shape[1], 0.0, c.ctypes.data, n)
+            call_args = (
+                row_major,
+                t_ if ta else no_t,
+                t_ if tb else no_t,
+                m,
+                n,
+                k,
+                1.0,
+                a.ctypes.data,
+                a.shape[1],
+                b.ctypes.data,
+                b.shape[1],
+                0.0,
+                c.ctypes.data,
+                n,
+            )
 
             def call():  # includes ctypes' per-call cost (~1-2 us), which flatters no one
                 for _ in range(calls):
                     fn(*call_args)
+
             call()
             best = float("inf")
             for _ in range(repeats):
@@ -194,12 +214,21 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds (median reported)")
-    parser.add_argument("--only", choices=["fused", "nn.LSTM"],
-                        help="time only this variant at the first thread count (e.g. under perf record)")
-    parser.add_argument("--gemm", action="store_true",
-                        help="only time single-thread sgemm of numpy's OpenBLAS and Paddle's MKL at the op's shapes")
-    parser.add_argument("--profile", choices=["fused", "nn.LSTM"],
-                        help="only print paddle.profiler's table for this variant (3 steps, 1 thread)")
+    parser.add_argument(
+        "--only",
+        choices=["fused", "nn.LSTM"],
+        help="time only this variant at the first thread count (e.g. under perf record)",
+    )
+    parser.add_argument(
+        "--gemm",
+        action="store_true",
+        help="only time single-thread sgemm of numpy's OpenBLAS and Paddle's MKL at the op's shapes",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["fused", "nn.LSTM"],
+        help="only print paddle.profiler's table for this variant (3 steps, 1 thread)",
+    )
     args = parser.parse_args(argv)
     configure_cpu_defaults(paddle)  # what a Trainer run gets (stride kernels off on CPU)
 
@@ -208,8 +237,11 @@ def main(argv=None) -> int:
     batch = data[:, :-1], data[:, 1:]
     print(machine_info())
     print(f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')}")
-    print(f"shape: B={args.batch_size}, T={args.seq_len}, LSTM 7 x 128; {args.warmup} warmup + "
-          f"{args.repeats} timed rounds, variants interleaved; median s/step\n", flush=True)
+    print(
+        f"shape: B={args.batch_size}, T={args.seq_len}, LSTM 7 x 128; {args.warmup} warmup + "
+        f"{args.repeats} timed rounds, variants interleaved; median s/step\n",
+        flush=True,
+    )
 
     if args.gemm:
         gemm_speeds()
@@ -226,8 +258,10 @@ def main(argv=None) -> int:
             if r >= args.warmup:
                 v.times.append(dt)
                 v.cpu_times.append(v.last_cpu)
-        print(f"{args.only}, {threads} thread(s): {statistics.median(sum(t) for t in v.times):.3f} s/step, "
-              f"CPU {statistics.median(v.cpu_times):.3f} s/step (medians of {args.repeats})")
+        print(
+            f"{args.only}, {threads} thread(s): {statistics.median(sum(t) for t in v.times):.3f} s/step, "
+            f"CPU {statistics.median(v.cpu_times):.3f} s/step (medians of {args.repeats})"
+        )
         return 0
     rows = []
     for threads in [int(t) for t in args.threads.split(",") if t.strip()]:
@@ -235,23 +269,29 @@ def main(argv=None) -> int:
         gflop = step_gflop(fused.model, args.batch_size, args.seq_len)
         rows.append((threads, ref, fused, gflop / (GEMM_GFLOPS_PER_THREAD * threads)))
 
-    print("| threads | nn.LSTM s/step | fused s/step | speedup | nn.LSTM CPU s/step | fused CPU s/step "
-          "| speedup in CPU time |")
+    print(
+        "| threads | nn.LSTM s/step | fused s/step | speedup | nn.LSTM CPU s/step | fused CPU s/step "
+        "| speedup in CPU time |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for threads, ref, fused, _ in rows:
         r, f = (statistics.median(sum(t) for t in v.times) for v in (ref, fused))
         rc, fc = (statistics.median(v.cpu_times) for v in (ref, fused))
         print(f"| {threads} | {r:.3f} | {f:.3f} | **{r / f:.2f}x** | {rc:.3f} | {fc:.3f} | {rc / fc:.2f}x |")
-    print("\nWhere the time goes (median s/step; the floor is the step's GEMM work at "
-          f"{GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread):\n")
+    print(
+        "\nWhere the time goes (median s/step; the floor is the step's GEMM work at "
+        f"{GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread):\n"
+    )
     print("| threads | variant | forward + loss | backward | AdamW | GEMM floor |")
     print("|---:|---|---:|---:|---:|---:|")
     for threads, ref, fused, floor in rows:
         for v in (ref, fused):
             parts = [statistics.median(t[i] for t in v.times) for i in range(3)]
             print(f"| {threads} | {v.label} | {parts[0]:.3f} | {parts[1]:.3f} | {parts[2]:.3f} | {floor:.3f} |")
-    print(f"\nstep GEMM work: {step_gflop(rows[0][2].model, args.batch_size, args.seq_len):.1f} GFLOP "
-          f"(floor = that at {GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread)")
+    print(
+        f"\nstep GEMM work: {step_gflop(rows[0][2].model, args.batch_size, args.seq_len):.1f} GFLOP "
+        f"(floor = that at {GEMM_GFLOPS_PER_THREAD:.0f} GFLOP/s per thread)"
+    )
     return 0
 
 

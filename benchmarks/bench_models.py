@@ -98,11 +98,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--wkv-backend", default=None, help="rwkv7's WKV7 back end (default: automatic)")
     parser.add_argument(
-        "--with-reference", action="store_true",
+        "--with-reference",
+        action="store_true",
         help="also time rwkv7 on the 'reference' (Python loop) WKV7 back end; slow, ~5 s/step",
     )
     parser.add_argument(
-        "--with-unfused", action="store_true",
+        "--with-unfused",
+        action="store_true",
         help="also time rwkv7 with fused_ops=False (its plain Paddle formulas; ~1 s/step)",
     )
     args = parser.parse_args(argv)
@@ -110,7 +112,8 @@ def main(argv=None) -> int:
 
     # By default every model that can be built here (the PaddleNLP plugins need their extra).
     names = [n.strip() for n in args.models.split(",") if n.strip()] or [
-        n for n in MODELS.names() if not missing_requirement(MODELS.get(n))]
+        n for n in MODELS.names() if not missing_requirement(MODELS.get(n))
+    ]
     specs = []
     for name in names:
         init_args = {"wkv_backend": args.wkv_backend} if name == "rwkv7" and args.wkv_backend else {}
@@ -125,8 +128,11 @@ def main(argv=None) -> int:
         from seqlab.ops.wkv7 import resolve_backend
 
         print(f"rwkv7 WKV7 back end: {resolve_backend(args.wkv_backend)}")
-    print(f"shape: B={args.batch_size}, T={args.seq_len}; {args.warmup} warmup + {args.repeats} timed "
-          f"rounds, models interleaved; median s/step\n", flush=True)
+    print(
+        f"shape: B={args.batch_size}, T={args.seq_len}; {args.warmup} warmup + {args.repeats} timed "
+        f"rounds, models interleaved; median s/step\n",
+        flush=True,
+    )
 
     runners = [Runner(label, name, init, args.batch_size, args.seq_len) for label, name, init in specs]
     for r in range(args.warmup + args.repeats):

@@ -41,8 +41,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     configure_cpu_defaults(paddle)
     print(machine_info())
-    print(f"shape: B={args.batch_size}, T={args.seq_len}; {args.warmup} warmup + {args.repeats} timed "
-          f"rounds, interleaved; median s/step (forward, loss, backward, AdamW)\n", flush=True)
+    print(
+        f"shape: B={args.batch_size}, T={args.seq_len}; {args.warmup} warmup + {args.repeats} timed "
+        f"rounds, interleaved; median s/step (forward, loss, backward, AdamW)\n",
+        flush=True,
+    )
     runners = [Runner(label, name, init, args.batch_size, args.seq_len) for label, name, init in SPECS]
     for r in range(args.warmup + args.repeats):
         for runner in runners:
@@ -55,10 +58,12 @@ def main(argv=None) -> int:
     for runner in runners:
         s = median[runner.label]
         print(f"| {runner.label} | {runner.params:,} | {s:.3f} | {args.batch_size * args.seq_len / s:,.0f} |")
-    print(f"\ntime-major scan vs PaddleNLP loop: "
-          f"{median['pnlp_mamba [PaddleNLP loop]'] / median['pnlp_mamba [time-major scan]']:.1f}x faster; "
-          f"pnlp_llama / transformer_modern: "
-          f"{median['pnlp_llama'] / median['transformer_modern']:.2f}x the time")
+    print(
+        f"\ntime-major scan vs PaddleNLP loop: "
+        f"{median['pnlp_mamba [PaddleNLP loop]'] / median['pnlp_mamba [time-major scan]']:.1f}x faster; "
+        f"pnlp_llama / transformer_modern: "
+        f"{median['pnlp_llama'] / median['transformer_modern']:.2f}x the time"
+    )
     return 0
 
 

@@ -70,8 +70,13 @@ def bare_loop(args) -> float:
     return (time.perf_counter() - t0) / args.steps
 
 
-PER_STEP = {Event.ON_TRAIN_BATCH_START, Event.ON_BEFORE_BACKWARD, Event.ON_AFTER_BACKWARD,
-            Event.ON_BEFORE_OPTIMIZER_STEP, Event.ON_TRAIN_BATCH_END}
+PER_STEP = {
+    Event.ON_TRAIN_BATCH_START,
+    Event.ON_BEFORE_BACKWARD,
+    Event.ON_AFTER_BACKWARD,
+    Event.ON_BEFORE_OPTIMIZER_STEP,
+    Event.ON_TRAIN_BATCH_END,
+}
 
 
 def time_hooks(callbacks, totals: dict[str, float]) -> None:
@@ -135,10 +140,19 @@ def trainer_loop(args, defaults: bool) -> float:
     # average improves (and a checkpoint is written) at most steps while the loss falls.
     extra = [MovingAverageCheckpoint(window=args.best_window)] if defaults else []
     with tempfile.TemporaryDirectory() as root:
-        trainer = Trainer(max_steps=args.steps, val_every=0, log_every=50, save_every=0, seed=0,
-                          root_dir=root, experiment="bench", run_name=args.model,
-                          optimizer=AdamW(lr=1e-3), callbacks=[timer, *extra],
-                          default_callbacks=defaults)
+        trainer = Trainer(
+            max_steps=args.steps,
+            val_every=0,
+            log_every=50,
+            save_every=0,
+            seed=0,
+            root_dir=root,
+            experiment="bench",
+            run_name=args.model,
+            optimizer=AdamW(lr=1e-3),
+            callbacks=[timer, *extra],
+            default_callbacks=defaults,
+        )
         totals: dict[str, float] = {}
         if defaults:
             time_hooks([cb for cb in trainer.callbacks if cb is not timer], totals)
@@ -157,8 +171,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--best-window", type=int, default=10,
-                        help="MovingAverageCheckpoint window (default callbacks use 100)")
+    parser.add_argument(
+        "--best-window", type=int, default=10, help="MovingAverageCheckpoint window (default callbacks use 100)"
+    )
     args = parser.parse_args()
 
     variants = {
@@ -172,17 +187,17 @@ def main() -> None:
         order = list(variants) if rep % 2 == 0 else list(reversed(variants))
         for name in order:
             times[name].append(variants[name](args))
-        print(f"repeat {rep + 1}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.2f} ms" for n in variants),
-              flush=True)
+        print(f"repeat {rep + 1}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.2f} ms" for n in variants), flush=True)
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"\n{args.model}, B={args.batch_size}, {args.steps} steps x {args.repeats} repeats "
-          f"(median ms/step)")
+    print(f"\n{args.model}, B={args.batch_size}, {args.steps} steps x {args.repeats} repeats (median ms/step)")
     for name in variants:
         over = (med[name] / med["bare"] - 1.0) * 100.0
         print(f"  {name:13s} {med[name] * 1e3:8.3f} ms/step  overhead {over:+6.2f}%")
-    print("loop time outside the measured training steps (trainer bookkeeping + end-of-step "
-          "hooks), share of step time (median):")
+    print(
+        "loop time outside the measured training steps (trainer bookkeeping + end-of-step "
+        "hooks), share of step time (median):"
+    )
     for name, shares in OUTSIDE_STEP.items():
         print(f"  {name:13s} {statistics.median(shares) * 100:6.2f}%")
     # Per-step hooks, as a share of the trainer's median step time; one-time hooks (setup,
@@ -198,8 +213,7 @@ def main() -> None:
             print(f"  {cls:24s} per step {ms:7.3f} ms = {ms / (med['trainer'] * 1e3) * 100:6.3f}%")
         elif value * 1e3 >= 0.05:
             print(f"  {cls:24s} once     {value * 1e3:7.1f} ms per run")
-    print(f"  {'all, per step':24s} {step_total:7.3f} ms = "
-          f"{step_total / (med['trainer'] * 1e3) * 100:6.3f}% of a step")
+    print(f"  {'all, per step':24s} {step_total:7.3f} ms = {step_total / (med['trainer'] * 1e3) * 100:6.3f}% of a step")
 
 
 if __name__ == "__main__":

@@ -76,16 +76,19 @@ def main() -> None:
     p.add_argument("--shape", default="256,128,2,16", help="B,T,H,N")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--ref-repeats", type=int, default=3)
-    p.add_argument("--backends", default="reference,chunked,cpp,cpp@1",
-                   help="comma list; cpp@1 = cpp with SEQLAB_NUM_THREADS=1")
+    p.add_argument(
+        "--backends", default="reference,chunked,cpp,cpp@1", help="comma list; cpp@1 = cpp with SEQLAB_NUM_THREADS=1"
+    )
     args = p.parse_args()
     B, T, H, N = (int(x) for x in args.shape.split(","))
     backends = args.backends.split(",")
 
     paddle.set_device("cpu")
     print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"cpu: {cpu_model()}; cores usable: {len(os.sched_getaffinity(0))}; "
-          f"op threads: {num_threads()}; paddle {paddle.__version__}; python {platform.python_version()}")
+    print(
+        f"cpu: {cpu_model()}; cores usable: {len(os.sched_getaffinity(0))}; "
+        f"op threads: {num_threads()}; paddle {paddle.__version__}; python {platform.python_version()}"
+    )
     print(f"shape B={B} T={T} H={H} N={N} float32, forward+backward (all six input grads)")
     print(f"load average before: {os.getloadavg()[0]:.2f} (other users of this machine)")
     xs, dy = make_inputs(B, T, H, N)

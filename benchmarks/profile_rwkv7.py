@@ -42,9 +42,13 @@ def main(argv=None) -> int:
     data = paddle.to_tensor(rng.integers(0, vocab, (args.batch_size, args.seq_len + 1)), dtype="int64")
     x, y = data[:, :-1], data[:, 1:]
     groups = model.param_groups()
-    opt = paddle.optimizer.AdamW(learning_rate=1e-3, parameters=[
-        {"params": groups["decay"], "weight_decay": 0.1},
-        {"params": groups["no_decay"], "weight_decay": 0.0}])
+    opt = paddle.optimizer.AdamW(
+        learning_rate=1e-3,
+        parameters=[
+            {"params": groups["decay"], "weight_decay": 0.1},
+            {"params": groups["no_decay"], "weight_decay": 0.0},
+        ],
+    )
 
     def step():
         logits = model(x)
@@ -59,8 +63,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
-    print(f"{args.model}{' (no fused)' if args.no_fused else ''}: "
-          f"{(time.perf_counter() - t0) / args.steps:.3f} s/step unprofiled")
+    print(
+        f"{args.model}{' (no fused)' if args.no_fused else ''}: "
+        f"{(time.perf_counter() - t0) / args.steps:.3f} s/step unprofiled"
+    )
     # on_trace_ready: no chrome trace written to ./profiler_log (the summary needs none)
     prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda p: None)
     prof.start()
@@ -68,8 +74,13 @@ def main(argv=None) -> int:
         step()
         prof.step()
     prof.stop()
-    prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False,
-                 time_unit="ms", views=[profiler.SummaryView.OperatorView])
+    prof.summary(
+        sorted_by=profiler.SortedKeys.CPUTotal,
+        op_detail=False,
+        thread_sep=False,
+        time_unit="ms",
+        views=[profiler.SummaryView.OperatorView],
+    )
     return 0
 
 

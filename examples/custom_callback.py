@@ -48,8 +48,14 @@ class TargetAccuracyStop(Callback):
         if not value >= self.target:  # NaN never reaches the target
             return
         self.stopped_step = trainer.global_step
-        log.info("%s: %s = %.4f reached the target %.4f at step %d; stopping.",
-                 trainer.run_name, self.metric, value, self.target, trainer.global_step)
+        log.info(
+            "%s: %s = %.4f reached the target %.4f at step %d; stopping.",
+            trainer.run_name,
+            self.metric,
+            value,
+            self.target,
+            trainer.global_step,
+        )
         trainer.should_stop = True  # the Trainer ends the loop after this step
 
     def on_train_start(self, trainer, task, model) -> None:

@@ -48,11 +48,20 @@ class SortDigits(Task):
     vocab_size = len(VOCAB)
     primary_metric, primary_mode = "masked_acc", "max"  # higher is better
 
-    def __init__(self, digit_min: int = 1, digit_max: int = 8, seq_len: int = 65,
-                 batch_size: int = 32, eval_samples: int = 100, eval_seed: int = 1234):
+    def __init__(
+        self,
+        digit_min: int = 1,
+        digit_max: int = 8,
+        seq_len: int = 65,
+        batch_size: int = 32,
+        eval_samples: int = 100,
+        eval_seed: int = 1234,
+    ):
         if not 1 <= digit_min <= digit_max or seq_len < 2 * digit_max + 2:
-            raise ValueError("sort_digits: need 1 <= digit_min <= digit_max and "
-                             f"seq_len >= 2 * digit_max + 2, got {digit_min}, {digit_max}, {seq_len}.")
+            raise ValueError(
+                "sort_digits: need 1 <= digit_min <= digit_max and "
+                f"seq_len >= 2 * digit_max + 2, got {digit_min}, {digit_max}, {seq_len}."
+            )
         self.digit_min, self.digit_max, self.seq_len = digit_min, digit_max, seq_len
         self.batch_size, self.eval_samples, self.eval_seed = batch_size, eval_samples, eval_seed
         self.seed = 0  # the Trainer calls setup(seed) before training
@@ -97,7 +106,8 @@ class SortDigits(Task):
             k = end - first  # digits of the number
             gold, guess = targets[first : end + 1], pred[first : end + 1]
             show = lambda tokens: "".join(VOCAB[t] for t in tokens)
-            blocks.append(f"input : {show(row[first - k : first + 1])}\ngold  : {show(gold)}\n"
-                          f"pred  : {show(guess)}\ndiff  : "
-                          + "".join(" " if a == b else "^" for a, b in zip(gold, guess)))
+            blocks.append(
+                f"input : {show(row[first - k : first + 1])}\ngold  : {show(gold)}\n"
+                f"pred  : {show(guess)}\ndiff  : " + "".join(" " if a == b else "^" for a, b in zip(gold, guess))
+            )
         return "\n\n".join(blocks)

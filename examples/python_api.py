@@ -48,9 +48,18 @@ def main() -> None:
         task = ReverseDigits(digit_max=60, seq_len=129, batch_size=args.batch_size, eval_samples=100)
         model = MODELS.get(name)(vocab_size=task.vocab_size)
         optimizer, callbacks = settings(name, args.steps)
-        trainer = Trainer(max_steps=args.steps, val_every=args.val_every, log_every=100, save_every=250,
-                          seed=42, root_dir=args.root_dir, experiment=experiment, run_name=name,
-                          optimizer=optimizer, callbacks=callbacks)
+        trainer = Trainer(
+            max_steps=args.steps,
+            val_every=args.val_every,
+            log_every=100,
+            save_every=250,
+            seed=42,
+            root_dir=args.root_dir,
+            experiment=experiment,
+            run_name=name,
+            optimizer=optimizer,
+            callbacks=callbacks,
+        )
         trainer.fit(task, model)  # test metrics also land in <run>/metrics.json
 
     root = Path(args.root_dir) / experiment
@@ -62,8 +71,10 @@ def main() -> None:
     print(f"\n{'model':<12} {'params':>9} {'state':>7} {'masked_acc':>10} {'exact_acc':>9} {'tok/s':>8}")
     for name in args.models.split(","):
         m = json.loads((root / name / "metrics.json").read_text())
-        print(f"{name:<12} {m['params']:>9,} {m.get('state_size', 0):>7,} {m['masked_acc']:>10.2%} "
-              f"{m['exact_acc']:>9.2%} {m['tokens_per_s']:>8,.0f}")
+        print(
+            f"{name:<12} {m['params']:>9,} {m.get('state_size', 0):>7,} {m['masked_acc']:>10.2%} "
+            f"{m['exact_acc']:>9.2%} {m['tokens_per_s']:>8,.0f}"
+        )
 
 
 if __name__ == "__main__":

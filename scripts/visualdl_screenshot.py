@@ -46,10 +46,18 @@ def train(runs_root: Path, steps: int) -> Path:
     paddle = import_paddle()
     for name, make in [("mlp", MLP), ("lstm", lambda: LSTM(hidden_sizes=[64, 64]))]:
         paddle.seed(0)
-        trainer = Trainer(max_steps=steps, val_every=50, log_every=50, save_every=steps,
-                          seed=0, root_dir=str(runs_root), experiment="demo", run_name=name,
-                          optimizer=AdamW(lr=5e-3),
-                          callbacks=[CosineWarmupLR(warmup_steps=10), GradientClip(1.0)])
+        trainer = Trainer(
+            max_steps=steps,
+            val_every=50,
+            log_every=50,
+            save_every=steps,
+            seed=0,
+            root_dir=str(runs_root),
+            experiment="demo",
+            run_name=name,
+            optimizer=AdamW(lr=5e-3),
+            callbacks=[CosineWarmupLR(warmup_steps=10), GradientClip(1.0)],
+        )
         # Short numbers, so that a curve moves within a couple of hundred CPU steps.
         trainer.fit(ReverseDigits(batch_size=32, digit_max=12, seq_len=65), make())
     return runs_root / "demo"
@@ -74,11 +82,24 @@ class DevTools:
             os.dup2(b, 4)
 
         self.proc = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-             "--remote-debugging-pipe", "about:blank"],
-            preexec_fn=wire_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL,
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            preexec_fn=wire_fds,
+            pass_fds=(3, 4),
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         os.close(to_chrome_r)
@@ -112,11 +133,11 @@ class DevTools:
 
     def open(self, url: str) -> None:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.send("Target.attachToTarget",
-                                 {"targetId": target, "flatten": True})["sessionId"]
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1,
-                   "mobile": False})
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
         self.send("Page.enable")
         self.send("Page.navigate", {"url": url})
 
@@ -163,9 +184,20 @@ def screenshot(logdir: Path, out: Path, width: int, height: int, page: str = "sc
     visualdl = Path(sys.executable).with_name("visualdl")
     port = free_port()
     server = subprocess.Popen(
-        [str(visualdl), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
-         "--disable-telemetry", "--cache-timeout", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(visualdl),
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-telemetry",
+            "--cache-timeout",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     profile = tempfile.mkdtemp(prefix="chromium-")
     browser = None
@@ -196,8 +228,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "visualdl.png")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--logdir", type=Path, default=None,
-                        help="screenshot an existing experiment folder instead of training")
+    parser.add_argument(
+        "--logdir", type=Path, default=None, help="screenshot an existing experiment folder instead of training"
+    )
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--page", choices=sorted(PAGES), default="scalar")

@@ -85,6 +85,10 @@ def class_config(obj: Any) -> dict[str, Any]:
 def python_run_config(trainer, task, model) -> dict[str, Any]:
     """The config of a run driven from Python: what a recipe for the same run would resolve to."""
     settings = {k: v for k, v in init_args(trainer).items() if k != "config"}
-    settings.update(experiment=trainer.experiment, run_name=trainer.run_name, default_callbacks=False,
-                    callbacks=[class_config(cb) for cb in trainer.callbacks])
+    settings.update(
+        experiment=trainer.experiment,
+        run_name=trainer.run_name,
+        default_callbacks=False,
+        callbacks=[class_config(cb) for cb in trainer.callbacks],
+    )
     return {"task": class_config(task), "model": class_config(model), "trainer": settings}

@@ -108,6 +108,7 @@ def checkpoint_file(directory: str | os.PathLike, alias: str) -> Path:
 
 # ---------------------------------------------------------------- the dict <-> tensors + JSON
 
+
 def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
@@ -129,8 +130,10 @@ def _split(obj: Any, pointer: str, tensors: dict, shared: dict, seen: dict[int, 
         out = {}
         for key, value in obj.items():
             if not isinstance(key, str):
-                raise TypeError(f"checkpoint key {key!r} at '{pointer or '/'}' is not a string; "
-                                "a checkpoint's dicts must have string keys (they become JSON).")
+                raise TypeError(
+                    f"checkpoint key {key!r} at '{pointer or '/'}' is not a string; "
+                    "a checkpoint's dicts must have string keys (they become JSON)."
+                )
             out[key] = _split(value, f"{pointer}/{_escape(key)}", tensors, shared, seen)
         return out
     if isinstance(obj, (list, tuple)):
@@ -144,8 +147,10 @@ def _split(obj: Any, pointer: str, tensors: dict, shared: dict, seen: dict[int, 
         # checkpoint holds hundreds), and the copy of the 877k-parameter LSTM is ~1 ms.
         array = obj.numpy() if isinstance(obj, paddle.Tensor) else obj
         if array.dtype.kind not in _STORABLE_KINDS:
-            raise TypeError(f"checkpoint array at '{pointer}' has dtype {array.dtype}; only bool, "
-                            "integer and float arrays can be stored.")
+            raise TypeError(
+                f"checkpoint array at '{pointer}' has dtype {array.dtype}; only bool, "
+                "integer and float arrays can be stored."
+            )
         # (np.ascontiguousarray would turn a 0-d array into shape [1])
         tensors[pointer] = array if array.flags.c_contiguous else array.copy(order="C")
         return None
@@ -153,8 +158,10 @@ def _split(obj: Any, pointer: str, tensors: dict, shared: dict, seen: dict[int, 
         return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"checkpoint value at '{pointer}' is a {type(obj).__name__}; a checkpoint holds "
-                    "tensors, arrays, dicts with string keys, lists and JSON values.")
+    raise TypeError(
+        f"checkpoint value at '{pointer}' is a {type(obj).__name__}; a checkpoint holds "
+        "tensors, arrays, dicts with string keys, lists and JSON values."
+    )
 
 
 def _put(tree: dict, pointer: str, array: np.ndarray) -> bool:
@@ -169,8 +176,11 @@ def _put(tree: dict, pointer: str, array: np.ndarray) -> bool:
             if _escape(key) != segment or key not in node:  # one spelling per place
                 return False
         elif isinstance(node, list):
-            if not (segment.isascii() and segment.isdigit()) or str(int(segment)) != segment \
-                    or int(segment) >= len(node):
+            if (
+                not (segment.isascii() and segment.isdigit())
+                or str(int(segment)) != segment
+                or int(segment) >= len(node)
+            ):
                 return False
             key = int(segment)
         else:
@@ -185,6 +195,7 @@ def _put(tree: dict, pointer: str, array: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------- optimizer state
+
 
 def optimizer_state(optimizer, model) -> dict[str, Any]:
     """The optimizer's state keyed by the model's structural names (``e.weight``).
@@ -202,7 +213,7 @@ def optimizer_state(optimizer, model) -> dict[str, Any]:
         if owner is None:
             state["other"][key] = value
         else:
-            state["accumulators"].setdefault(by_name[owner], {})[key[len(owner):]] = value
+            state["accumulators"].setdefault(by_name[owner], {})[key[len(owner) :]] = value
     return state
 
 
@@ -226,6 +237,7 @@ def load_optimizer_state(optimizer, model, state: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- save
 
+
 def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``obj`` to ``path`` as a safetensors checkpoint, atomically (see :mod:`seqlab.io`)."""
     tree, tensors, shared = split_tensors(obj)
@@ -237,6 +249,7 @@ def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------- load
+
 
 def _legacy_target(path: Path) -> Path:
     return path.with_suffix(SUFFIX) if path.suffix == LEGACY_SUFFIX else path.with_name(path.name + SUFFIX)
@@ -278,8 +291,10 @@ def _read_header(path: Path) -> dict[str, Any]:
         if not _looks_like_safetensors(head, size) and _looks_like_pickle(head, last):
             raise _pickle_refusal(path)
         if size < 8:
-            raise SeqlabError(f"checkpoint '{path}' is unreadable: it is {size} bytes long, too short for "
-                              "a safetensors file; it is truncated or not a seqlab checkpoint: pass another --ckpt_path.")
+            raise SeqlabError(
+                f"checkpoint '{path}' is unreadable: it is {size} bytes long, too short for "
+                "a safetensors file; it is truncated or not a seqlab checkpoint: pass another --ckpt_path."
+            )
         length = struct.unpack("<Q", head[:8])[0]
         if length > size - 8 or length > _MAX_HEADER_BYTES:
             raise SeqlabError(
@@ -294,14 +309,17 @@ def _read_header(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         header = None
     if not isinstance(header, dict):
-        raise SeqlabError(f"checkpoint '{path}' is unreadable: its safetensors header is not a JSON "
-                          "object; it is corrupt or not a seqlab checkpoint: pass another --ckpt_path.")
+        raise SeqlabError(
+            f"checkpoint '{path}' is unreadable: its safetensors header is not a JSON "
+            "object; it is corrupt or not a seqlab checkpoint: pass another --ckpt_path."
+        )
     return header
 
 
 def _fail(path: Path, problem: str) -> SeqlabError:
-    return SeqlabError(f"checkpoint '{path}' {problem}; it is corrupt or was not written by seqlab: "
-                       "pass another --ckpt_path.")
+    return SeqlabError(
+        f"checkpoint '{path}' {problem}; it is corrupt or was not written by seqlab: pass another --ckpt_path."
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -317,14 +335,20 @@ def _check_schema(ckpt: dict[str, Any], path: Path) -> None:
     version = ckpt.get("format_version")
     if not _is_int(version) or version != FORMAT_VERSION:
         if _is_int(version) and version > FORMAT_VERSION:
-            raise SeqlabError(f"checkpoint '{path}' has format version {version}, newer than this seqlab "
-                              f"reads ({FORMAT_VERSION}); upgrade seqlab to load it.")
-        raise _fail(path, f"has format version {version!r} in a safetensors file, where this seqlab "
-                          f"reads only version {FORMAT_VERSION}")
+            raise SeqlabError(
+                f"checkpoint '{path}' has format version {version}, newer than this seqlab "
+                f"reads ({FORMAT_VERSION}); upgrade seqlab to load it."
+            )
+        raise _fail(
+            path,
+            f"has format version {version!r} in a safetensors file, where this seqlab "
+            f"reads only version {FORMAT_VERSION}",
+        )
     missing = [key for key in REQUIRED_KEYS if key not in ckpt]
     if missing:
-        raise _fail(path, f"lacks {', '.join(repr(k) for k in missing)} (a checkpoint holds "
-                          f"{', '.join(REQUIRED_KEYS)})")
+        raise _fail(
+            path, f"lacks {', '.join(repr(k) for k in missing)} (a checkpoint holds {', '.join(REQUIRED_KEYS)})"
+        )
     if not (_is_int(ckpt["step"]) and ckpt["step"] >= 0):
         raise _fail(path, f"has step {ckpt['step']!r}, not a non-negative integer")
     model = ckpt["model"]
@@ -332,11 +356,16 @@ def _check_schema(ckpt: dict[str, Any], path: Path) -> None:
         raise _fail(path, "has a 'model' entry that is not a dict of tensors")
     optimizer = ckpt["optimizer"]
     accumulators = optimizer.get("accumulators", {}) if isinstance(optimizer, dict) else None
-    if not (isinstance(accumulators, dict) and isinstance(optimizer.get("other", {}), dict)
-            and all(isinstance(a, dict) and all(isinstance(v, np.ndarray) for v in a.values())
-                    for a in accumulators.values())):
-        raise _fail(path, "has an 'optimizer' entry that is not {accumulators: {parameter: {name: "
-                          "tensor}}, other: {...}}")
+    if not (
+        isinstance(accumulators, dict)
+        and isinstance(optimizer.get("other", {}), dict)
+        and all(
+            isinstance(a, dict) and all(isinstance(v, np.ndarray) for v in a.values()) for a in accumulators.values()
+        )
+    ):
+        raise _fail(
+            path, "has an 'optimizer' entry that is not {accumulators: {parameter: {name: tensor}}, other: {...}}"
+        )
     for key in ("callbacks", "task", "trainer", "config", "meta"):
         if key in ckpt and not isinstance(ckpt[key], dict):
             raise _fail(path, f"has a '{key}' entry that is not a dict")
@@ -361,9 +390,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     metadata = _read_header(path).get("__metadata__")
     document = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     if not isinstance(document, str):
-        raise SeqlabError(f"'{path}' is a safetensors file without seqlab's checkpoint metadata (e.g. "
-                          "bare model weights), so it cannot be resumed or tested; pass a checkpoint "
-                          "written by seqlab fit.")
+        raise SeqlabError(
+            f"'{path}' is a safetensors file without seqlab's checkpoint metadata (e.g. "
+            "bare model weights), so it cannot be resumed or tested; pass a checkpoint "
+            "written by seqlab fit."
+        )
     try:
         ckpt = json.loads(document)
         shared = json.loads(metadata.get(SHARED_KEY, "{}"))
@@ -391,9 +422,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, model_name: str | None,
-                     task_name: str | None, model_state: dict[str, Any],
-                     config: dict[str, Any] | None = None) -> None:
+def check_compatible(
+    ckpt: dict[str, Any],
+    path: str | os.PathLike,
+    model_name: str | None,
+    task_name: str | None,
+    model_state: dict[str, Any],
+    config: dict[str, Any] | None = None,
+) -> None:
     """Refuse a checkpoint made for another model, task or configuration, naming the mismatch.
 
     With ``config`` (the resolved config of the run), the model's and the task's ``init_args``
@@ -438,8 +474,10 @@ def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, model_name: 
             )
     for owner, accumulators in (ckpt.get("optimizer") or {}).get("accumulators", {}).items():
         if owner not in model_state:
-            raise SeqlabError(f"checkpoint '{path}' has optimizer state for '{owner}', which this model "
-                              "does not have; it was saved with another architecture or config.")
+            raise SeqlabError(
+                f"checkpoint '{path}' has optimizer state for '{owner}', which this model "
+                "does not have; it was saved with another architecture or config."
+            )
         shape = list(model_state[owner].shape)
         for suffix, value in accumulators.items():
             if list(value.shape) not in (shape, [1], []):
@@ -451,6 +489,7 @@ def check_compatible(ckpt: dict[str, Any], path: str | os.PathLike, model_name: 
 
 
 # ---------------------------------------------------------------- run folders and aliases
+
 
 def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     """A fresh fit must not mix with (or test) an earlier run's files in the same folder."""
@@ -509,6 +548,7 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path, resume: bool 
 
 # ---------------------------------------------------------------- the old format
 
+
 def _legacy_rng_to_plain(blob: Any) -> dict[str, Any]:
     """Format 1 kept the three RNG states as one pickled uint8 array; unpickle it (trusted) and convert."""
     import pickle
@@ -550,11 +590,15 @@ def convert_legacy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, tr
     try:
         old = paddle.load(str(src))  # the one place seqlab unpickles: the user passed --trust
     except Exception as exc:
-        raise SeqlabError(f"'{src}' could not be read by paddle.load ({type(exc).__name__}); it is "
-                          "corrupt or not an old seqlab checkpoint.") from None
+        raise SeqlabError(
+            f"'{src}' could not be read by paddle.load ({type(exc).__name__}); it is "
+            "corrupt or not an old seqlab checkpoint."
+        ) from None
     if not isinstance(old, dict) or old.get("format_version") != 1 or "rng" not in old:
-        raise SeqlabError(f"'{src}' is not a format-1 seqlab checkpoint (it lacks format_version 1 or "
-                          "rng); there is nothing to convert.")
+        raise SeqlabError(
+            f"'{src}' is not a format-1 seqlab checkpoint (it lacks format_version 1 or "
+            "rng); there is nothing to convert."
+        )
     new = dict(old, format_version=FORMAT_VERSION, rng=_legacy_rng_to_plain(old["rng"]))
     try:
         atomic_save(new, dst)
@@ -564,6 +608,7 @@ def convert_legacy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, tr
 
 
 # ---------------------------------------------------------------- what a Trainer's checkpoint holds
+
 
 def trainer_checkpoint(trainer, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``trainer``'s run exactly, as one dict (before callbacks add theirs)."""
@@ -578,8 +623,11 @@ def trainer_checkpoint(trainer, meta: dict[str, Any] | None = None) -> dict[str,
         "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks},
         "task": trainer.task.state_dict(),
         "rng": capture_rng_state(),
-        "trainer": {**trainer.counters, "wall_time_s": trainer.wall_time_s(),
-                    "last_val_metrics": trainer.last_val_metrics},
+        "trainer": {
+            **trainer.counters,
+            "wall_time_s": trainer.wall_time_s(),
+            "last_val_metrics": trainer.last_val_metrics,
+        },
         "config": trainer.config,
         "settings": run_settings(),
         "meta": dict(meta or {}),
@@ -605,6 +653,11 @@ def restore_trainer(trainer, ckpt: dict[str, Any]) -> None:
     trainer.global_step = int(ckpt["step"])
     saved_settings, now = ckpt.get("settings"), run_settings()
     if isinstance(saved_settings, dict) and saved_settings != now:
-        changed = ", ".join(f"{k}={saved_settings.get(k)}->{now.get(k)}" for k in sorted(now) if saved_settings.get(k) != now.get(k))
-        log.warning("resuming with other run settings than the checkpoint's (%s): the run continues "
-                    "exactly only up to float rounding.", changed)
+        changed = ", ".join(
+            f"{k}={saved_settings.get(k)}->{now.get(k)}" for k in sorted(now) if saved_settings.get(k) != now.get(k)
+        )
+        log.warning(
+            "resuming with other run settings than the checkpoint's (%s): the run continues "
+            "exactly only up to float rounding.",
+            changed,
+        )

@@ -62,9 +62,14 @@ from seqlab.trainer import Trainer, seed_everything  # noqa: E402
 
 log = logging.getLogger("seqlab")
 # Flags handled by seqlab itself rather than by the per-run jsonargparse parser.
-_OWN_FLAGS = {"--recipe": True, "--runs": True, "--print_config": False, "--parallel": True,
-              "--no_report": False, "--protocol": True}
-
+_OWN_FLAGS = {
+    "--recipe": True,
+    "--runs": True,
+    "--print_config": False,
+    "--parallel": True,
+    "--no_report": False,
+    "--protocol": True,
+}
 
 
 @dataclass
@@ -95,7 +100,9 @@ def build_run_parser(command: str) -> ArgumentParser:
     # `config` is what the CLI itself resolves and passes; it is not an option.
     parser.add_class_arguments(Trainer, "trainer", help="Loop, optimizer and callbacks.", skip={"config"})
     parser.add_argument(
-        "--ckpt_path", type=Optional[str], default=None,
+        "--ckpt_path",
+        type=Optional[str],
+        default=None,
         help="fit: checkpoint to resume from (last, best or a path). validate/test: checkpoint "
         "to evaluate (default: validate uses last; test uses best, else last).",
     )
@@ -103,8 +110,14 @@ def build_run_parser(command: str) -> ArgumentParser:
 
 
 def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    own: dict[str, Any] = {"--recipe": None, "--runs": None, "--print_config": False, "--parallel": None,
-                           "--no_report": False, "--protocol": None}
+    own: dict[str, Any] = {
+        "--recipe": None,
+        "--runs": None,
+        "--print_config": False,
+        "--parallel": None,
+        "--no_report": False,
+        "--protocol": None,
+    }
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -119,7 +132,9 @@ def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
                 own[key] = argv[i + 1]
                 i += 1
             else:
-                raise SeqlabError(f"{key} needs a value; e.g. {key} {'recipes/reverse_digits_cpu.yaml' if key == '--recipe' else 'rwkv7,lstm'}.")
+                raise SeqlabError(
+                    f"{key} needs a value; e.g. {key} {'recipes/reverse_digits_cpu.yaml' if key == '--recipe' else 'rwkv7,lstm'}."
+                )
         else:
             rest.append(arg)
         i += 1
@@ -183,7 +198,9 @@ def _resolve_component(section: Any, registry, where: str) -> dict[str, Any]:
     if isinstance(section, str):
         section = {"class_path": section}
     if not isinstance(section, dict) or "class_path" not in section:
-        raise SeqlabError(f"{where} needs a {registry.kind} name, e.g. `{registry.kind}: {{class_path: {registry.names()[0] if registry.names() else 'name'}}}`.")
+        raise SeqlabError(
+            f"{where} needs a {registry.kind} name, e.g. `{registry.kind}: {{class_path: {registry.names()[0] if registry.names() else 'name'}}}`."
+        )
     section = dict(section)
     _expect_mapping(section.get("init_args"), where, f"{registry.kind}.init_args")
     class_path = str(section["class_path"])
@@ -195,8 +212,9 @@ def _resolve_component(section: Any, registry, where: str) -> dict[str, Any]:
     return section
 
 
-def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: str,
-                      protocol: str = "best") -> dict[str, Any]:
+def _prepare_run_dict(
+    experiment: str, run: str, merged: dict[str, Any], where: str, protocol: str = "best"
+) -> dict[str, Any]:
     merged.pop("parallel", None)
     merged.pop("protocol", None)
     merged.pop("settings", None)  # a saved config.yaml records the run settings it ran with
@@ -246,13 +264,19 @@ def _explain(exc: Exception, where: str) -> SeqlabError:
     if m:
         cls = re.search(r"given class_path '([^']+)'", text)
         owner = f" by {cls.group(1)}" if cls else ""
-        return SeqlabError(f"{where}: option '{m.group(1)}' is not accepted{owner}; check its spelling in the class's --help.")
+        return SeqlabError(
+            f"{where}: option '{m.group(1)}' is not accepted{owner}; check its spelling in the class's --help."
+        )
     m = re.search(r'Parser key "([^"]+)":\s*Expected a typing.Literal\[(.*?)\]\.\s*Got value: (.+)', text, re.S)
     if m:
-        return SeqlabError(f"{where}: {m.group(1)} expects one of {m.group(2)}, got {m.group(3).splitlines()[0]!r}; fix its value.")
+        return SeqlabError(
+            f"{where}: {m.group(1)} expects one of {m.group(2)}, got {m.group(3).splitlines()[0]!r}; fix its value."
+        )
     m = re.search(r'Parser key "([^"]+)":\s*(Expected a <class \'(\w+)\'>)?.*?Got value: (.+)', text, re.S)
     if m and m.group(3):
-        return SeqlabError(f"{where}: {m.group(1)} expects {m.group(3)}, got {m.group(4).splitlines()[0]!r}; fix its value.")
+        return SeqlabError(
+            f"{where}: {m.group(1)} expects {m.group(3)}, got {m.group(4).splitlines()[0]!r}; fix its value."
+        )
     m = re.search(r"Problem with given class_path '([^']+)':\s*(.+)", text)
     if m:
         return SeqlabError(f"{where}: {m.group(1)}: {m.group(2).splitlines()[0]}")
@@ -275,7 +299,9 @@ def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
     """Parse every selected run of the recipe (and the overrides) without side effects."""
     own, overrides = _split_own_flags(argv)
     if not own["--recipe"]:
-        raise SeqlabError(f"seqlab {command} needs --recipe FILE, e.g. `seqlab {command} --recipe recipes/reverse_digits_cpu.yaml`.")
+        raise SeqlabError(
+            f"seqlab {command} needs --recipe FILE, e.g. `seqlab {command} --recipe recipes/reverse_digits_cpu.yaml`."
+        )
     recipe = own["--recipe"]
     experiment, shared, runs = load_recipe(recipe)
     _add_to_path(Path(recipe).resolve().parent)  # user classes may live beside the recipe
@@ -291,8 +317,11 @@ def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
                 raise SeqlabError(f"recipe '{recipe}' has no run '{run}'.{hint} Its runs: {', '.join(runs)}.")
     protocol = own["--protocol"] or shared.get("protocol", "best")
     if protocol not in PROTOCOLS:
-        raise SeqlabError(f"protocol {protocol!r} is not known; use one of: "
-                          + "; ".join(f"'{k}' ({v})" for k, v in PROTOCOLS.items()) + ".")
+        raise SeqlabError(
+            f"protocol {protocol!r} is not known; use one of: "
+            + "; ".join(f"'{k}' ({v})" for k, v in PROTOCOLS.items())
+            + "."
+        )
     specs = []
     for run in selected:
         where = f"recipe '{recipe}', run '{run}'"
@@ -312,8 +341,16 @@ def parse_runs(command: str, argv: list[str]) -> ParsedCommand:
         raise SeqlabError(f"--parallel expects a positive int (runs trained at once), got {parallel!r}.") from None
     for spec in specs:
         spec.protocol = protocol
-    return ParsedCommand(experiment, specs, bool(own["--print_config"]), parallel, recipe, overrides,
-                         report=not own["--no_report"], protocol=protocol)
+    return ParsedCommand(
+        experiment,
+        specs,
+        bool(own["--print_config"]),
+        parallel,
+        recipe,
+        overrides,
+        report=not own["--no_report"],
+        protocol=protocol,
+    )
 
 
 def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: str) -> Namespace:
@@ -352,8 +389,10 @@ def _instantiate(spec: RunSpec) -> tuple[Task, Model, Trainer]:
     task = _build(config["task"], f"{where}, task")
     model = _build(config["model"], f"{where}, model")
     settings = dict(config["trainer"])
-    settings["optimizer"] = _build({"class_path": "seqlab.optim.AdamW", "init_args": settings.get("optimizer") or {}},
-                                   f"{where}, trainer.optimizer")
+    settings["optimizer"] = _build(
+        {"class_path": "seqlab.optim.AdamW", "init_args": settings.get("optimizer") or {}},
+        f"{where}, trainer.optimizer",
+    )
     settings["callbacks"] = [_build(cb, f"{where}, callback") for cb in settings.get("callbacks") or []]
     resolved = {**yaml.safe_load(dump_config(spec)), "protocol": spec.protocol}
     try:
@@ -370,8 +409,10 @@ def _build(section: dict[str, Any], where: str):
     must divide into heads, ``lr`` must be positive...), raised from its ``__init__``.
     """
     cls = _import_class(section["class_path"])
-    kwargs = {k: _build(v, where) if isinstance(v, dict) and "class_path" in v else v
-              for k, v in (section.get("init_args") or {}).items()}
+    kwargs = {
+        k: _build(v, where) if isinstance(v, dict) and "class_path" in v else v
+        for k, v in (section.get("init_args") or {}).items()
+    }
     try:
         return cls(**kwargs)
     except SeqlabError as exc:
@@ -382,8 +423,11 @@ def _build(section: dict[str, Any], where: str):
 
 
 def _print_recipe(parsed: ParsedCommand) -> int:
-    recipe = {"name": parsed.experiment, "protocol": parsed.protocol,
-              "runs": {s.name: yaml.safe_load(dump_config(s)) for s in parsed.specs}}
+    recipe = {
+        "name": parsed.experiment,
+        "protocol": parsed.protocol,
+        "runs": {s.name: yaml.safe_load(dump_config(s)) for s in parsed.specs},
+    }
     sys.stdout.write(yaml.safe_dump(recipe, sort_keys=False))
     return 0
 
@@ -407,8 +451,13 @@ def cmd_fit(argv: list[str]) -> int:
         _fit_in_parallel(parsed, argv)
     else:
         for spec, task, model, trainer in built:
-            log.info("== run %s: %s, %d parameters -> %s", spec.name, type(model).__name__,
-                     model.num_parameters(), trainer.run_dir)
+            log.info(
+                "== run %s: %s, %d parameters -> %s",
+                spec.name,
+                type(model).__name__,
+                model.num_parameters(),
+                trainer.run_dir,
+            )
             try:
                 trainer.fit(task, model, ckpt_path=spec.config.ckpt_path)
             except TrainingInterrupted as exc:
@@ -422,11 +471,15 @@ def _devices(parsed: ParsedCommand) -> int:
     """The processes to start: one value for the whole command (they train one after another)."""
     counts = sorted({int(spec.config.trainer.devices) for spec in parsed.specs})
     if len(counts) > 1:
-        raise SeqlabError(f"the selected runs ask for different trainer.devices ({counts}); give them one "
-                          "value, or fit them with separate commands (--runs).")
+        raise SeqlabError(
+            f"the selected runs ask for different trainer.devices ({counts}); give them one "
+            "value, or fit them with separate commands (--runs)."
+        )
     if counts[0] > 1 and parsed.parallel > 1 and len(parsed.specs) > 1:
-        raise SeqlabError("--parallel runs several single-process runs at once, and trainer.devices > 1 "
-                          "runs one run on several processes; use one of them.")
+        raise SeqlabError(
+            "--parallel runs several single-process runs at once, and trainer.devices > 1 "
+            "runs one run on several processes; use one of them."
+        )
     return counts[0]
 
 
@@ -453,8 +506,23 @@ def resume_command(argv: list[str]) -> str:
 
 def _fit_in_parallel(parsed: ParsedCommand, argv: list[str]) -> None:
     """One child process per run (``seqlab fit --runs <run>``), ``parsed.parallel`` at a time."""
-    jobs = [(spec.name, ["fit", "--recipe", parsed.recipe, "--runs", spec.name, "--no_report",
-                         "--protocol", parsed.protocol, *parsed.overrides]) for spec in parsed.specs]
+    jobs = [
+        (
+            spec.name,
+            [
+                "fit",
+                "--recipe",
+                parsed.recipe,
+                "--runs",
+                spec.name,
+                "--no_report",
+                "--protocol",
+                parsed.protocol,
+                *parsed.overrides,
+            ],
+        )
+        for spec in parsed.specs
+    ]
     run_in_children(jobs, parsed.parallel, resume_command(argv))
 
 
@@ -476,8 +544,9 @@ def cmd_evaluate(command: str, argv: list[str]) -> int:
         evaluate = trainer.test if command == "test" else trainer.validate
         results[spec.name] = evaluate(task, model, spec.config.ckpt_path)
     # Strict JSON: NaN (e.g. a probe a model cannot read) becomes null.
-    clean = {run: {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-             for run, r in results.items()}
+    clean = {
+        run: {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for run, r in results.items()
+    }
     sys.stdout.write(json.dumps(clean, indent=2, allow_nan=False) + "\n")
     return 0
 
@@ -528,9 +597,11 @@ def cmd_sweep(argv: list[str]) -> int:
         arg, value = argv[i], argv[i + 1] if i + 1 < len(argv) else None
         if arg in ("--grid", "--seeds", "--metric"):
             if value is None or value.startswith("--"):
-                raise SeqlabError(f"{arg} needs a value, e.g. {arg} "
-                                  + {"--grid": "trainer.optimizer.lr=1e-3,2e-3", "--seeds": "3",
-                                     "--metric": "masked_acc:max"}[arg] + ".")
+                raise SeqlabError(
+                    f"{arg} needs a value, e.g. {arg} "
+                    + {"--grid": "trainer.optimizer.lr=1e-3,2e-3", "--seeds": "3", "--metric": "masked_acc:max"}[arg]
+                    + "."
+                )
             if arg == "--grid":
                 grid_items.append(value)
             elif arg == "--seeds":
@@ -564,12 +635,31 @@ def cmd_sweep(argv: list[str]) -> int:
         if (folder / "metrics.json").is_file():
             continue  # finished: a sweep run again trains only what is missing
         resume = ["--ckpt_path", "last"] if (folder / "checkpoints").is_dir() else []
-        jobs.append((point.name, ["fit", "--recipe", parsed.recipe, "--runs", point.run, "--no_report",
-                                  "--protocol", parsed.protocol, *parsed.overrides, *point.overrides(),
-                                  "--trainer.experiment", f"{parsed.experiment}/sweep",
-                                  "--trainer.run_name", point.name, *resume]))
-    log.info("sweep: %d points, %d finished before, %d to train -> %s", len(points), len(points) - len(jobs),
-             len(jobs), root)
+        jobs.append(
+            (
+                point.name,
+                [
+                    "fit",
+                    "--recipe",
+                    parsed.recipe,
+                    "--runs",
+                    point.run,
+                    "--no_report",
+                    "--protocol",
+                    parsed.protocol,
+                    *parsed.overrides,
+                    *point.overrides(),
+                    "--trainer.experiment",
+                    f"{parsed.experiment}/sweep",
+                    "--trainer.run_name",
+                    point.name,
+                    *resume,
+                ],
+            )
+        )
+    log.info(
+        "sweep: %d points, %d finished before, %d to train -> %s", len(points), len(points) - len(jobs), len(jobs), root
+    )
     if jobs:
         import shlex
 
@@ -597,8 +687,14 @@ def _sweep_metric(given: str | None, parsed: ParsedCommand) -> tuple[str, str]:
     return "loss", "min"
 
 
-_PREDICT_FLAGS = {"--prompt": "12345,", "--prompts_file": "prompts.txt", "--max_new_tokens": "64",
-                  "--temperature": "0.8", "--top_k": "5", "--seed": "0"}
+_PREDICT_FLAGS = {
+    "--prompt": "12345,",
+    "--prompts_file": "prompts.txt",
+    "--max_new_tokens": "64",
+    "--temperature": "0.8",
+    "--top_k": "5",
+    "--seed": "0",
+}
 
 
 def cmd_predict(argv: list[str]) -> int:
@@ -624,8 +720,10 @@ def cmd_predict(argv: list[str]) -> int:
         try:
             prompts += [ln.rstrip("\n") for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
-            raise SeqlabError(f"--prompts_file {path}: cannot read it ({exc.__class__.__name__}); pass a UTF-8 "
-                              "text file with one prompt per line.") from None
+            raise SeqlabError(
+                f"--prompts_file {path}: cannot read it ({exc.__class__.__name__}); pass a UTF-8 "
+                "text file with one prompt per line."
+            ) from None
     if not prompts:
         raise SeqlabError("seqlab predict needs --prompt TEXT (repeatable) or --prompts_file FILE.")
 
@@ -648,8 +746,10 @@ def cmd_predict(argv: list[str]) -> int:
         task, model, trainer = _instantiate(spec)
         encode, decode = getattr(task, "encode", None), getattr(task, "decode", None)
         if encode is None or decode is None:
-            raise SeqlabError(f"task {type(task).__name__} does not render text (no encode/decode), so "
-                              "seqlab predict cannot read prompts for it.")
+            raise SeqlabError(
+                f"task {type(task).__name__} does not render text (no encode/decode), so "
+                "seqlab predict cannot read prompts for it."
+            )
         ids = [encode(prompt) for prompt in prompts]  # a character outside the vocabulary stops here
         path, step = load_weights(trainer.checkpoint_dir, task, model, spec.config.ckpt_path)
         sys.stdout.write(f"== {spec.name}: {path.name} (step {step:,})\n")
@@ -658,8 +758,9 @@ def cmd_predict(argv: list[str]) -> int:
             sys.stdout.write(prompt)
             sys.stdout.flush()
             new = []
-            for _, token in generate_stream(model, prompt_ids, max_new, temperature, top_k, seed,
-                                            getattr(task, "stop_token", None)):
+            for _, token in generate_stream(
+                model, prompt_ids, max_new, temperature, top_k, seed, getattr(task, "stop_token", None)
+            ):
                 new.append(token)
                 sys.stdout.write(decode([token]))  # streamed: each token as soon as it is chosen
                 sys.stdout.flush()
@@ -679,8 +780,10 @@ def cmd_convert_checkpoint(argv: list[str]) -> int:
 
     paths = [a for a in argv if a != "--trust"]
     if len(paths) != 2 or any(p.startswith("-") for p in paths):
-        raise SeqlabError(f"usage: {CONVERT_COMMAND} OLD.pdckpt NEW.safetensors --trust (the old file is "
-                          "unpickled, which runs any code it carries: convert only files you trust).")
+        raise SeqlabError(
+            f"usage: {CONVERT_COMMAND} OLD.pdckpt NEW.safetensors --trust (the old file is "
+            "unpickled, which runs any code it carries: convert only files you trust)."
+        )
     ckpt = convert_legacy_checkpoint(paths[0], paths[1], trust="--trust" in argv)
     sys.stdout.write(f"wrote {paths[1]} (checkpoint format {ckpt['format_version']}, step {ckpt['step']})\n")
     return 0
@@ -702,22 +805,47 @@ class Command:
 
 
 COMMANDS = [
-    Command("fit", cmd_fit, "train the runs of a recipe, test each on its best checkpoint, write the report", recipe=True),
-    Command("validate", lambda argv: cmd_evaluate("validate", argv),
-            "evaluate a run's checkpoint (default: last) on the validation set", recipe=True),
-    Command("test", lambda argv: cmd_evaluate("test", argv),
-            "evaluate a run's checkpoint (default: best) with the task's final test", recipe=True),
-    Command("predict", cmd_predict, "continue --prompt TEXT (repeatable) or --prompts_file FILE with a run's "
-            "checkpoint (default: best, else last), streaming the tokens", recipe=True),
-    Command("sweep", cmd_sweep, "train every --grid KEY=v1,v2 point x --seeds N of the selected runs, "
-            "pick each model's best setting on validation, report mean ± std", recipe=True),
+    Command(
+        "fit", cmd_fit, "train the runs of a recipe, test each on its best checkpoint, write the report", recipe=True
+    ),
+    Command(
+        "validate",
+        lambda argv: cmd_evaluate("validate", argv),
+        "evaluate a run's checkpoint (default: last) on the validation set",
+        recipe=True,
+    ),
+    Command(
+        "test",
+        lambda argv: cmd_evaluate("test", argv),
+        "evaluate a run's checkpoint (default: best) with the task's final test",
+        recipe=True,
+    ),
+    Command(
+        "predict",
+        cmd_predict,
+        "continue --prompt TEXT (repeatable) or --prompts_file FILE with a run's "
+        "checkpoint (default: best, else last), streaming the tokens",
+        recipe=True,
+    ),
+    Command(
+        "sweep",
+        cmd_sweep,
+        "train every --grid KEY=v1,v2 point x --seeds N of the selected runs, "
+        "pick each model's best setting on validation, report mean ± std",
+        recipe=True,
+    ),
     Command("compare", cmd_compare, "write report.md, loss.png and the task's chart for runs/<experiment>"),
-    Command("tokenize", tokenize.command, "write a text file's bytes as a token file: --input FILE.txt --output data.bin"),
+    Command(
+        "tokenize", tokenize.command, "write a text file's bytes as a token file: --input FILE.txt --output data.bin"
+    ),
     Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
     Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
-    Command("convert-checkpoint", cmd_convert_checkpoint,
-            "OLD NEW --trust: convert an old pickle checkpoint (.pdckpt, format 1) to .safetensors; "
-            "loading it runs any code it carries, so convert only files you trust"),
+    Command(
+        "convert-checkpoint",
+        cmd_convert_checkpoint,
+        "OLD NEW --trust: convert an old pickle checkpoint (.pdckpt, format 1) to .safetensors; "
+        "loading it runs any code it carries, so convert only files you trust",
+    ),
 ]
 
 RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):

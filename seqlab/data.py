@@ -49,8 +49,7 @@ def shift(input_ids: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = N
     """
     from seqlab.task import Batch
 
-    return Batch(inputs=np.ascontiguousarray(input_ids[:, :-1]), targets=np.ascontiguousarray(labels[:, 1:]),
-                 mask=mask)
+    return Batch(inputs=np.ascontiguousarray(input_ids[:, :-1]), targets=np.ascontiguousarray(labels[:, 1:]), mask=mask)
 
 
 def check_ids(ids: np.ndarray, vocab_size: int, where: str, fix: str) -> None:
@@ -61,8 +60,9 @@ def check_ids(ids: np.ndarray, vocab_size: int, where: str, fix: str) -> None:
     low, high = int(counted.min()), int(counted.max())
     if high >= vocab_size or low < 0:
         bad = high if high >= vocab_size else low
-        raise SeqlabError(f"{where} holds token id {bad}, outside the vocabulary of {vocab_size} (ids 0.."
-                          f"{vocab_size - 1}); {fix}")
+        raise SeqlabError(
+            f"{where} holds token id {bad}, outside the vocabulary of {vocab_size} (ids 0..{vocab_size - 1}); {fix}"
+        )
 
 
 # ---------------------------------------------------------------------------- token files
@@ -75,8 +75,10 @@ def open_token_file(path: str | Path, dtype: str = "uint16") -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
-        raise SeqlabError(f"token file '{path}' {what}; pass a .bin or .npy file of token ids "
-                          "(make one from text with `seqlab tokenize --input FILE.txt --output data.bin`).")
+        raise SeqlabError(
+            f"token file '{path}' {what}; pass a .bin or .npy file of token ids "
+            "(make one from text with `seqlab tokenize --input FILE.txt --output data.bin`)."
+        )
     size = path.stat().st_size
     if size == 0:
         raise SeqlabError(f"token file '{path}' is empty; pass a file of token ids (seqlab tokenize makes one).")
@@ -84,17 +86,23 @@ def open_token_file(path: str | Path, dtype: str = "uint16") -> np.ndarray:
         try:
             tokens = np.load(path, mmap_mode="r")
         except (ValueError, OSError) as exc:
-            raise SeqlabError(f"token file '{path}' is not a readable .npy array ({exc}); write it with numpy.save.") from None
+            raise SeqlabError(
+                f"token file '{path}' is not a readable .npy array ({exc}); write it with numpy.save."
+            ) from None
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-            raise SeqlabError(f"token file '{path}' holds a {tokens.ndim}-D {tokens.dtype} array; a token file is "
-                              "1-D integers (numpy.save(path, ids.ravel().astype(np.uint16))).")
+            raise SeqlabError(
+                f"token file '{path}' holds a {tokens.ndim}-D {tokens.dtype} array; a token file is "
+                "1-D integers (numpy.save(path, ids.ravel().astype(np.uint16)))."
+            )
         return tokens
     if dtype not in TOKEN_DTYPES:
         raise SeqlabError(f"token file dtype {dtype!r} is not one of {', '.join(TOKEN_DTYPES)}; fix the task's dtype.")
     item = np.dtype(TOKEN_DTYPES[dtype]).itemsize
     if size % item:
-        raise SeqlabError(f"token file '{path}' has {size:,} bytes, not a whole number of {dtype} items "
-                          f"({item} bytes each); is its dtype really {dtype}?")
+        raise SeqlabError(
+            f"token file '{path}' has {size:,} bytes, not a whole number of {dtype} items "
+            f"({item} bytes each); is its dtype really {dtype}?"
+        )
     return np.memmap(path, dtype=TOKEN_DTYPES[dtype], mode="r")
 
 
@@ -103,4 +111,4 @@ def read_windows(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndar
 
     Slicing a memmap reads just the pages under each window.
     """
-    return np.stack([np.asarray(tokens[s: s + length]) for s in starts]).astype(np.int64)
+    return np.stack([np.asarray(tokens[s : s + length]) for s in starts]).astype(np.int64)

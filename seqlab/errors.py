@@ -12,7 +12,6 @@ class SeqlabError(Exception):
     exit_code = 2
 
 
-
 class TrainingDiverged(SeqlabError):
     """The loss or the gradients became NaN or infinite and ``trainer.nonfinite`` is ``stop``."""
 

@@ -79,8 +79,13 @@ def score(model, sets, chunk_rows: int = EVAL_CHUNK_ROWS) -> dict[str, float]:
             if not eval_set.optional:
                 raise
             name = eval_set.prefix.rstrip("_") or "an optional"
-            log.warning("%s set skipped: the model failed on %s: %s: %s; its metrics are NaN.",
-                        name, eval_set.about or "its rows", type(exc).__name__, exc)
+            log.warning(
+                "%s set skipped: the model failed on %s: %s: %s; its metrics are NaN.",
+                name,
+                eval_set.about or "its rows",
+                type(exc).__name__,
+                exc,
+            )
             values = {m.name: math.nan for m in eval_set.metrics}
         results.update({eval_set.prefix + k: v for k, v in values.items()})
     return results

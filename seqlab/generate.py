@@ -88,8 +88,10 @@ def generate_stream(
     if use_step is None:
         use_step = has_rnn_mode(model)
     elif use_step and not has_rnn_mode(model):
-        raise SeqlabError(f"{type(model).__name__} has no RNN mode (init_state and step); "
-                          f"pass use_step=None or False to generate with forward().")
+        raise SeqlabError(
+            f"{type(model).__name__} has no RNN mode (init_state and step); "
+            f"pass use_step=None or False to generate with forward()."
+        )
     if max_new_tokens == 0:
         return
     rng = np.random.default_rng(seed)
@@ -148,15 +150,21 @@ def generate(
     """
     single = _is_single(prompts)
     outs: list[list[int]] = [[] for _ in _as_batch(prompts)]
-    for i, token in generate_stream(model, prompts, max_new_tokens, temperature, top_k, seed,
-                                    stop_token, use_step):
+    for i, token in generate_stream(model, prompts, max_new_tokens, temperature, top_k, seed, stop_token, use_step):
         outs[i].append(token)
     return outs[0] if single else outs
 
 
-def generate_text(model, task, prompts: str | Sequence[str], max_new_tokens: int,
-                  temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
-                  stop_token: int | None = None) -> str | list[str]:
+def generate_text(
+    model,
+    task,
+    prompts: str | Sequence[str],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    stop_token: int | None = None,
+) -> str | list[str]:
     """:func:`generate` on text, through ``task.encode`` / ``task.decode``.
 
     ``stop_token`` defaults to the task's ``stop_token`` attribute, if it has one (digit
@@ -164,20 +172,22 @@ def generate_text(model, task, prompts: str | Sequence[str], max_new_tokens: int
     """
     for method in ("encode", "decode"):
         if not callable(getattr(task, method, None)):
-            raise SeqlabError(f"task {type(task).__name__} cannot render text (it has no "
-                              f"{method}()); generate from token ids with seqlab.generate.generate.")
+            raise SeqlabError(
+                f"task {type(task).__name__} cannot render text (it has no "
+                f"{method}()); generate from token ids with seqlab.generate.generate."
+            )
     single = isinstance(prompts, str)
     texts = [prompts] if single else list(prompts)
     if stop_token is None:
         stop_token = getattr(task, "stop_token", None)
-    outs = generate(model, [task.encode(t) for t in texts], max_new_tokens, temperature, top_k,
-                    seed, stop_token)
+    outs = generate(model, [task.encode(t) for t in texts], max_new_tokens, temperature, top_k, seed, stop_token)
     decoded = [task.decode(ids) for ids in outs]
     return decoded[0] if single else decoded
 
 
-def sample_next(logits: np.ndarray, temperature: float = 0.0, top_k: int | None = None,
-                rng: np.random.Generator | None = None) -> int:
+def sample_next(
+    logits: np.ndarray, temperature: float = 0.0, top_k: int | None = None, rng: np.random.Generator | None = None
+) -> int:
     """One token id from ``logits`` ``[V]``: the argmax at temperature 0, else a draw from
     ``softmax(logits / temperature)`` restricted to the ``top_k`` largest (ties: lowest ids)."""
     if temperature == 0:
@@ -200,8 +210,9 @@ def _is_single(prompts) -> bool:
 
 def _as_batch(prompts) -> list[list[int]]:
     if isinstance(prompts, (str, bytes)):
-        raise SeqlabError("generate takes token ids; encode text first (task.encode) or use "
-                          "seqlab.generate.generate_text.")
+        raise SeqlabError(
+            "generate takes token ids; encode text first (task.encode) or use seqlab.generate.generate_text."
+        )
     if len(prompts) == 0:
         raise SeqlabError("generate needs at least one prompt.")
     batch = [list(prompts)] if _is_single(prompts) else [list(p) for p in prompts]
@@ -223,5 +234,4 @@ def _check_args(model, batch, max_new_tokens, temperature, top_k) -> None:
         for i, prompt in enumerate(batch):
             bad = [t for t in prompt if not 0 <= t < vocab]
             if bad:
-                raise SeqlabError(f"prompt {i} has token id {bad[0]}, outside the model's "
-                                  f"vocabulary 0..{vocab - 1}.")
+                raise SeqlabError(f"prompt {i} has token id {bad[0]}, outside the model's vocabulary 0..{vocab - 1}.")

@@ -74,8 +74,11 @@ class GracefulStop:
                 return
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without saving")
         self.signum = signum
-        log.warning("received %s: finishing this step, saving the last checkpoint, then stopping "
-                    "(send it again to abort at once).", signal.Signals(signum).name)
+        log.warning(
+            "received %s: finishing this step, saving the last checkpoint, then stopping "
+            "(send it again to abort at once).",
+            signal.Signals(signum).name,
+        )
 
     def __enter__(self) -> GracefulStop:
         self.signum = None

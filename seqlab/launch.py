@@ -112,8 +112,7 @@ class RankWatcher:
 
 
 def launch_command(nproc: int, argv: list[str], log_dir: Path, entry: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
-           "--log_dir", str(log_dir)]
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir", str(log_dir)]
     if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
         cmd += ["--devices", ",".join(str(i) for i in range(nproc))]
     return [*cmd, str(entry), *argv]
@@ -125,8 +124,10 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
     ``argv`` is the seqlab command line (``fit ...``); ``resume`` the command that continues it.
     """
     if paddle.device.is_compiled_with_cuda() and 0 < paddle.device.cuda.device_count() < nproc:
-        raise SeqlabError(f"trainer.devices={nproc}, but this machine has "
-                          f"{paddle.device.cuda.device_count()} GPU(s); lower --trainer.devices.")
+        raise SeqlabError(
+            f"trainer.devices={nproc}, but this machine has "
+            f"{paddle.device.cuda.device_count()} GPU(s); lower --trainer.devices."
+        )
     work = Path(tempfile.mkdtemp(prefix="seqlab-launch-"))
     # A script of our own for the launcher to run: its folder goes first on sys.path, so it
     # must not be seqlab's package folder (whose io.py would shadow the standard library's).
@@ -134,8 +135,14 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
     entry.write_text(_ENTRY)
     env = dict(os.environ)
     env.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO/WARNING chatter on every rank
-    proc = subprocess.Popen(launch_command(nproc, argv, work / "logs", entry), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        launch_command(nproc, argv, work / "logs", entry),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     received: list[int] = []
 
     def forward(signum, frame) -> None:
@@ -167,8 +174,9 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
             signal.signal(sig, handler)
     if received:
         name = signal.Signals(received[0]).name
-        raise TrainingInterrupted(received[0], f"stopped by {name}; every rank saved the run's last checkpoint.",
-                                  resume)
+        raise TrainingInterrupted(
+            received[0], f"stopped by {name}; every rank saved the run's last checkpoint.", resume
+        )
     if code == 0:
         shutil.rmtree(work, ignore_errors=True)
         return 0
@@ -181,8 +189,11 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
             rank, log = watcher.first_gone, str(Path(log).with_name(f"workerlog.{watcher.first_gone}"))
             rank_code = watcher.first_code
         how = describe_exit(rank_code) if rank_code is not None else "ended first"
-        raise RankFailed(f"rank {rank} of {nproc} {how}, so every rank was stopped; "
-                         f"its log is {log}. Fix the cause, then resume with: {resume}")
-    raise RankFailed(f"paddle.distributed.launch {describe_exit(code)}; the ranks' logs are in "
-                     f"{work / 'logs'}. Resume with: {resume}")
-
+        raise RankFailed(
+            f"rank {rank} of {nproc} {how}, so every rank was stopped; "
+            f"its log is {log}. Fix the cause, then resume with: {resume}"
+        )
+    raise RankFailed(
+        f"paddle.distributed.launch {describe_exit(code)}; the ranks' logs are in "
+        f"{work / 'logs'}. Resume with: {resume}"
+    )

@@ -31,14 +31,18 @@ class AdamW:
 
     def __post_init__(self) -> None:
         beta1, beta2 = self.betas
-        problems = [(self.lr > 0, "lr", "must be > 0"),
-                    (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
-                    (0 <= beta1 < 1 and 0 <= beta2 < 1, "betas", "must both be in [0, 1)"),
-                    (self.eps > 0, "eps", "must be > 0")]
+        problems = [
+            (self.lr > 0, "lr", "must be > 0"),
+            (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+            (0 <= beta1 < 1 and 0 <= beta2 < 1, "betas", "must both be in [0, 1)"),
+            (self.eps > 0, "eps", "must be > 0"),
+        ]
         for ok, name, rule in problems:
             if not ok:
-                raise SeqlabError(f"{name} {rule}, got {getattr(self, name)}; fix trainer.optimizer.{name} "
-                                  "in the recipe or on the command line.")
+                raise SeqlabError(
+                    f"{name} {rule}, got {getattr(self, name)}; fix trainer.optimizer.{name} "
+                    "in the recipe or on the command line."
+                )
 
     def build(self, model) -> paddle.optimizer.AdamW:
         groups = model.param_groups()

@@ -61,8 +61,14 @@ def run_in_children(jobs: list[tuple[str, list[str]]], parallel: int, resume: st
         while pending or running:
             while pending and len(running) < parallel:
                 label, argv = pending.pop(0)
-                proc = subprocess.Popen([sys.executable, "-m", "seqlab.cli", *argv], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "seqlab.cli", *argv],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=env,
+                    start_new_session=True,
+                )
                 thread = threading.Thread(target=pump, args=(label, proc.stdout), daemon=True)
                 thread.start()
                 running.append((label, proc, thread))
@@ -80,12 +86,18 @@ def run_in_children(jobs: list[tuple[str, list[str]]], parallel: int, resume: st
     if received:
         codes = {code for _, code in failed}
         name = signal.Signals(received[0]).name
-        raise TrainingInterrupted(received[0], f"stopped by {name}; every started run saved its last checkpoint.",
-                                  resume, codes.pop() if len(codes) == 1 else None)
+        raise TrainingInterrupted(
+            received[0],
+            f"stopped by {name}; every started run saved its last checkpoint.",
+            resume,
+            codes.pop() if len(codes) == 1 else None,
+        )
     if failed:
         labels = ", ".join(label for label, _ in failed)
-        raise SeqlabError(f"{labels} failed (their lines above say why); fix the cause and run the same "
-                          f"command with --ckpt_path last to continue: {resume}")
+        raise SeqlabError(
+            f"{labels} failed (their lines above say why); fix the cause and run the same "
+            f"command with --ckpt_path last to continue: {resume}"
+        )
 
 
 def die_with_parent() -> None:

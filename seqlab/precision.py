@@ -29,9 +29,7 @@ _AMP_DTYPE = {"bf16-mixed": "bfloat16", "16-mixed": "float16"}
 
 def check_precision(name: str) -> str:
     if name not in PRECISIONS:
-        raise SeqlabError(
-            f"trainer.precision {name!r} is not supported; use one of {', '.join(PRECISIONS)}."
-        )
+        raise SeqlabError(f"trainer.precision {name!r} is not supported; use one of {', '.join(PRECISIONS)}.")
     return name
 
 
@@ -59,7 +57,10 @@ class Precision:
             if not _on_gpu():
                 log.warning(
                     "precision %s has no effect on CPU (Paddle %s has no low-precision CPU "
-                    "kernels for training); running 32-true.", requested, paddle.__version__)
+                    "kernels for training); running 32-true.",
+                    requested,
+                    paddle.__version__,
+                )
                 self.effective = "32-true"
             elif not _gpu_supports(requested):
                 log.warning("precision %s is not supported by this GPU; running 32-true.", requested)

@@ -30,8 +30,7 @@ def check_root_dir(root_dir: Path) -> None:
             problem = f"'{existing}' is not writable ({exc.strerror})"
     if problem:
         raise SeqlabError(
-            f"trainer.root_dir '{root_dir}' cannot be created: {problem}; pass a writable "
-            "--trainer.root_dir."
+            f"trainer.root_dir '{root_dir}' cannot be created: {problem}; pass a writable --trainer.root_dir."
         )
 
 
@@ -67,7 +66,8 @@ def check_token_ids(batch, model, task, run: str) -> None:
         raise SeqlabError(
             f"run '{run}': the task's first batch holds token id {worst}, but the model's vocabulary has "
             f"{vocab} ids (0..{vocab - 1}); raise model.init_args.vocab_size (and the task's) above "
-            f"{max(worst, 0)}, or fix the data.")
+            f"{max(worst, 0)}, or fix the data."
+        )
 
 
 def check_forward(task, model, run: str) -> None:
@@ -111,8 +111,14 @@ def check_run_folder(trainer, ckpt_path):
     path = resolve_ckpt_path(ckpt_path, trainer.checkpoint_dir, resume=True)
     ckpt = load_checkpoint(path) if path is not None else None
     if ckpt is not None:
-        check_compatible(ckpt, path, MODELS.name_of(type(trainer.model)), TASKS.name_of(type(trainer.task)),
-                         trainer.model.state_dict(), config=trainer.config)
+        check_compatible(
+            ckpt,
+            path,
+            MODELS.name_of(type(trainer.model)),
+            TASKS.name_of(type(trainer.task)),
+            trainer.model.state_dict(),
+            config=trainer.config,
+        )
     elif not trainer.overwrite:
         claim_run_dir(trainer.run_dir, overwrite=False)  # raises if an earlier run is there
     return path, ckpt

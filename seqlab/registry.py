@@ -109,13 +109,13 @@ class Registry:
         if name in self._classes:
             return self._classes[name]
         if name in self._broken:
-            raise SeqlabError(f"{self.kind} plugin '{name}' is installed but unusable: {self._broken[name]}; fix or reinstall it.")
+            raise SeqlabError(
+                f"{self.kind} plugin '{name}' is installed but unusable: {self._broken[name]}; fix or reinstall it."
+            )
         known = sorted(self._classes)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise SeqlabError(
-            f"unknown {self.kind} '{name}'.{hint} Known {self.kind}s: {', '.join(known)}."
-        )
+        raise SeqlabError(f"unknown {self.kind} '{name}'.{hint} Known {self.kind}s: {', '.join(known)}.")
 
     def name_of(self, cls: type) -> str | None:
         """The registered name of ``cls``, if any."""
@@ -158,11 +158,14 @@ def import_requirement(cls: type, module: str):
         return importlib.import_module(module)
     except Exception as exc:  # a third-party import can fail in any way when its dependencies drift
         if not _installed(package):
-            raise SeqlabError(f"'{name}' needs {package}, which is not installed; "
-                              f"install it with: pip install '{pip_name}'.") from None
+            raise SeqlabError(
+                f"'{name}' needs {package}, which is not installed; install it with: pip install '{pip_name}'."
+            ) from None
         # Installed but broken, typically a dependency at a version it cannot import with.
-        raise SeqlabError(f"'{name}' needs {package}, which is installed but does not import "
-                          f"({type(exc).__name__}: {exc}); reinstall it with: pip install '{pip_name}'.") from None
+        raise SeqlabError(
+            f"'{name}' needs {package}, which is installed but does not import "
+            f"({type(exc).__name__}: {exc}); reinstall it with: pip install '{pip_name}'."
+        ) from None
 
 
 def _installed(module: str) -> bool:

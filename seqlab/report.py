@@ -44,8 +44,7 @@ log = logging.getLogger(__name__)
 
 # The seed's colours for its three models; other runs take the next unused tab10 colour.
 SEED_COLOURS = {"rwkv": "#1f77b4", "transformer": "#ff7f0e", "lstm": "#d62728"}
-TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 SMOOTH_WINDOW = 100  # the seed's 100-step moving average (also its best-checkpoint rule)
 
 # Files a run folder may hold; a folder with none of them is not a run.
@@ -173,11 +172,22 @@ def experiment_spec(finished: list[RunData]) -> ReportSpec:
 
 def _generic_spec(finished: list[RunData]) -> ReportSpec:
     """Runs that declared nothing (older seqlab, a task of another program): every test metric."""
-    keys = sorted({k for r in finished for k, v in r.summary.test.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    keys = sorted(
+        {
+            k
+            for r in finished
+            for k, v in r.summary.test.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
     primary = "loss" if "loss" in keys else ""  # no loss: ranked by name alone
-    return ReportSpec(primary_metric=primary, primary_mode="min", primary_label=primary or "name",
-                      metrics=keys, columns=[Column(k, k) for k in keys])
+    return ReportSpec(
+        primary_metric=primary,
+        primary_mode="min",
+        primary_label=primary or "name",
+        metrics=keys,
+        columns=[Column(k, k) for k in keys],
+    )
 
 
 def _sort_key(run: RunData, spec: ReportSpec) -> tuple:
@@ -231,8 +241,20 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-_FACT_KEYS = ["model", "params", "state_size", "steps", "tokens_per_s", "train_time_s", "wall_time_s",
-              "tested_checkpoint", "tested_step", "best_step", "best_value", "best_monitor"]
+_FACT_KEYS = [
+    "model",
+    "params",
+    "state_size",
+    "steps",
+    "tokens_per_s",
+    "train_time_s",
+    "wall_time_s",
+    "tested_checkpoint",
+    "tested_step",
+    "best_step",
+    "best_value",
+    "best_monitor",
+]
 
 
 def run_summary(run: RunData, metrics: Optional[list[str]] = None) -> dict[str, Any]:
@@ -317,8 +339,12 @@ def plot_loss(runs: list[RunData], path: Path, experiment: str) -> bool:
     return True
 
 
-_BAR_STYLES = [({"alpha": 0.85}, "#bbbbbb"), ({"alpha": 0.45, "hatch": "//"}, "#eeeeee"),
-               ({"alpha": 0.3, "hatch": ".."}, "#ffffff"), ({"alpha": 0.3, "hatch": "xx"}, "#ffffff")]
+_BAR_STYLES = [
+    ({"alpha": 0.85}, "#bbbbbb"),
+    ({"alpha": 0.45, "hatch": "//"}, "#eeeeee"),
+    ({"alpha": 0.3, "hatch": ".."}, "#ffffff"),
+    ({"alpha": 0.3, "hatch": "xx"}, "#ffffff"),
+]
 
 
 def plot_chart(runs: list[RunData], path: Path, experiment: str, chart: Chart) -> bool:
@@ -333,8 +359,11 @@ def plot_chart(runs: list[RunData], path: Path, experiment: str, chart: Chart) -
     finished = [r for r in runs if r.finished]
     if not finished:
         return False
-    series = [s for i, s in enumerate(chart.series[: len(_BAR_STYLES)])
-              if i == 0 or any(r.metric(s[0]) is not None for r in finished)]
+    series = [
+        s
+        for i, s in enumerate(chart.series[: len(_BAR_STYLES)])
+        if i == 0 or any(r.metric(s[0]) is not None for r in finished)
+    ]
     fig = Figure(figsize=(max(7.0, 1.9 * len(finished) + 3), 6))
     ax = fig.add_subplot()
     width = 0.76 / len(series) if len(series) > 1 else 0.6
@@ -345,12 +374,25 @@ def plot_chart(runs: list[RunData], path: Path, experiment: str, chart: Chart) -
     for i, (key, _) in enumerate(series):
         style, _ = _BAR_STYLES[i]
         shift = (i - (len(series) - 1) / 2) * width
-        bars = ax.bar([x + shift for x in xs], [v or 0.0 for v in values[key]], width=width,
-                      color=[r.colour for r in finished], edgecolor="black", **style)
+        bars = ax.bar(
+            [x + shift for x in xs],
+            [v or 0.0 for v in values[key]],
+            width=width,
+            color=[r.colour for r in finished],
+            edgecolor="black",
+            **style,
+        )
         for bar, value in zip(bars, values[key]):
             text = "n/a" if value is None else (f"{value:.2%}" if chart.percent else f"{value:.4g}")
-            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + ymax / 115, text,
-                    ha="center", va="bottom", fontsize=11, fontweight="bold")
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                bar.get_height() + ymax / 115,
+                text,
+                ha="center",
+                va="bottom",
+                fontsize=11,
+                fontweight="bold",
+            )
     ax.set_xticks(xs)
     ax.set_xticklabels([r.name for r in finished], fontsize=12)
     ax.set_ylim(0, ymax)
@@ -368,25 +410,47 @@ def plot_chart(runs: list[RunData], path: Path, experiment: str, chart: Chart) -
 
 
 # ---------------------------------------------------------------------------- the report
-_FACT_HEADERS = ["model", "parameters", "state size / sequence (floats)", "tokens/s", "wall time",
-                 "best moving-avg loss @ step"]
+_FACT_HEADERS = [
+    "model",
+    "parameters",
+    "state size / sequence (floats)",
+    "tokens/s",
+    "wall time",
+    "best moving-avg loss @ step",
+]
 _MARKERS = "¹²³⁴⁵⁶⁷⁸⁹"
 
 
-def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData], spec: ReportSpec,
-              has_loss_png: bool, has_chart_png: bool, generated: str) -> str:
+def _markdown(
+    experiment: str,
+    finished: list[RunData],
+    unfinished: list[RunData],
+    spec: ReportSpec,
+    has_loss_png: bool,
+    has_chart_png: bool,
+    generated: str,
+) -> str:
     header = _FACT_HEADERS + [c.header for c in spec.columns]
-    lines = [f"# {experiment}: report", "",
-             f"{len(finished)} finished run(s), sorted by {spec.primary_label}. Generated {generated}.", "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = [
+        f"# {experiment}: report",
+        "",
+        f"{len(finished)} finished run(s), sorted by {spec.primary_label}. Generated {generated}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
     footnotes: dict[str, str] = {}  # column key -> marker, in order of first use
     for run in finished:
         model = str(run.summary.model or "")
         label = run.name if not model or model.lower() == run.name.lower() else f"{run.name} ({model})"
-        cells = [label, _int(run.metric("params")), _int(run.metric("state_size")),
-                 _int(run.metric("tokens_per_s")), format_duration(run.metric("wall_time_s")),
-                 _best_loss(run)]
+        cells = [
+            label,
+            _int(run.metric("params")),
+            _int(run.metric("state_size")),
+            _int(run.metric("tokens_per_s")),
+            format_duration(run.metric("wall_time_s")),
+            _best_loss(run),
+        ]
         for column in spec.columns:
             if column.nan_note and run.is_nan(column.key):
                 marker = footnotes.setdefault(column.key, _MARKERS[len(footnotes) % len(_MARKERS)])
@@ -400,14 +464,15 @@ def _markdown(experiment: str, finished: list[RunData], unfinished: list[RunData
         "(recurrent state, input window, or KV cache for a whole row). tokens/s: training throughput. "
         f"{spec.metrics_noun} are the final test of the tested checkpoint: the best one (by default the "
         "lowest 100-step moving average of the training loss) when the run saved one, else the last "
-        "step (\"— (last)\")."
+        'step ("— (last)").'
     )
     notes = [first + (f" {spec.description}" if spec.description else "")] + list(spec.notes)
     notes += [f"{footnotes[c.key]} {c.nan_note}" for c in spec.columns if c.key in footnotes]
     protocols = sorted({r.summary.protocol for r in finished if r.summary.protocol})
     if protocols:
-        notes.append("Tested weights, protocol " + "; ".join(
-            f"`{p}`: {PROTOCOLS.get(p, 'unknown')}" for p in protocols) + ".")
+        notes.append(
+            "Tested weights, protocol " + "; ".join(f"`{p}`: {PROTOCOLS.get(p, 'unknown')}" for p in protocols) + "."
+        )
     for note in notes:
         lines += [note, ""]
     if unfinished:

@@ -54,15 +54,26 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
     npy = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "has_gauss": int(npy["has_gauss"]), "gauss": float(npy["gauss"]),
-                         "state": {"key": npy["state"]["key"], "pos": npy["state"]["pos"]}})
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "has_gauss": int(npy["has_gauss"]),
+            "gauss": float(npy["gauss"]),
+            "state": {"key": npy["state"]["key"], "pos": npy["state"]["pos"]},
+        }
+    )
     saved, current = state["paddle"], [s.__getstate__() for s in paddle.get_rng_state()]
     fits = len(saved) == len(current) and all(
-        s["device"] == c[0] and ("engine" in s) == (len(c) > 3) for s, c in zip(saved, current))
+        s["device"] == c[0] and ("engine" in s) == (len(c) > 3) for s, c in zip(saved, current)
+    )
     if not fits:
-        log.warning("the checkpoint's Paddle RNG state is for other devices (%s; here: %s); Paddle's "
-                    "generator keeps this run's seed, so random ops (dropout) will not repeat the "
-                    "original run exactly.", [s["device"] for s in saved], [c[0] for c in current])
+        log.warning(
+            "the checkpoint's Paddle RNG state is for other devices (%s; here: %s); Paddle's "
+            "generator keeps this run's seed, so random ops (dropout) will not repeat the "
+            "original run exactly.",
+            [s["device"] for s in saved],
+            [c[0] for c in current],
+        )
         return
     paddle.set_rng_state([paddle_state_from_plain(s) for s in saved])
 
@@ -71,11 +82,13 @@ def check_rng_state(rng: Any, where: str = "the checkpoint") -> None:
     """Raise a :class:`SeqlabError` when ``rng`` is not a state :func:`restore_rng_state` accepts."""
     problem = _problem(rng)
     if problem:
-        raise SeqlabError(f"{where} has a malformed RNG state ({problem}); the file is corrupt or "
-                          "was not written by seqlab.")
+        raise SeqlabError(
+            f"{where} has a malformed RNG state ({problem}); the file is corrupt or was not written by seqlab."
+        )
 
 
 # ---------------------------------------------------------------- conversions
+
 
 def python_state_to_plain(state: tuple) -> dict[str, Any]:
     version, internal, gauss_next = state
@@ -85,8 +98,12 @@ def python_state_to_plain(state: tuple) -> dict[str, Any]:
 def numpy_legacy_state_to_plain(state: tuple) -> dict[str, Any]:
     """numpy's legacy ``get_state()`` tuple as its dict form (``get_state(legacy=False)``)."""
     name, key, pos, has_gauss, gauss = state
-    return {"bit_generator": name, "state": {"key": np.asarray(key, dtype=np.uint32), "pos": int(pos)},
-            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {
+        "bit_generator": name,
+        "state": {"key": np.asarray(key, dtype=np.uint32), "pos": int(pos)},
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
 
 
 def paddle_state_to_plain(state) -> dict[str, Any]:
@@ -111,6 +128,7 @@ def paddle_state_from_plain(plain: dict[str, Any]):
 
 # ---------------------------------------------------------------- checks
 
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -120,8 +138,12 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_vector(value: Any, dtype, length: int | None = None) -> bool:
-    return (isinstance(value, np.ndarray) and value.dtype == dtype and value.ndim == 1
-            and (length is None or value.shape[0] == length))
+    return (
+        isinstance(value, np.ndarray)
+        and value.dtype == dtype
+        and value.ndim == 1
+        and (length is None or value.shape[0] == length)
+    )
 
 
 def _problem(rng: Any) -> str | None:
@@ -130,24 +152,41 @@ def _problem(rng: Any) -> str | None:
     if not isinstance(rng, dict) or not {"python", "numpy", "paddle"} <= set(rng):
         return "it must hold python, numpy and paddle states"
     py = rng["python"]
-    if not (isinstance(py, dict) and py.get("version") == 3 and _is_vector(py.get("state"), np.uint32, 625)
-            and py["state"][-1] <= 624 and (py.get("gauss_next") is None or _is_number(py.get("gauss_next")))):
+    if not (
+        isinstance(py, dict)
+        and py.get("version") == 3
+        and _is_vector(py.get("state"), np.uint32, 625)
+        and py["state"][-1] <= 624
+        and (py.get("gauss_next") is None or _is_number(py.get("gauss_next")))
+    ):
         return "python must be version 3 with a uint32 state of 625 values and a gauss_next"
     npy = rng["numpy"]
     inner = npy.get("state") if isinstance(npy, dict) else None
-    if not (isinstance(npy, dict) and npy.get("bit_generator") == "MT19937" and isinstance(inner, dict)
-            and _is_vector(inner.get("key"), np.uint32, 624) and _is_int(inner.get("pos"))
-            and 0 <= inner["pos"] <= 624 and npy.get("has_gauss") in (0, 1) and _is_number(npy.get("gauss"))):
+    if not (
+        isinstance(npy, dict)
+        and npy.get("bit_generator") == "MT19937"
+        and isinstance(inner, dict)
+        and _is_vector(inner.get("key"), np.uint32, 624)
+        and _is_int(inner.get("pos"))
+        and 0 <= inner["pos"] <= 624
+        and npy.get("has_gauss") in (0, 1)
+        and _is_number(npy.get("gauss"))
+    ):
         return "numpy must be an MT19937 state with a uint32 key of 624 values"
     gens = rng["paddle"]
     if not isinstance(gens, list) or not gens:
         return "paddle must be a list of generator states"
     for gen in gens:
-        if not (isinstance(gen, dict) and all(_is_int(gen.get(k)) for k in ("device", "seed", "offset"))
-                and 0 <= gen["seed"] < 2**64 and 0 <= gen["offset"] < 2**64):
+        if not (
+            isinstance(gen, dict)
+            and all(_is_int(gen.get(k)) for k in ("device", "seed", "offset"))
+            and 0 <= gen["seed"] < 2**64
+            and 0 <= gen["offset"] < 2**64
+        ):
             return "each paddle state needs an integer device, seed and offset"
         engine = gen.get("engine")
-        if engine is not None and not (_is_vector(engine, np.uint64, MT19937_64_WORDS + 1)
-                                       and engine[-1] <= MT19937_64_WORDS):
+        if engine is not None and not (
+            _is_vector(engine, np.uint64, MT19937_64_WORDS + 1) and engine[-1] <= MT19937_64_WORDS
+        ):
             return f"a paddle engine must be {MT19937_64_WORDS} uint64 words and a position up to {MT19937_64_WORDS}"
     return None

@@ -119,9 +119,8 @@ def _known(cls, data: Any) -> dict[str, Any]:
 #: How each run's final test picks its weights: a recipe's ``protocol:`` key, or ``--protocol``.
 PROTOCOLS = {
     "best": "every run is tested on its best checkpoint (by default the lowest 100-step moving "
-            "average of the training loss), else on its last",
-    "seed": "as in the seed: the Transformer is tested on its best checkpoint, every other model on "
-            "its final weights",
+    "average of the training loss), else on its last",
+    "seed": "as in the seed: the Transformer is tested on its best checkpoint, every other model on its final weights",
 }
 
 

@@ -41,8 +41,10 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
         key = key.strip().removeprefix("--")
         options = [v.strip() for v in values.split(",") if v.strip()]
         if not eq or not key or not options:
-            raise SeqlabError(f"--grid {item!r}: write KEY=v1,v2,... with a dotted option as KEY, e.g. "
-                              "--grid trainer.optimizer.lr=1e-3,2e-3,4e-3.")
+            raise SeqlabError(
+                f"--grid {item!r}: write KEY=v1,v2,... with a dotted option as KEY, e.g. "
+                "--grid trainer.optimizer.lr=1e-3,2e-3,4e-3."
+            )
         if key in grid:
             raise SeqlabError(f"--grid names {key} twice; give all its values in one --grid.")
         grid[key] = options
@@ -198,13 +200,18 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
     best = best_settings(settings, metric, mode)
     pct = _is_fraction(metric)
     generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    lines = [f"# Sweep: {sweep_dir.parent.name}", "",
-             f"Generated {generated}. Each point is a run under `{sweep_dir.name}/`; selection is on the "
-             f"last validation's `{metric}` ({'higher' if mode == 'max' else 'lower'} is better), averaged "
-             "over seeds, never on the test set.", "",
-             "## Best setting per model", "",
-             "| model | best setting | seeds | val " + metric + " | " + " | ".join(f"test {m}" for m in test_metrics) + " |",
-             "|---|---|---:|---:|" + "---:|" * len(test_metrics)]
+    lines = [
+        f"# Sweep: {sweep_dir.parent.name}",
+        "",
+        f"Generated {generated}. Each point is a run under `{sweep_dir.name}/`; selection is on the "
+        f"last validation's `{metric}` ({'higher' if mode == 'max' else 'lower'} is better), averaged "
+        "over seeds, never on the test set.",
+        "",
+        "## Best setting per model",
+        "",
+        "| model | best setting | seeds | val " + metric + " | " + " | ".join(f"test {m}" for m in test_metrics) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(test_metrics),
+    ]
     for run, s in best.items():
         cells = [run, s_label(s), str(len(s.points)), _fmt(s.mean("val", metric), s.std("val", metric), pct)]
         cells += [_fmt(s.mean("test", m), s.std("test", m), _is_fraction(m)) for m in test_metrics]
@@ -213,33 +220,61 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
     lines.append("Values are mean ± standard deviation over seeds (sample std; none with one seed).")
     edge = {run: at_grid_edge(s, grid) for run, s in best.items()}
     flagged = [f"{run} ({', '.join(keys)})" for run, keys in edge.items() if keys]
-    lines.append("Every winning value lies inside its grid." if not flagged else
-                 "**At the edge of the grid** (its optimum may lie beyond; widen the grid): " + ", ".join(flagged) + ".")
-    lines += ["", "![validation metric per setting](sweep.png)", "", "## Every setting", "",
-              "| model | setting | seeds | val " + metric + " | test " + metric + " |", "|---|---|---:|---:|---:|"]
+    lines.append(
+        "Every winning value lies inside its grid."
+        if not flagged
+        else "**At the edge of the grid** (its optimum may lie beyond; widen the grid): " + ", ".join(flagged) + "."
+    )
+    lines += [
+        "",
+        "![validation metric per setting](sweep.png)",
+        "",
+        "## Every setting",
+        "",
+        "| model | setting | seeds | val " + metric + " | test " + metric + " |",
+        "|---|---|---:|---:|---:|",
+    ]
     for s in settings:
         mark = " **(best)**" if best.get(s.run) is s else ""
-        lines.append(f"| {s.run} | {s_label(s)}{mark} | {len(s.points)} | "
-                     f"{_fmt(s.mean('val', metric), s.std('val', metric), pct)} | "
-                     f"{_fmt(s.mean('test', metric), s.std('test', metric), pct)} |")
-    lines += ["", "## Every point", "", "| point | seed | val " + metric + " | test " + metric + " | steps | wall time (s) |",
-              "|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {s.run} | {s_label(s)}{mark} | {len(s.points)} | "
+            f"{_fmt(s.mean('val', metric), s.std('val', metric), pct)} | "
+            f"{_fmt(s.mean('test', metric), s.std('test', metric), pct)} |"
+        )
+    lines += [
+        "",
+        "## Every point",
+        "",
+        "| point | seed | val " + metric + " | test " + metric + " | steps | wall time (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for s in settings:
         for seed, summary in sorted(s.points, key=lambda p: p[0]):
-            lines.append(f"| {summary.run} | {seed} | {_fmt(summary.val.get(metric), None, pct)} | "
-                         f"{_fmt(summary.test.get(metric), None, pct)} | {summary.steps} | "
-                         f"{summary.wall_time_s or 0:.0f} |")
+            lines.append(
+                f"| {summary.run} | {seed} | {_fmt(summary.val.get(metric), None, pct)} | "
+                f"{_fmt(summary.test.get(metric), None, pct)} | {summary.steps} | "
+                f"{summary.wall_time_s or 0:.0f} |"
+            )
     report = sweep_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     paths = [report]
     if _plot(settings, grid, metric, mode, sweep_dir / "sweep.png"):
         paths.append(sweep_dir / "sweep.png")
-    results = [{"run": s.run, "settings": s.settings, "best": best.get(s.run) is s,
-                "seeds": [seed for seed, _ in s.points],
-                "val": {metric: s.values("val", metric)},
-                "test": {m: s.values("test", m) for m in test_metrics}} for s in settings]
-    atomic_write_text(sweep_dir / "results.json", json.dumps(
-        {"metric": metric, "mode": mode, "generated_at": generated, "settings": results}, indent=2) + "\n")
+    results = [
+        {
+            "run": s.run,
+            "settings": s.settings,
+            "best": best.get(s.run) is s,
+            "seeds": [seed for seed, _ in s.points],
+            "val": {metric: s.values("val", metric)},
+            "test": {m: s.values("test", m) for m in test_metrics},
+        }
+        for s in settings
+    ]
+    atomic_write_text(
+        sweep_dir / "results.json",
+        json.dumps({"metric": metric, "mode": mode, "generated_at": generated, "settings": results}, indent=2) + "\n",
+    )
     return paths + [sweep_dir / "results.json"]
 
 
@@ -263,11 +298,21 @@ def _plot(settings: list[Setting], grid: dict[str, list[str]], metric: str, mode
     fig = Figure(figsize=(9, 5.5))
     ax = fig.add_subplot()
     for run in dict.fromkeys(s.run for s in settings):
-        rows = sorted((float(s.settings[key]), s.mean("val", metric), s.std("val", metric) or 0.0)
-                       for s in settings if s.run == run and key in s.settings and s.mean("val", metric) is not None)
+        rows = sorted(
+            (float(s.settings[key]), s.mean("val", metric), s.std("val", metric) or 0.0)
+            for s in settings
+            if s.run == run and key in s.settings and s.mean("val", metric) is not None
+        )
         if rows:
-            ax.errorbar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], marker="o",
-                        capsize=4, linewidth=2, label=run)
+            ax.errorbar(
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                yerr=[r[2] for r in rows],
+                marker="o",
+                capsize=4,
+                linewidth=2,
+                label=run,
+            )
     if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
         ax.set_xscale("log")
     ax.set_xlabel(key)

@@ -130,8 +130,7 @@ class Task:
         counted = batch.num_targets()
         if counted == targets.shape[0]:
             return paddle.nn.functional.cross_entropy(logits, targets)
-        per_token = paddle.nn.functional.cross_entropy(logits, targets, reduction="none",
-                                                       ignore_index=IGNORE_INDEX)
+        per_token = paddle.nn.functional.cross_entropy(logits, targets, reduction="none", ignore_index=IGNORE_INDEX)
         return per_token.sum() / max(counted, 1)
 
     # ------------------------------------------------------------------ what a task declares
@@ -157,13 +156,21 @@ class Task:
         primary = next((m for m in metrics if m.name == self.primary_metric), None)
         chart = None
         if primary is not None:
-            chart = Chart(name=f"test_{primary.name}", heading=f"Test {primary.header}",
-                          title=f"test {primary.header}", ylabel=primary.header,
-                          series=[[primary.name, primary.header]], percent=primary.format == "percent")
+            chart = Chart(
+                name=f"test_{primary.name}",
+                heading=f"Test {primary.header}",
+                title=f"test {primary.header}",
+                ylabel=primary.header,
+                series=[[primary.name, primary.header]],
+                percent=primary.format == "percent",
+            )
         return ReportSpec(
-            primary_metric=self.primary_metric, primary_mode=self.primary_mode,
+            primary_metric=self.primary_metric,
+            primary_mode=self.primary_mode,
             primary_label=primary.header if primary is not None else self.primary_metric,
-            metrics=[m.name for m in metrics], columns=columns, chart=chart,
+            metrics=[m.name for m in metrics],
+            columns=columns,
+            chart=chart,
         )
 
     # ------------------------------------------------------------------ scoring (shared code)

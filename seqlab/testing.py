@@ -80,15 +80,16 @@ def assert_output_shape(model_cls, seed: int = 0, **init_args):
     V = _vocab_size(model)
     logits = model(make_tokens(V))
     expected = [BATCH_SIZE, SEQ_LEN, V]
-    _check(list(logits.shape) == expected, f"{_name(model_cls)}: forward(int64{[BATCH_SIZE, SEQ_LEN]}) returned shape "
-        f"{list(logits.shape)}, expected {expected} ([batch, time, vocab_size]).")
+    _check(
+        list(logits.shape) == expected,
+        f"{_name(model_cls)}: forward(int64{[BATCH_SIZE, SEQ_LEN]}) returned shape "
+        f"{list(logits.shape)}, expected {expected} ([batch, time, vocab_size]).",
+    )
     _check(logits.dtype == paddle.float32, f"{_name(model_cls)}: logits have dtype {logits.dtype}, expected float32.")
     _check(bool(paddle.isfinite(logits).all()), f"{_name(model_cls)}: logits contain inf or nan.")
 
 
-def assert_causal(
-    model_cls, positions=None, atol: float = 1e-6, seed: int = 0, seq_len: int = SEQ_LEN, **init_args
-):
+def assert_causal(model_cls, positions=None, atol: float = 1e-6, seed: int = 0, seq_len: int = SEQ_LEN, **init_args):
     """Changing token t never changes the logits at positions < t.
 
     Checked at ``positions`` (default: first, middle and last) after perturbing the weights (see
@@ -106,22 +107,34 @@ def assert_causal(
         changed[:, t] = (changed[:, t] + 1) % V
         out = model(paddle.to_tensor(changed)).numpy()
         leak = float(np.abs(out[:, :t] - base[:, :t]).max()) if t > 0 else 0.0
-        _check(leak <= atol, f"{_name(model_cls)} is not causal: changing the token at position {t} changed the "
-            f"logits at earlier positions by up to {leak:.3g} (tolerance {atol}).")
+        _check(
+            leak <= atol,
+            f"{_name(model_cls)} is not causal: changing the token at position {t} changed the "
+            f"logits at earlier positions by up to {leak:.3g} (tolerance {atol}).",
+        )
         effect = float(np.abs(out[:, t:] - base[:, t:]).max())
-        _check(effect > atol, f"{_name(model_cls)}: changing the token at position {t} changed no logits at "
-            f"positions >= {t}; the model seems to ignore its input.")
+        _check(
+            effect > atol,
+            f"{_name(model_cls)}: changing the token at position {t} changed no logits at "
+            f"positions >= {t}; the model seems to ignore its input.",
+        )
 
 
 def assert_param_count(model_cls, **init_args):
     """At default settings the parameter count equals the class's ``documented_params``."""
     documented = getattr(model_cls, "documented_params", None)
-    _check(documented is not None, f"{_name(model_cls)} has no `documented_params` class attribute; add "
-        f"`documented_params: int = <count at default settings>`.")
+    _check(
+        documented is not None,
+        f"{_name(model_cls)} has no `documented_params` class attribute; add "
+        f"`documented_params: int = <count at default settings>`.",
+    )
     model = _build(model_cls, 0, init_args)
     count = model.num_parameters()
-    _check(count == documented, f"{_name(model_cls)} has {count:,} parameters at these settings but documents "
-        f"{documented:,} (documented_params).")
+    _check(
+        count == documented,
+        f"{_name(model_cls)} has {count:,} parameters at these settings but documents "
+        f"{documented:,} (documented_params).",
+    )
 
 
 def _next_token_loss(model, tokens):
@@ -150,8 +163,11 @@ def assert_one_step_lowers_loss(model_cls, lr: float = 3e-3, seed: int = 0, **in
     opt.clear_grad()
     with paddle.no_grad():
         after = _next_token_loss(model, tokens)
-    _check(after.item() < before.item(), f"{_name(model_cls)}: one AdamW step (lr={lr}) on a fixed batch did not lower its loss "
-        f"({before.item():.5f} -> {after.item():.5f}).")
+    _check(
+        after.item() < before.item(),
+        f"{_name(model_cls)}: one AdamW step (lr={lr}) on a fixed batch did not lower its loss "
+        f"({before.item():.5f} -> {after.item():.5f}).",
+    )
 
 
 def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
@@ -167,12 +183,18 @@ def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
         result = fresh.set_state_dict(paddle.load(path))
     if isinstance(result, tuple) and len(result) == 2:
         missing, unexpected = result
-        _check(not missing and not unexpected, f"{_name(model_cls)}: loading its own state dict reported missing keys {missing} "
-            f"and unexpected keys {unexpected}.")
+        _check(
+            not missing and not unexpected,
+            f"{_name(model_cls)}: loading its own state dict reported missing keys {missing} "
+            f"and unexpected keys {unexpected}.",
+        )
     got = fresh(tokens).numpy()
     diff = float(np.abs(got - expected).max())
-    _check(diff == 0.0, f"{_name(model_cls)}: logits after a save/load round trip differ by up to {diff:.3g}; "
-        f"some state is not in state_dict() (or is not restored by set_state_dict).")
+    _check(
+        diff == 0.0,
+        f"{_name(model_cls)}: logits after a save/load round trip differ by up to {diff:.3g}; "
+        f"some state is not in state_dict() (or is not restored by set_state_dict).",
+    )
 
 
 def _state_tensors(state):
@@ -196,8 +218,9 @@ def state_floats_per_sequence(state, batch_size: int) -> int:
     return total // batch_size
 
 
-def assert_step_matches_forward(model_cls, seq_len: int | None = None, atol: float = 1e-5,
-                                seed: int = 0, batch_size: int = BATCH_SIZE, **init_args) -> float:
+def assert_step_matches_forward(
+    model_cls, seq_len: int | None = None, atol: float = 1e-5, seed: int = 0, batch_size: int = BATCH_SIZE, **init_args
+) -> float:
     """Feeding a sequence token by token through ``step`` gives ``forward``'s logits.
 
     ``init_state`` (with ``max_len=seq_len`` where the model takes it), then ``step`` on each of
@@ -221,17 +244,26 @@ def assert_step_matches_forward(model_cls, seq_len: int | None = None, atol: flo
         state = init_state_for(model, batch_size, T)
         for t in range(T):
             logits, state = model.step(tokens[:, t], state)
-            _check(list(logits.shape) == [batch_size, V], f"{name}.step returned logits of shape "
-                   f"{list(logits.shape)}, expected {[batch_size, V]} ([batch, vocab_size]).")
+            _check(
+                list(logits.shape) == [batch_size, V],
+                f"{name}.step returned logits of shape "
+                f"{list(logits.shape)}, expected {[batch_size, V]} ([batch, vocab_size]).",
+            )
             err = float(np.abs(logits.numpy() - full[:, t]).max())
             worst = max(worst, err)
-            _check(err <= atol * scale, f"{name}: step() at position {t} gives logits {err:.3g} away "
-                   f"from forward()'s (tolerance {atol * scale:.3g}); RNN mode and forward disagree.")
+            _check(
+                err <= atol * scale,
+                f"{name}: step() at position {t} gives logits {err:.3g} away "
+                f"from forward()'s (tolerance {atol * scale:.3g}); RNN mode and forward disagree.",
+            )
     expected = model.state_size(T) if callable(getattr(model, "state_size", None)) else None
     if expected is not None:
         held = state_floats_per_sequence(state, batch_size)
-        _check(held == expected, f"{name}: after {T} steps its state holds {held:,} floats per "
-               f"sequence but state_size({T}) reports {expected:,}.")
+        _check(
+            held == expected,
+            f"{name}: after {T} steps its state holds {held:,} floats per "
+            f"sequence but state_size({T}) reports {expected:,}.",
+        )
     return worst
 
 

@@ -29,7 +29,9 @@ def tokenize_file(input_path: str | Path, output_path: str | Path) -> int:
     """
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
-        raise SeqlabError(f"--input '{source}' {'is a folder' if source.is_dir() else 'does not exist'}; pass a text file.")
+        raise SeqlabError(
+            f"--input '{source}' {'is a folder' if source.is_dir() else 'does not exist'}; pass a text file."
+        )
     if source.stat().st_size == 0:
         raise SeqlabError(f"--input '{source}' is empty; pass a file with some text.")
     if not target.parent.is_dir():
@@ -59,7 +61,8 @@ def command(argv: list[str]) -> int:
     parser = _Parser(
         prog="seqlab tokenize",
         description="Write a text file's bytes as a byte-level token file (uint16 ids, vocabulary 256) "
-        "for the token_file task.")
+        "for the token_file task.",
+    )
     parser.add_argument("--input", required=True, help="the text file (any encoding: its bytes are the tokens)")
     parser.add_argument("--output", required=True, help="the token file to write, e.g. data.bin")
     args = parser.parse_args(argv)

@@ -78,16 +78,36 @@ class Trainer:
             passes the recipe's; from Python it is made from the task, model and trainer.
     """
 
-    def __init__(self, max_steps: int = 1000, val_every: int = 250, log_every: int = 50, save_every: int = 500,
-                 seed: int = 42, root_dir: str = "runs", experiment: str = "default", run_name: str | None = None,
-                 optimizer: AdamW | None = None,
-                 precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
-                 accumulate_grad_batches: int = 1, nonfinite: Literal["stop", "skip"] = "stop",
-                 test_checkpoint: Literal["best", "last"] = "best",
-                 callbacks: list[Callback] | None = None, default_callbacks: bool = True,
-                 overwrite: bool = False, devices: int = 1, config: dict[str, Any] | None = None) -> None:
-        check_settings(devices=devices, max_steps=max_steps, accumulate_grad_batches=accumulate_grad_batches, val_every=val_every,
-                       save_every=save_every, log_every=log_every, nonfinite=nonfinite)
+    def __init__(
+        self,
+        max_steps: int = 1000,
+        val_every: int = 250,
+        log_every: int = 50,
+        save_every: int = 500,
+        seed: int = 42,
+        root_dir: str = "runs",
+        experiment: str = "default",
+        run_name: str | None = None,
+        optimizer: AdamW | None = None,
+        precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
+        accumulate_grad_batches: int = 1,
+        nonfinite: Literal["stop", "skip"] = "stop",
+        test_checkpoint: Literal["best", "last"] = "best",
+        callbacks: list[Callback] | None = None,
+        default_callbacks: bool = True,
+        overwrite: bool = False,
+        devices: int = 1,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        check_settings(
+            devices=devices,
+            max_steps=max_steps,
+            accumulate_grad_batches=accumulate_grad_batches,
+            val_every=val_every,
+            save_every=save_every,
+            log_every=log_every,
+            nonfinite=nonfinite,
+        )
         self.max_steps, self.val_every, self.log_every = max_steps, val_every, max(1, log_every)
         self.save_every, self.seed, self.overwrite, self.devices = save_every, seed, overwrite, devices
         self.root_dir, self.experiment, self.run_name = Path(root_dir), experiment, run_name
@@ -277,7 +297,9 @@ class Trainer:
             if last or self.should_stop or signalled or (self.save_every and step % self.save_every == 0):
                 self.save_checkpoint(checkpoint_file(self.checkpoint_dir, LAST))
             if signalled:
-                raise TrainingInterrupted.after_step(self._signals.signum, step, str(checkpoint_file(self.checkpoint_dir, LAST)))
+                raise TrainingInterrupted.after_step(
+                    self._signals.signum, step, str(checkpoint_file(self.checkpoint_dir, LAST))
+                )
         if self.should_stop:
             log.info("%s: stopped by a callback at step %d of %d", self.run_name, self.global_step, self.max_steps)
 

@@ -29,17 +29,27 @@ def train(tmp_path, make_model, accumulate, steps=6):
     seed_everything(0)
     model = make_model()
     recorder = Recorder()
-    task = ReverseDigits(digit_max=8, seq_len=33, batch_size=12, eval_samples=8,
-                         probe_digit_min=9, probe_digit_max=10, probe_samples=4)
-    Trainer(max_steps=steps, val_every=0, save_every=0, seed=5, root_dir=str(tmp_path), experiment="acc",
-            run_name=f"n{accumulate}", optimizer=AdamW(lr=3e-3), accumulate_grad_batches=accumulate,
-            callbacks=[recorder], default_callbacks=False).fit(task, model)
+    task = ReverseDigits(
+        digit_max=8, seq_len=33, batch_size=12, eval_samples=8, probe_digit_min=9, probe_digit_max=10, probe_samples=4
+    )
+    Trainer(
+        max_steps=steps,
+        val_every=0,
+        save_every=0,
+        seed=5,
+        root_dir=str(tmp_path),
+        experiment="acc",
+        run_name=f"n{accumulate}",
+        optimizer=AdamW(lr=3e-3),
+        accumulate_grad_batches=accumulate,
+        callbacks=[recorder],
+        default_callbacks=False,
+    ).fit(task, model)
     weights = {k: v.numpy() for k, v in model.state_dict().items()}
     return recorder, weights
 
 
-@pytest.mark.parametrize("make_model", [lambda: MLP(embed_dim=8, window=4, hidden_dim=16), RWKV7],
-                         ids=["mlp", "rwkv7"])
+@pytest.mark.parametrize("make_model", [lambda: MLP(embed_dim=8, window=4, hidden_dim=16), RWKV7], ids=["mlp", "rwkv7"])
 def test_accumulated_steps_match_one_batch(tmp_path, make_model):
     one, w1 = train(tmp_path, make_model, 1)
     for n in (2, 4):

@@ -42,12 +42,15 @@ def offending(paths, forbidden) -> list[str]:
 CONCRETE = ["seqlab.models", "seqlab.tasks", "seqlab.callbacks", "seqlab.cli", "seqlab.trainer"]
 
 
-@pytest.mark.parametrize("sub, forbidden", [
-    ("models", ["seqlab.trainer", "seqlab.callbacks", "seqlab.tasks", "seqlab.cli", "seqlab.checkpoint"]),
-    ("tasks", ["seqlab.models", "seqlab.trainer", "seqlab.callbacks", "seqlab.cli"]),
-    ("callbacks", ["seqlab.cli", "seqlab.models", "seqlab.tasks"]),
-    ("report.py", ["seqlab.cli", "seqlab.models", "seqlab.tasks", "seqlab.callbacks", "seqlab.trainer"]),
-])
+@pytest.mark.parametrize(
+    "sub, forbidden",
+    [
+        ("models", ["seqlab.trainer", "seqlab.callbacks", "seqlab.tasks", "seqlab.cli", "seqlab.checkpoint"]),
+        ("tasks", ["seqlab.models", "seqlab.trainer", "seqlab.callbacks", "seqlab.cli"]),
+        ("callbacks", ["seqlab.cli", "seqlab.models", "seqlab.tasks"]),
+        ("report.py", ["seqlab.cli", "seqlab.models", "seqlab.tasks", "seqlab.callbacks", "seqlab.trainer"]),
+    ],
+)
 def test_layer_boundaries(sub, forbidden):
     assert offending(files(sub), forbidden) == []
 
@@ -67,15 +70,21 @@ def test_trainer_knows_only_base_classes():
     # The Trainer may import the callbacks *package* (for the default set), never a concrete
     # callback, model or task module.
     imports = seqlab_imports(PACKAGE / "trainer.py")
-    concrete = [n for n in imports
-                if n.startswith(("seqlab.models", "seqlab.tasks", "seqlab.cli"))
-                or (n.startswith("seqlab.callbacks.") and n != "seqlab.callbacks.arrange_callbacks")]
+    concrete = [
+        n
+        for n in imports
+        if n.startswith(("seqlab.models", "seqlab.tasks", "seqlab.cli"))
+        or (n.startswith("seqlab.callbacks.") and n != "seqlab.callbacks.arrange_callbacks")
+    ]
     assert concrete == []
 
 
 def test_only_cli_imports_jsonargparse():
-    users = [p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")
-             if any(n.split(".")[0] == "jsonargparse" for n in seqlab_imports(p))]
+    users = [
+        p.relative_to(PACKAGE.parent).as_posix()
+        for p in PACKAGE.rglob("*.py")
+        if any(n.split(".")[0] == "jsonargparse" for n in seqlab_imports(p))
+    ]
     assert users == ["seqlab/cli.py"]
 
 

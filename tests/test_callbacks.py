@@ -47,9 +47,7 @@ class StubTrainer:
         self.global_step = 0
         self.base_lr = lr
         self.layer = paddle.nn.Linear(4, 3)
-        self.optimizer = paddle.optimizer.AdamW(
-            learning_rate=lr, parameters=params or self.layer.parameters()
-        )
+        self.optimizer = paddle.optimizer.AdamW(learning_rate=lr, parameters=params or self.layer.parameters())
         self.run_dir = tmp_path / "run"
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.experiment, self.run_name, self.config = "exp", "run", {}
@@ -256,8 +254,15 @@ def test_early_stopping_patience_and_state(tmp_path):
 
 def test_default_callbacks():
     kinds = [type(cb) for cb in default_callbacks()]
-    assert kinds == [ProgressBar, CSVLogger, VisualDLLogger, MovingAverageCheckpoint, SaveConfig,
-                     SaveSummary, SaveSamples]
+    assert kinds == [
+        ProgressBar,
+        CSVLogger,
+        VisualDLLogger,
+        MovingAverageCheckpoint,
+        SaveConfig,
+        SaveSummary,
+        SaveSamples,
+    ]
     assert MovingAverageCheckpoint.runs_last is True
 
 
@@ -271,8 +276,9 @@ MAX_STEPS = 30
 
 
 def tiny_task():
-    return ReverseDigits(batch_size=8, seq_len=33, digit_max=8, eval_samples=8,
-                         probe_digit_min=9, probe_digit_max=12, probe_samples=4)
+    return ReverseDigits(
+        batch_size=8, seq_len=33, digit_max=8, eval_samples=8, probe_digit_min=9, probe_digit_max=12, probe_samples=4
+    )
 
 
 def tiny_model():
@@ -300,10 +306,18 @@ class RecordLR(Callback):
 
 
 def make_trainer(root, extra=(), max_steps=MAX_STEPS, run_name="mlp"):
-    callbacks = [CosineWarmupLR(warmup_steps=5), GradientClip(1.0),
-                 MovingAverageCheckpoint(window=5), *extra]
-    return Trainer(max_steps=max_steps, val_every=10, log_every=10, save_every=10, seed=7,
-                   root_dir=str(root), experiment="exp", run_name=run_name, callbacks=callbacks)
+    callbacks = [CosineWarmupLR(warmup_steps=5), GradientClip(1.0), MovingAverageCheckpoint(window=5), *extra]
+    return Trainer(
+        max_steps=max_steps,
+        val_every=10,
+        log_every=10,
+        save_every=10,
+        seed=7,
+        root_dir=str(root),
+        experiment="exp",
+        run_name=run_name,
+        callbacks=callbacks,
+    )
 
 
 def read_csv(path):
@@ -313,8 +327,7 @@ def read_csv(path):
 
 
 def stateful(trainer):
-    return {cb.state_key: cb.state_dict() for cb in trainer.callbacks
-            if type(cb).state_dict is not Callback.state_dict}
+    return {cb.state_key: cb.state_dict() for cb in trainer.callbacks if type(cb).state_dict is not Callback.state_dict}
 
 
 def fit(trainer, ckpt_path=None):
@@ -344,8 +357,7 @@ def resumed(tmp_path_factory):
 def test_csv_columns_and_rows_after_fit(uninterrupted):
     root, trainer, _, _ = uninterrupted
     header, rows = read_csv(root / "exp" / "mlp" / "metrics.csv")
-    assert header == ["step", "loss", "lr", "grad_norm", "tokens_per_s",
-                      "val_masked_acc", "val_exact_acc", "val_loss"]
+    assert header == ["step", "loss", "lr", "grad_norm", "tokens_per_s", "val_masked_acc", "val_exact_acc", "val_loss"]
     assert [int(r["step"]) for r in rows] == list(range(1, MAX_STEPS + 1))
     for r in rows:
         assert all(r[c] != "" for c in ("loss", "lr", "grad_norm", "tokens_per_s"))
@@ -395,14 +407,17 @@ def test_visualdl_records_after_resume_are_continuous(resumed):
 
     def read(path):
         # LogReader keys tags in its escaped form ("train%loss").
-        return {kind: {tag.replace("%", "/"): values for tag, values in tags.items()}
-                for kind, tags in LogReader(file_path=str(path)).log_data.items()}
+        return {
+            kind: {tag.replace("%", "/"): values for tag, values in tags.items()}
+            for kind, tags in LogReader(file_path=str(path)).log_data.items()
+        }
 
     old, data = read(files[0]), read(files[1])
     assert [v.id for v in old["scalar"]["train/loss"]] == list(range(1, 26))  # ran up to 25
     # Replayed points keep their original values and wall times.
     assert [(v.value, v.timestamp) for v in old["scalar"]["train/loss"][:20]] == [
-        (v.value, v.timestamp) for v in data["scalar"]["train/loss"][:20]]
+        (v.value, v.timestamp) for v in data["scalar"]["train/loss"][:20]
+    ]
     for tag in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"):
         assert [v.id for v in data["scalar"][tag]] == list(range(1, MAX_STEPS + 1)), tag
     assert [v.id for v in data["scalar"]["val/masked_acc"]] == [10, 20, 30]
@@ -455,12 +470,22 @@ def test_boolean_model_arguments_reach_visualdl_hparams(tmp_path):
     """VisualDL's add_hparams rejects bools; a model with a bool init_arg must still finish."""
     from visualdl import LogReader
 
-    trainer = Trainer(max_steps=3, val_every=0, root_dir=str(tmp_path), experiment="e", run_name="mlp",
-                      callbacks=[VisualDLLogger()])
+    trainer = Trainer(
+        max_steps=3, val_every=0, root_dir=str(tmp_path), experiment="e", run_name="mlp", callbacks=[VisualDLLogger()]
+    )
     trainer.config = {"model": {"init_args": {"fused_ops": True, "width": 8}}}
-    trainer.fit(ReverseDigits(digit_max=8, seq_len=33, batch_size=4, eval_samples=4,
-                              probe_digit_min=9, probe_digit_max=10, probe_samples=2),
-                MLP(embed_dim=4, window=2, hidden_dim=8))
+    trainer.fit(
+        ReverseDigits(
+            digit_max=8,
+            seq_len=33,
+            batch_size=4,
+            eval_samples=4,
+            probe_digit_min=9,
+            probe_digit_max=10,
+            probe_samples=2,
+        ),
+        MLP(embed_dim=4, window=2, hidden_dim=8),
+    )
     reader = LogReader(file_path=str(next((tmp_path / "e/mlp/vdl").glob("vdlrecords.*"))))
     records = reader.get_data("hyper_parameters", "hparam")
     infos = {h.name: h for h in records[0].hparam.hparamInfos}

@@ -50,9 +50,18 @@ paddle = import_paddle()
 SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 RECIPE = {
     "name": "tiny",
-    "task": {"class_path": "reverse_digits",
-             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
-                           "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}},
+    "task": {
+        "class_path": "reverse_digits",
+        "init_args": {
+            "digit_max": 8,
+            "seq_len": 33,
+            "batch_size": 8,
+            "eval_samples": 16,
+            "probe_digit_min": 9,
+            "probe_digit_max": 12,
+            "probe_samples": 8,
+        },
+    },
     "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 2, "optimizer": {"lr": 3e-3}},
     "runs": {"mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}}},
 }
@@ -74,8 +83,10 @@ def assert_user_error(result, *needles):
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file and folder under ``folder`` with a hash of its content."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 class CreatesMarker:
@@ -146,25 +157,32 @@ def wrong_weight_shape(path, dst):
 
 
 def wrong_moment_shape(path, dst):
-    return rewrite(path, dst, lambda c: c["optimizer"]["accumulators"]["hidden.weight"].update(
-        {"_moment1_0": np.zeros((3,), np.float32)}))
+    return rewrite(
+        path,
+        dst,
+        lambda c: c["optimizer"]["accumulators"]["hidden.weight"].update({"_moment1_0": np.zeros((3,), np.float32)}),
+    )
 
 
-@pytest.mark.parametrize("craft, needles", [
-    (header_length_lies, ["header would be", "bytes long"]),
-    (header_not_json, ["header is not a JSON object"]),
-    (wrong_version, [f"format version {FORMAT_VERSION + 1}", "upgrade seqlab"]),
-    (old_version, ["format version 1"]),
-    (missing_rng, ["lacks 'rng'"]),
-    (wrong_weight_shape, ["'hidden.weight' has shape [5, 5]", "[32, 16]"]),
-    (wrong_moment_shape, ["optimizer state 'hidden.weight_moment1_0' has shape [3]"]),
-])
+@pytest.mark.parametrize(
+    "craft, needles",
+    [
+        (header_length_lies, ["header would be", "bytes long"]),
+        (header_not_json, ["header is not a JSON object"]),
+        (wrong_version, [f"format version {FORMAT_VERSION + 1}", "upgrade seqlab"]),
+        (old_version, ["format version 1"]),
+        (missing_rng, ["lacks 'rng'"]),
+        (wrong_weight_shape, ["'hidden.weight' has shape [5, 5]", "[32, 16]"]),
+        (wrong_moment_shape, ["optimizer state 'hidden.weight_moment1_0' has shape [3]"]),
+    ],
+)
 def test_crafted_file_is_refused_by_fit_and_changes_nothing(workspace, craft, needles):
     recipe, root, last = workspace
     crafted = craft(last, root.parent / "crafted.safetensors")
     before = snapshot(root.parent)
-    result = seqlab_cli("fit", "--recipe", recipe, "--trainer.root_dir", root, "--trainer.max_steps", "9",
-                        "--ckpt_path", crafted)
+    result = seqlab_cli(
+        "fit", "--recipe", recipe, "--trainer.root_dir", root, "--trainer.max_steps", "9", "--ckpt_path", crafted
+    )
     assert_user_error(result, str(crafted), *needles)
     assert snapshot(root.parent) == before
 
@@ -178,15 +196,25 @@ def write_pickle(path: Path, marker: Path) -> Path:
 def write_paddle_save(path: Path, marker: Path) -> Path:
     """A format-1 checkpoint as paddle.save wrote it, with a payload among the callback states."""
     model = MLP(embed_dim=8, window=4, hidden_dim=16)
-    paddle.save({"format_version": 1, "step": 3, "model": model.state_dict(),
-                 "callbacks": {"Evil": {"x": CreatesMarker(marker)}}}, str(path))
+    paddle.save(
+        {
+            "format_version": 1,
+            "step": 3,
+            "model": model.state_dict(),
+            "callbacks": {"Evil": {"x": CreatesMarker(marker)}},
+        },
+        str(path),
+    )
     return path
 
 
-@pytest.mark.parametrize("write, loader", [
-    (write_pickle, "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))"),
-    (write_paddle_save, "import paddle, sys; paddle.load(sys.argv[1])"),
-])
+@pytest.mark.parametrize(
+    "write, loader",
+    [
+        (write_pickle, "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))"),
+        (write_paddle_save, "import paddle, sys; paddle.load(sys.argv[1])"),
+    ],
+)
 def test_pickle_that_would_run_code_is_refused_unread(workspace, write, loader):
     recipe, root, _ = workspace
     marker = root.parent / "MARKER"
@@ -199,8 +227,12 @@ def test_pickle_that_would_run_code_is_refused_unread(workspace, write, loader):
     before = snapshot(root.parent)
     for command in ("fit", "test"):
         result = seqlab_cli(command, "--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", evil)
-        assert_user_error(result, "is a pickle", "can run any code",
-                          f"seqlab convert-checkpoint {evil} {evil.with_suffix('.safetensors')} --trust")
+        assert_user_error(
+            result,
+            "is a pickle",
+            "can run any code",
+            f"seqlab convert-checkpoint {evil} {evil.with_suffix('.safetensors')} --trust",
+        )
         assert not marker.exists()
     assert snapshot(root.parent) == before
 
@@ -220,22 +252,35 @@ def save_raw(path: Path, tensors: dict, metadata: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda p: save_raw(p, {"w": np.zeros(2, np.float32)}, {}), "without seqlab's checkpoint metadata"),
-    (lambda p: save_raw(p, {"w": np.zeros(2, np.float32)}, {METADATA_KEY: "{oops"}), "metadata that is not JSON"),
-    (lambda p: save_raw(p, {}, {METADATA_KEY: "[1, 2]"}), "not a JSON object"),
-    (lambda p: save_raw(p, {"/nowhere": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": None})}),
-     "'/nowhere', which has no place"),
-    (lambda p: save_raw(p, {"/a": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": 5})}),
-     "'/a', which has no place"),
-    (lambda p: save_raw(p, {"/a~2": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a~2": None})}),
-     "has no place"),  # "~" must be written "~0": a second spelling of a key is refused
-    (lambda p: save_raw(p, {"/a/\u00b2": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": [None]})}),
-     "has no place"),  # a list index is ASCII digits ("²" is a digit to str.isdigit)
-    (lambda p: save_raw(p, {"/a/01": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": [None, None]})}),
-     "has no place"),  # one spelling per index: no leading zeros
-    (lambda p: save_raw(p, {}, {METADATA_KEY: json.dumps({"format_version": "2"})}), "format version '2'"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda p: save_raw(p, {"w": np.zeros(2, np.float32)}, {}), "without seqlab's checkpoint metadata"),
+        (lambda p: save_raw(p, {"w": np.zeros(2, np.float32)}, {METADATA_KEY: "{oops"}), "metadata that is not JSON"),
+        (lambda p: save_raw(p, {}, {METADATA_KEY: "[1, 2]"}), "not a JSON object"),
+        (
+            lambda p: save_raw(p, {"/nowhere": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": None})}),
+            "'/nowhere', which has no place",
+        ),
+        (
+            lambda p: save_raw(p, {"/a": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": 5})}),
+            "'/a', which has no place",
+        ),
+        (
+            lambda p: save_raw(p, {"/a~2": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a~2": None})}),
+            "has no place",
+        ),  # "~" must be written "~0": a second spelling of a key is refused
+        (
+            lambda p: save_raw(p, {"/a/\u00b2": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": [None]})}),
+            "has no place",
+        ),  # a list index is ASCII digits ("²" is a digit to str.isdigit)
+        (
+            lambda p: save_raw(p, {"/a/01": np.zeros(2, np.float32)}, {METADATA_KEY: json.dumps({"a": [None, None]})}),
+            "has no place",
+        ),  # one spelling per index: no leading zeros
+        (lambda p: save_raw(p, {}, {METADATA_KEY: json.dumps({"format_version": "2"})}), "format version '2'"),
+    ],
+)
 def test_malformed_safetensors_files_are_refused(tmp_path, make, needle):
     with pytest.raises(SeqlabError) as info:
         load_checkpoint(make(tmp_path / "x.safetensors"))
@@ -249,25 +294,31 @@ def test_truncated_and_tampered_checkpoints_are_refused(trained, tmp_path):
     cut.write_bytes(data[:-100])  # the header is intact, the tensor data is not
     with pytest.raises(SeqlabError, match="tensor data that does not match its header"):
         load_checkpoint(cut)
-    bad_rng = rewrite(last, tmp_path / "rng.safetensors",
-                      lambda c: c["rng"]["python"].update(state=np.zeros(10, np.uint32)))
+    bad_rng = rewrite(
+        last, tmp_path / "rng.safetensors", lambda c: c["rng"]["python"].update(state=np.zeros(10, np.uint32))
+    )
     with pytest.raises(SeqlabError, match="malformed RNG state"):
         load_checkpoint(bad_rng)
-    bad_engine = rewrite(last, tmp_path / "engine.safetensors",
-                         lambda c: c["rng"]["paddle"][0]["engine"].__setitem__(-1, 10_000))
+    bad_engine = rewrite(
+        last, tmp_path / "engine.safetensors", lambda c: c["rng"]["paddle"][0]["engine"].__setitem__(-1, 10_000)
+    )
     with pytest.raises(SeqlabError, match="malformed RNG state"):
         load_checkpoint(bad_engine)
     bad_step = rewrite(last, tmp_path / "step.safetensors", lambda c: c.update(step=-1))
     with pytest.raises(SeqlabError, match="step -1"):
         load_checkpoint(bad_step)
-    foreign_owner = rewrite(last, tmp_path / "owner.safetensors", lambda c: c["optimizer"]["accumulators"].update(
-        {"no.such.param": {"_moment1_0": np.zeros(2, np.float32)}}))
+    foreign_owner = rewrite(
+        last,
+        tmp_path / "owner.safetensors",
+        lambda c: c["optimizer"]["accumulators"].update({"no.such.param": {"_moment1_0": np.zeros(2, np.float32)}}),
+    )
     model = MLP(embed_dim=8, window=4, hidden_dim=16)
     with pytest.raises(SeqlabError, match="optimizer state for 'no.such.param'"):
         check_compatible(load_checkpoint(foreign_owner), foreign_owner, "mlp", "reverse_digits", model.state_dict())
 
 
 # ---------------------------------------------------------------- the format
+
 
 def test_nested_checkpoint_round_trips(tmp_path):
     weight = paddle.to_tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
@@ -279,9 +330,15 @@ def test_nested_checkpoint_round_trips(tmp_path):
         "optimizer": {"accumulators": {}, "other": {"LR_Scheduler": {"last_epoch": 3, "last_lr": 0.1}}},
         "rng": capture_rng_state(),
         "values": [1.5, float("nan"), float("inf"), -0.0, None, True, "s", [np.arange(3), [None, 2]]],
-        "arrays": {"u8": np.array([1, 255], np.uint8), "i64": np.array([[-1]], np.int64),
-                   "bool": np.array([True, False]), "scalar": np.array(2.5), "empty": np.zeros((0, 4)),
-                   "strided": np.arange(10.0)[::2], "f16": np.array([0.5], np.float16)},
+        "arrays": {
+            "u8": np.array([1, 255], np.uint8),
+            "i64": np.array([[-1]], np.int64),
+            "bool": np.array([True, False]),
+            "scalar": np.array(2.5),
+            "empty": np.zeros((0, 4)),
+            "strided": np.arange(10.0)[::2],
+            "f16": np.array([0.5], np.float16),
+        },
         "odd keys": {"a/b": np.ones(1), "c~d": np.ones(2), "": 1, "ünï": "ok", "0": np.ones(3)},
         "numpy scalars": {"f": np.float32(0.25), "i": np.int64(3)},
         "tuple": (1, 2),
@@ -337,9 +394,15 @@ def test_bfloat16_tensors_come_back_as_paddle_reads_them(tmp_path):
 
 def draws():
     """Numbers from every generator a training step may use, dropout included."""
-    return (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), float(np.random.standard_normal()),
-            paddle.rand([4]).numpy().tolist(), paddle.randn([3]).numpy().tolist(),
-            paddle.nn.functional.dropout(paddle.ones([32]), 0.5).numpy().tolist())
+    return (
+        random.random(),
+        random.gauss(0, 1),
+        np.random.rand(3).tolist(),
+        float(np.random.standard_normal()),
+        paddle.rand([4]).numpy().tolist(),
+        paddle.randn([3]).numpy().tolist(),
+        paddle.nn.functional.dropout(paddle.ones([32]), 0.5).numpy().tolist(),
+    )
 
 
 def test_rng_states_round_trip_bit_exactly(tmp_path):
@@ -348,8 +411,10 @@ def test_rng_states_round_trip_bit_exactly(tmp_path):
     state = capture_rng_state()
     assert state["python"]["gauss_next"] is not None and state["numpy"]["has_gauss"] == 1
     expected = draws()
-    path = atomic_save({"format_version": FORMAT_VERSION, "step": 0, "model": {}, "optimizer": {}, "rng": state},
-                       tmp_path / "rng.safetensors")
+    path = atomic_save(
+        {"format_version": FORMAT_VERSION, "step": 0, "model": {}, "optimizer": {}, "rng": state},
+        tmp_path / "rng.safetensors",
+    )
     assert draws() != expected  # the generators moved on
     seed_everything(99)
     restore_rng_state(load_checkpoint(path)["rng"])
@@ -381,6 +446,7 @@ def test_loading_and_restoring_use_no_pickle(trained, monkeypatch):
 def test_resume_with_dropout_is_bit_exact(tmp_path, monkeypatch):
     """Paddle's generator drives dropout: a resumed run repeats the uninterrupted one exactly,
     and only because its state is restored (without it the losses differ)."""
+
     def run(name, max_steps, ckpt_path=None):
         seed_everything(0)
         losses = {}
@@ -389,11 +455,27 @@ def test_resume_with_dropout_is_bit_exact(tmp_path, monkeypatch):
             def on_train_batch_end(self, trainer, task, model, metrics):
                 losses[trainer.global_step] = metrics["train/loss"]
 
-        trainer = Trainer(max_steps=max_steps, val_every=0, save_every=4, seed=5, root_dir=str(tmp_path),
-                          experiment="exp", run_name=name, optimizer=AdamW(lr=3e-3),
-                          callbacks=[Record()], default_callbacks=False)
-        task = ReverseDigits(digit_max=8, seq_len=33, batch_size=8, eval_samples=8,
-                             probe_digit_min=9, probe_digit_max=12, probe_samples=8)
+        trainer = Trainer(
+            max_steps=max_steps,
+            val_every=0,
+            save_every=4,
+            seed=5,
+            root_dir=str(tmp_path),
+            experiment="exp",
+            run_name=name,
+            optimizer=AdamW(lr=3e-3),
+            callbacks=[Record()],
+            default_callbacks=False,
+        )
+        task = ReverseDigits(
+            digit_max=8,
+            seq_len=33,
+            batch_size=8,
+            eval_samples=8,
+            probe_digit_min=9,
+            probe_digit_max=12,
+            probe_samples=8,
+        )
         trainer.fit(task, Transformer(n_embd=16, max_len=33, dropout=0.3), ckpt_path=ckpt_path)
         return losses
 
@@ -408,6 +490,7 @@ def test_resume_with_dropout_is_bit_exact(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- atomic writes
+
 
 @pytest.mark.parametrize("fail_at", ["write", "fsync", "replace"])
 def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch, fail_at):
@@ -441,6 +524,7 @@ def test_atomic_write_text_and_bytes(tmp_path):
 
 # ---------------------------------------------------------------- the old format
 
+
 def write_format_1(ckpt_path: Path, dst: Path) -> tuple[Path, tuple]:
     """A format-1 file as seqlab wrote it (paddle.save, RNG states in one pickled array), built
     from a real checkpoint, and the draws its RNG state gives."""
@@ -449,10 +533,15 @@ def write_format_1(ckpt_path: Path, dst: Path) -> tuple[Path, tuple]:
     draws()
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
     expected = draws()
-    old = dict(new, format_version=1, model={k: paddle.to_tensor(v) for k, v in new["model"].items()},
-               rng=np.frombuffer(pickle.dumps(state), dtype=np.uint8).copy())
-    old["optimizer"]["accumulators"] = {p: {s: paddle.to_tensor(v) for s, v in a.items()}
-                                        for p, a in new["optimizer"]["accumulators"].items()}
+    old = dict(
+        new,
+        format_version=1,
+        model={k: paddle.to_tensor(v) for k, v in new["model"].items()},
+        rng=np.frombuffer(pickle.dumps(state), dtype=np.uint8).copy(),
+    )
+    old["optimizer"]["accumulators"] = {
+        p: {s: paddle.to_tensor(v) for s, v in a.items()} for p, a in new["optimizer"]["accumulators"].items()
+    }
     paddle.save(old, str(dst))
     return dst, expected
 
@@ -467,9 +556,12 @@ def test_old_checkpoints_convert_only_with_trust(workspace):
 
     # --ckpt_path last finds only the old file: refused, naming the command that converts it.
     before = snapshot(root.parent)
-    assert_user_error(seqlab_cli("fit", "--recipe", recipe, "--trainer.root_dir", root, "--trainer.max_steps", "9",
-                                 "--ckpt_path", "last"),
-                      f"seqlab convert-checkpoint {legacy} {last} --trust")
+    assert_user_error(
+        seqlab_cli(
+            "fit", "--recipe", recipe, "--trainer.root_dir", root, "--trainer.max_steps", "9", "--ckpt_path", "last"
+        ),
+        f"seqlab convert-checkpoint {legacy} {last} --trust",
+    )
     # Without --trust the conversion refuses, saying why.
     assert_user_error(seqlab_cli("convert-checkpoint", legacy, last), "runs any code", "--trust")
     assert snapshot(root.parent) == before
@@ -487,8 +579,18 @@ def test_old_checkpoints_convert_only_with_trust(workspace):
     assert draws() == expected  # the old pickled RNG blob became the same state, pickle-free
     assert_user_error(seqlab_cli("convert-checkpoint", legacy, last, "--trust"), "already exists")
 
-    resumed = seqlab_cli("fit", "--recipe", recipe, "--trainer.root_dir", root, "--trainer.max_steps", "9",
-                         "--ckpt_path", "last", "--no_report")
+    resumed = seqlab_cli(
+        "fit",
+        "--recipe",
+        recipe,
+        "--trainer.root_dir",
+        root,
+        "--trainer.max_steps",
+        "9",
+        "--ckpt_path",
+        "last",
+        "--no_report",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed mlp" in resumed.stderr and "at step 6" in resumed.stderr
 

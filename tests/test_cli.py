@@ -13,15 +13,25 @@ SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 
 SMALL_RECIPE = {
     "name": "tiny",
-    "task": {"class_path": "reverse_digits",
-             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
-                           "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}},
-    "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 2,
-                "optimizer": {"lr": 3e-3}},
+    "task": {
+        "class_path": "reverse_digits",
+        "init_args": {
+            "digit_max": 8,
+            "seq_len": 33,
+            "batch_size": 8,
+            "eval_samples": 16,
+            "probe_digit_min": 9,
+            "probe_digit_max": 12,
+            "probe_samples": 8,
+        },
+    },
+    "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 2, "optimizer": {"lr": 3e-3}},
     "runs": {
         "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
-        "lstm": {"model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}},
-                 "trainer": {"callbacks": [{"class_path": "GradientClip", "init_args": {"max_norm": 1.0}}]}},
+        "lstm": {
+            "model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}},
+            "trainer": {"callbacks": [{"class_path": "GradientClip", "init_args": {"max_norm": 1.0}}]},
+        },
     },
 }
 
@@ -63,8 +73,7 @@ def test_fit_writes_config_checkpoint_metrics_and_report(recipe, tmp_path):
     assert lstm_callbacks[0]["class_path"].endswith("GradientClip")
 
     # The saved config is a recipe: it resumes the run it came from.
-    again = run("fit", "--recipe", root / "tiny/mlp/config.yaml", "--trainer.max_steps", "9",
-                "--ckpt_path", "last")
+    again = run("fit", "--recipe", root / "tiny/mlp/config.yaml", "--trainer.max_steps", "9", "--ckpt_path", "last")
     assert again.returncode == 0, again.stderr
     assert "resumed mlp" in again.stderr and "at step 6" in again.stderr
 
@@ -72,8 +81,9 @@ def test_fit_writes_config_checkpoint_metrics_and_report(recipe, tmp_path):
     assert test.returncode == 0, test.stderr
     # 6 steps never fill the 100-step moving-average window: no best checkpoint, so last is used.
     assert '"masked_acc"' in test.stdout and "last.safetensors" in test.stdout
-    assert_user_error(run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
-                          "--ckpt_path", "best"), "no '")
+    assert_user_error(
+        run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root, "--ckpt_path", "best"), "no '"
+    )
 
 
 def test_print_config_output_is_a_recipe(recipe, tmp_path):
@@ -96,12 +106,15 @@ def test_runs_selects(recipe):
     assert list(yaml.safe_load(result.stdout)["runs"]) == ["lstm"]
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--trainer.max_step", "5"], ["--trainer.max_step", "unknown option"]),
-    (["--trainer.max_steps", "abc"], ["trainer.max_steps", "int", "abc"]),
-    (["--model.init_args.widht", "3"], ["widht"]),
-    (["--runs", "rwkv8"], ["no run 'rwkv8'"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--trainer.max_step", "5"], ["--trainer.max_step", "unknown option"]),
+        (["--trainer.max_steps", "abc"], ["trainer.max_steps", "int", "abc"]),
+        (["--model.init_args.widht", "3"], ["widht"]),
+        (["--runs", "rwkv8"], ["no run 'rwkv8'"]),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(recipe, tmp_path, args, needles):
     root = tmp_path / "runs"
     assert_user_error(run("fit", "--recipe", recipe, "--trainer.root_dir", root, *args), *needles)
@@ -112,8 +125,12 @@ def test_unknown_model_suggests_the_closest(tmp_path):
     bad = dict(SMALL_RECIPE, runs={"x": {"model": "lstn"}})
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
-    assert_user_error(run("fit", "--recipe", path, "--trainer.root_dir", tmp_path / "runs"),
-                      "unknown model 'lstn'", "Did you mean 'lstm'?", "rwkv7")
+    assert_user_error(
+        run("fit", "--recipe", path, "--trainer.root_dir", tmp_path / "runs"),
+        "unknown model 'lstn'",
+        "Did you mean 'lstm'?",
+        "rwkv7",
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -130,13 +147,15 @@ def test_corrupt_checkpoint_is_refused_and_kept(recipe, tmp_path):
     ckpt = tmp_path / "bad.safetensors"
     ckpt.write_bytes(b"\x00garbage")
     root = tmp_path / "runs"
-    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
-                          "--ckpt_path", ckpt), "unreadable")
+    assert_user_error(
+        run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root, "--ckpt_path", ckpt), "unreadable"
+    )
     assert ckpt.read_bytes() == b"\x00garbage"
     assert not (root / "tiny/mlp/config.yaml").exists()
     # Evaluating a checkpoint that does not exist is an error...
-    assert_user_error(run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
-                          "--ckpt_path", "last"), "no '")
+    assert_user_error(
+        run("test", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root, "--ckpt_path", "last"), "no '"
+    )
     # ...while `fit --ckpt_path last` starts a run that has none (as Lightning does), so one
     # resume command works for every run of a recipe, started or not.
     fresh = run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root, "--ckpt_path", "last")
@@ -178,37 +197,71 @@ def test_refits_never_mix_with_an_earlier_run(recipe, tmp_path):
     metrics = root / "tiny/mlp/metrics.json"
     before = metrics.read_text()
     # A fresh fit into the same folder would overwrite the run (and could test its old best).
-    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root),
-                      "already holds checkpoints", "--trainer.overwrite true")
+    assert_user_error(
+        run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root),
+        "already holds checkpoints",
+        "--trainer.overwrite true",
+    )
     assert metrics.read_text() == before
     # Resuming with different task settings would continue another experiment.
-    assert_user_error(run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
-                          "--ckpt_path", "last", "--task.init_args.digit_max", "9"),
-                      "task.init_args.digit_max=8", "9")
+    assert_user_error(
+        run(
+            "fit",
+            "--recipe",
+            recipe,
+            "--runs",
+            "mlp",
+            "--trainer.root_dir",
+            root,
+            "--ckpt_path",
+            "last",
+            "--task.init_args.digit_max",
+            "9",
+        ),
+        "task.init_args.digit_max=8",
+        "9",
+    )
     assert metrics.read_text() == before
-    fresh = run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root,
-                "--trainer.overwrite", "true", "--trainer.max_steps", "4")
+    fresh = run(
+        "fit",
+        "--recipe",
+        recipe,
+        "--runs",
+        "mlp",
+        "--trainer.root_dir",
+        root,
+        "--trainer.overwrite",
+        "true",
+        "--trainer.max_steps",
+        "4",
+    )
     assert fresh.returncode == 0, fresh.stderr
     assert '"steps": 4' in metrics.read_text()
 
 
 def test_model_that_cannot_read_the_rows_fails_before_writing(recipe, tmp_path):
-    bad = dict(SMALL_RECIPE, runs={"transformer": {"model": {"class_path": "transformer",
-                                                               "init_args": {"max_len": 16}}}})
+    bad = dict(
+        SMALL_RECIPE, runs={"transformer": {"model": {"class_path": "transformer", "init_args": {"max_len": 16}}}}
+    )
     path = tmp_path / "short.yaml"
     path.write_text(yaml.safe_dump(bad))
-    assert_user_error(run("fit", "--recipe", path, "--trainer.root_dir", tmp_path / "runs"),
-                      "cannot read the task's rows")
+    assert_user_error(
+        run("fit", "--recipe", path, "--trainer.root_dir", tmp_path / "runs"), "cannot read the task's rows"
+    )
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("mutate, needle", [
-    (lambda r: r.update(trainer=5), "'trainer' must be a mapping"),
-    (lambda r: r["runs"].update(mlp=[1, 2]), "'runs.mlp' must be a mapping"),
-    (lambda r: r["runs"]["mlp"]["model"].update(init_args=[1]), "init_args' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda r: r.update(trainer=5), "'trainer' must be a mapping"),
+        (lambda r: r["runs"].update(mlp=[1, 2]), "'runs.mlp' must be a mapping"),
+        (lambda r: r["runs"]["mlp"]["model"].update(init_args=[1]), "init_args' must be a mapping"),
+    ],
+)
 def test_malformed_recipes_are_one_line_errors(tmp_path, mutate, needle):
     import copy
+
     data = copy.deepcopy(SMALL_RECIPE)
     mutate(data)
     path = tmp_path / "bad.yaml"
@@ -238,11 +291,17 @@ def test_parallel_fit_trains_every_run_in_child_processes(recipe, tmp_path):
 
 def test_protocol_seed_tests_only_the_transformer_on_its_best_checkpoint(tmp_path):
     import json
-    recipe = dict(SMALL_RECIPE, runs={
-        "mlp": SMALL_RECIPE["runs"]["mlp"],
-        "transformer": {"model": {"class_path": "transformer", "init_args": {"n_layer": 1}}}},
-        trainer=dict(SMALL_RECIPE["trainer"], callbacks=[
-            {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}}]))
+
+    recipe = dict(
+        SMALL_RECIPE,
+        runs={
+            "mlp": SMALL_RECIPE["runs"]["mlp"],
+            "transformer": {"model": {"class_path": "transformer", "init_args": {"n_layer": 1}}},
+        },
+        trainer=dict(
+            SMALL_RECIPE["trainer"], callbacks=[{"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}}]
+        ),
+    )
     path = tmp_path / "protocol.yaml"
     path.write_text(yaml.safe_dump(recipe))
     root = tmp_path / "runs"

@@ -29,8 +29,9 @@ class Sequences(paddle.io.Dataset):
 
 
 def make_task(shuffle=True, n=13, batch_size=5, seed=4):
-    task = DatasetTask(train=Sequences(n, 0), val=Sequences(9, 1), vocab_size=20, batch_size=batch_size,
-                       pad_value=0, shuffle=shuffle)
+    task = DatasetTask(
+        train=Sequences(n, 0), val=Sequences(9, 1), vocab_size=20, batch_size=batch_size, pad_value=0, shuffle=shuffle
+    )
     task.setup(seed)
     return task
 
@@ -39,12 +40,15 @@ def test_every_epoch_visits_every_item_once_in_an_order_of_seed_and_epoch():
     task = make_task()
     seen = np.concatenate([task.indices(step) for step in range(13)])  # 65 items: 5 epochs of 13
     for epoch in range(5):
-        assert sorted(seen[13 * epoch: 13 * (epoch + 1)]) == list(range(13))
+        assert sorted(seen[13 * epoch : 13 * (epoch + 1)]) == list(range(13))
     assert seen[:13].tolist() != seen[13:26].tolist()  # a new order each epoch
     assert (make_task().indices(7) == task.indices(7)).all()  # a function of (seed, step)
     assert not (make_task(seed=5).indices(7) == task.indices(7)).all()
-    assert np.concatenate([make_task(shuffle=False).indices(s) for s in range(3)]).tolist() == \
-        [*range(13), 0, 1]  # dataset order, wrapping into the next epoch
+    assert np.concatenate([make_task(shuffle=False).indices(s) for s in range(3)]).tolist() == [
+        *range(13),
+        0,
+        1,
+    ]  # dataset order, wrapping into the next epoch
 
 
 def test_batches_are_padded_with_minus_100_labels():
@@ -56,7 +60,7 @@ def test_batches_are_padded_with_minus_100_labels():
         seq = data[row]
         n = len(seq) - 1  # targets of this row; its last token is an input whose target is padding
         assert (inputs[: n + 1] == seq[: len(inputs)]).all() and (targets[:n] == seq[1:]).all()
-        assert (inputs[n + 1:] == 0).all() and (targets[n:] == IGNORE_INDEX).all()
+        assert (inputs[n + 1 :] == 0).all() and (targets[n:] == IGNORE_INDEX).all()
     assert x.shape[1] == max(len(data[i]) for i in range(5)) - 1
 
 
@@ -107,8 +111,17 @@ class StopAt(Callback):
 def _fit(tmp_path, name, callbacks, ckpt_path=None, init_seed=0):
     seed_everything(init_seed)
     model = MLP(vocab_size=20, embed_dim=8, window=4, hidden_dim=16)
-    trainer = Trainer(max_steps=12, val_every=4, save_every=3, seed=11, root_dir=str(tmp_path), experiment="ds",
-                      run_name=name, optimizer=AdamW(lr=3e-3), callbacks=callbacks)
+    trainer = Trainer(
+        max_steps=12,
+        val_every=4,
+        save_every=3,
+        seed=11,
+        root_dir=str(tmp_path),
+        experiment="ds",
+        run_name=name,
+        optimizer=AdamW(lr=3e-3),
+        callbacks=callbacks,
+    )
     return trainer.fit(make_task(), model, ckpt_path=ckpt_path)
 
 
@@ -129,8 +142,11 @@ def test_a_resumed_run_continues_at_the_same_data_position(tmp_path):
 def test_bad_data_is_one_sentence():
     task = DatasetTask(train=Sequences(4, 0), val=None, vocab_size=10, batch_size=2)
     task.setup(0)
-    with pytest.raises(SeqlabError, match=r"dataset \(step 0's batch\) holds token id 1\d, outside the vocabulary "
-                                          r"of 10 \(ids 0..9\)"):
+    with pytest.raises(
+        SeqlabError,
+        match=r"dataset \(step 0's batch\) holds token id 1\d, outside the vocabulary "
+        r"of 10 \(ids 0..9\)",
+    ):
         task.train_batch(0)
     with pytest.raises(SeqlabError, match="evaluation needs held-out sequences; pass val="):
         list(task.val_batches())

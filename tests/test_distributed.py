@@ -24,7 +24,7 @@ SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 SEQLAB_SCRIPT = Path(sys.executable).parent / "seqlab"  # the console script a user runs
 
 # Records every file write of a process, per rank, through Python's audit hooks.
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import os, sys
 _log = os.environ.get("AUDIT_DIR")
 if _log:
@@ -39,7 +39,7 @@ if _log:
         elif event in ("os.rename", "os.mkdir", "os.remove", "shutil.rmtree", "os.rmdir"):
             _out.write(f"{event} {args[0]} {args[1] if event == 'os.rename' else ''}\\n")
     sys.addaudithook(_hook)
-'''
+"""
 
 PROBE = '''
 import hashlib, json, os
@@ -65,22 +65,42 @@ class RankProbe(Callback):
             json.dump({"rows": self.rows, "weights": digest.hexdigest(), "world": trainer.world_size}, f)
 '''
 
-TASK = {"class_path": "reverse_digits",
-        "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 8,
-                      "probe_digit_min": 9, "probe_digit_max": 10, "probe_samples": 4}}
+TASK = {
+    "class_path": "reverse_digits",
+    "init_args": {
+        "digit_max": 8,
+        "seq_len": 33,
+        "batch_size": 8,
+        "eval_samples": 8,
+        "probe_digit_min": 9,
+        "probe_digit_max": 10,
+        "probe_samples": 4,
+    },
+}
 
 
 def _recipe(folder: Path) -> Path:
     (folder / "ddprobe.py").write_text(PROBE)
     recipe = {
-        "name": "dist", "task": TASK,
+        "name": "dist",
+        "task": TASK,
         # The schedule is fixed at 12 steps, so a run stopped at 6 and resumed is one curve.
-        "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 1, "optimizer": {"lr": 3e-3},
-                    "callbacks": [{"class_path": "CosineWarmupLR", "init_args": {"warmup_steps": 2, "max_steps": 12}},
-                                  {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}},
-                                  {"class_path": "ddprobe.RankProbe"}]},
-        "runs": {"rwkv7": {"model": "rwkv7"},
-                 "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}}},
+        "trainer": {
+            "max_steps": 6,
+            "val_every": 3,
+            "save_every": 3,
+            "log_every": 1,
+            "optimizer": {"lr": 3e-3},
+            "callbacks": [
+                {"class_path": "CosineWarmupLR", "init_args": {"warmup_steps": 2, "max_steps": 12}},
+                {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}},
+                {"class_path": "ddprobe.RankProbe"},
+            ],
+        },
+        "runs": {
+            "rwkv7": {"model": "rwkv7"},
+            "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
+        },
     }
     path = folder / "dist.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -99,14 +119,29 @@ class Env:
         audit, probe = self.folder / "audit" / name, self.folder / "probe" / name
         audit.mkdir(parents=True, exist_ok=True)
         probe.mkdir(parents=True, exist_ok=True)
-        return dict(os.environ, PYTHONPATH=os.pathsep.join([str(self.site), os.environ.get("PYTHONPATH", "")]),
-                    AUDIT_DIR=str(audit), PROBE_DIR=str(probe), PYTHONWARNINGS="ignore", SEQLAB_NUM_THREADS="1")
+        return dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(self.site), os.environ.get("PYTHONPATH", "")]),
+            AUDIT_DIR=str(audit),
+            PROBE_DIR=str(probe),
+            PYTHONWARNINGS="ignore",
+            SEQLAB_NUM_THREADS="1",
+        )
 
     def fit(self, name: str, root: str, *args, launch: bool = False) -> subprocess.CompletedProcess:
         base = [*SEQLAB, "fit"]
         if launch:  # the command of the issue, as a user types it
-            base = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-                    "--log_dir", str(self.folder / "launchlog" / name), str(SEQLAB_SCRIPT), "fit"]
+            base = [
+                sys.executable,
+                "-m",
+                "paddle.distributed.launch",
+                "--nproc_per_node",
+                "2",
+                "--log_dir",
+                str(self.folder / "launchlog" / name),
+                str(SEQLAB_SCRIPT),
+                "fit",
+            ]
         cmd = [*base, "--recipe", str(self.recipe), "--trainer.root_dir", str(self.folder / root), *map(str, args)]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=self.env(name))
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -122,8 +157,18 @@ def runs(tmp_path_factory):
     shutil.copytree(e.folder / "two", e.folder / "two_to_one")
     e.fit("rwkv7_1p_12", "one", "--runs", "rwkv7", "--ckpt_path", "last", "--trainer.max_steps", 12)
     e.fit("rwkv7_2to1", "two_to_one", "--runs", "rwkv7", "--ckpt_path", "last", "--trainer.max_steps", 12)
-    e.fit("rwkv7_1to2", "one_to_two", "--runs", "rwkv7", "--ckpt_path", "last", "--trainer.max_steps", 12,
-          "--trainer.devices", 2)
+    e.fit(
+        "rwkv7_1to2",
+        "one_to_two",
+        "--runs",
+        "rwkv7",
+        "--ckpt_path",
+        "last",
+        "--trainer.max_steps",
+        12,
+        "--trainer.devices",
+        2,
+    )
     e.fit("mlp_launch", "launch", "--runs", "mlp", "--trainer.val_every", 1000, launch=True)
     e.fit("mlp_1p", "one", "--runs", "mlp", "--trainer.val_every", 1000)
     return e
@@ -144,8 +189,16 @@ def test_only_rank_0_writes(runs, name, root):
     rank1 = [w for w in writes(runs.folder / "audit" / name, "1") if out in w]
     rank0 = [w for w in writes(runs.folder / "audit" / name, "0") if out in w]
     assert rank1 == []  # not the report, config.yaml, the CSV, VisualDL, metrics.json, samples.txt
-    for produced in ("report.md", "loss.png", "config.yaml", "metrics.csv", "vdlrecords", "metrics.json",
-                     "samples.txt", "last.safetensors"):
+    for produced in (
+        "report.md",
+        "loss.png",
+        "config.yaml",
+        "metrics.csv",
+        "vdlrecords",
+        "metrics.json",
+        "samples.txt",
+        "last.safetensors",
+    ):
         assert any(produced in w for w in rank0), produced
     assert len(list((runs.folder / root / "dist").glob("report.md"))) == 1
 
@@ -201,8 +254,20 @@ def _rank_pids(marker: str, rank: str) -> list[int]:
 
 def test_a_killed_rank_ends_the_run_with_a_message_naming_it(tmp_path):
     e = Env(tmp_path)
-    cmd = [*SEQLAB, "fit", "--recipe", str(e.recipe), "--runs", "mlp", "--trainer.devices", "2",
-           "--trainer.max_steps", "100000", "--trainer.root_dir", str(tmp_path / "runs")]
+    cmd = [
+        *SEQLAB,
+        "fit",
+        "--recipe",
+        str(e.recipe),
+        "--runs",
+        "mlp",
+        "--trainer.devices",
+        "2",
+        "--trainer.max_steps",
+        "100000",
+        "--trainer.root_dir",
+        str(tmp_path / "runs"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e.env("dead"))
     deadline = time.monotonic() + 180
     while not (tmp_path / "runs/dist/mlp/metrics.csv").exists() and time.monotonic() < deadline:

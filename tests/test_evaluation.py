@@ -52,8 +52,10 @@ def old_logits(model, inputs):
     model.eval()
     try:
         with paddle.no_grad():
-            out = [model(paddle.to_tensor(np.ascontiguousarray(inputs[i: i + 128]))).numpy()
-                   for i in range(0, len(inputs), 128)]
+            out = [
+                model(paddle.to_tensor(np.ascontiguousarray(inputs[i : i + 128]))).numpy()
+                for i in range(0, len(inputs), 128)
+            ]
     finally:
         if was_training:
             model.train()
@@ -115,15 +117,18 @@ def _model(name, **kwargs):
 
 @pytest.fixture(scope="module")
 def task():
-    t = ReverseDigits(digit_max=20, seq_len=65, eval_samples=100, probe_digit_min=21, probe_digit_max=40,
-                      probe_samples=40)
+    t = ReverseDigits(
+        digit_max=20, seq_len=65, eval_samples=100, probe_digit_min=21, probe_digit_max=40, probe_samples=40
+    )
     t.setup(5)
     return t
 
 
 @pytest.mark.parametrize("name", ["noisy_oracle", "rwkv7", "transformer", "lstm", "mlp"])
 def test_shared_evaluation_gives_the_old_numbers(task, name):
-    model = NoisyOracle() if name == "noisy_oracle" else _model(name, **({"max_len": 65} if name == "transformer" else {}))
+    model = (
+        NoisyOracle() if name == "noisy_oracle" else _model(name, **({"max_len": 65} if name == "transformer" else {}))
+    )
     old, new = old_test(task, model), evaluate(task, model, "test")
     assert list(new) == list(old)  # the same names, in the same order
     for key in old:
@@ -140,8 +145,14 @@ def test_shared_evaluation_gives_the_old_numbers(task, name):
 
 
 def test_more_rows_than_one_chunk(task):
-    big = ReverseDigits(digit_max=20, seq_len=65, eval_samples=EVAL_CHUNK_ROWS * 2 + 44, probe_samples=4,
-                        probe_digit_min=21, probe_digit_max=22)
+    big = ReverseDigits(
+        digit_max=20,
+        seq_len=65,
+        eval_samples=EVAL_CHUNK_ROWS * 2 + 44,
+        probe_samples=4,
+        probe_digit_min=21,
+        probe_digit_max=22,
+    )
     big.setup(5)
     model = _model("mlp")
     old, new = old_evaluate(big, model), big.evaluate(model)
@@ -185,8 +196,10 @@ def test_an_optional_set_the_model_cannot_run_is_nan_with_a_warning(caplog):
 
     ok = Batch(np.zeros((2, 4), dtype=np.int64), np.zeros((2, 4), dtype=np.int64))
     long = Batch(np.zeros((2, 9), dtype=np.int64), np.zeros((2, 9), dtype=np.int64))
-    sets = [EvalSet([ok], [CrossEntropy()]),
-            EvalSet([long], [CrossEntropy()], prefix="probe_", optional=True, about="rows of 9 tokens")]
+    sets = [
+        EvalSet([ok], [CrossEntropy()]),
+        EvalSet([long], [CrossEntropy()], prefix="probe_", optional=True, about="rows of 9 tokens"),
+    ]
     with caplog.at_level(logging.WARNING):
         result = score(Short(), sets)
     assert result["loss"] == pytest.approx(math.log(5)) and math.isnan(result["probe_loss"])

@@ -29,9 +29,10 @@ QUICK = ["--trainer.max_steps", "4", "--trainer.val_every", "2", "--task.init_ar
 
 def run(cmd, timeout=120):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    result = subprocess.run([str(c) for c in cmd], cwd=REPO, capture_output=True, text=True,
-                            env=env, timeout=timeout)
-    assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = subprocess.run([str(c) for c in cmd], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
+    assert result.returncode == 0, (
+        f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -76,13 +77,30 @@ def gru_plugin():
     reason = _can_build_offline()
     # A failure, not a skip: `make test` installs the dev extra, which makes this build possible.
     assert reason is None, f"cannot pip-install examples/plugin_gru offline: {reason}"
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-         "--no-build-isolation", "-e", PLUGIN], timeout=180)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            PLUGIN,
+        ],
+        timeout=180,
+    )
     try:
         yield
     finally:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "seqlab-gru"],
-                       cwd=REPO, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "seqlab-gru"],
+            cwd=REPO,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def test_plugin_is_listed_and_passes_its_own_tests(gru_plugin):
@@ -105,8 +123,9 @@ def test_compare_with_gru_is_the_cpu_recipe_plus_gru(gru_plugin):
     gru = ours["runs"].pop("gru")
     assert ours == seed, "compare_with_gru.yaml must repeat recipes/reverse_digits_cpu.yaml exactly"
     assert gru["model"] == "gru"
-    printed = run([*SEQLAB, "fit", "--recipe", "examples/plugin_gru/compare_with_gru.yaml",
-                   "--runs", "gru", "--print_config"]).stdout
+    printed = run(
+        [*SEQLAB, "fit", "--recipe", "examples/plugin_gru/compare_with_gru.yaml", "--runs", "gru", "--print_config"]
+    ).stdout
     config = yaml.safe_load(printed)
     assert config["name"] == "reverse_digits_cpu"
     assert config["runs"]["gru"]["model"]["class_path"] == "seqlab_gru.GRU"
@@ -121,8 +140,16 @@ def test_custom_callback_stops_early_and_logs(tmp_path):
             cb["init_args"]["every"] = 1
     copy = tmp_path / "custom_callback.yaml"
     copy.write_text(yaml.safe_dump(recipe))
-    result = fit(copy, tmp_path / "runs", "--trainer.max_steps", "20", "--trainer.val_every", "3",
-                 "--task.init_args.batch_size", "4")
+    result = fit(
+        copy,
+        tmp_path / "runs",
+        "--trainer.max_steps",
+        "20",
+        "--trainer.val_every",
+        "3",
+        "--task.init_args.batch_size",
+        "4",
+    )
     run_dir = tmp_path / "runs" / "custom_callback" / "lstm"
     assert read_metrics(run_dir / "metrics.json")["steps"] == 3
     assert "reached the target" in result.stderr + result.stdout
@@ -157,13 +184,27 @@ def test_custom_task_is_deterministic_and_scored_on_answers():
     targets, mask = rows[:, 1:], task.eval_mask
     # Scored targets are the sorted digits and '#'; the first answer is the sorted number.
     first, end = int(mask[0].argmax()), int((mask[0] & (targets[0] == 11)).argmax())
-    number = rows[0, first - (end - first): first]
+    number = rows[0, first - (end - first) : first]
     assert list(targets[0, first:end]) == sorted(number)
 
 
 def test_python_api(tmp_path):
-    result = run([sys.executable, "examples/python_api.py", "--steps", "3", "--batch-size", "2",
-                  "--val-every", "3", "--models", "mlp,transformer", "--root-dir", tmp_path])
+    result = run(
+        [
+            sys.executable,
+            "examples/python_api.py",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--val-every",
+            "3",
+            "--models",
+            "mlp,transformer",
+            "--root-dir",
+            tmp_path,
+        ]
+    )
     for model in ("mlp", "transformer"):
         assert read_metrics(tmp_path / "python_api" / model / "metrics.json")["steps"] == 3
     table = result.stdout.splitlines()

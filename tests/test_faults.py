@@ -91,19 +91,37 @@ class NaNLossAt(ReverseDigits):
         return loss * float("nan") if self._step in self.nan_steps else loss
 '''
 
-TASK = {"class_path": "reverse_digits",
-        "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
-                      "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}}
-MODELS = {"mlp": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}},
-          "rwkv7": {"class_path": "rwkv7"}}
+TASK = {
+    "class_path": "reverse_digits",
+    "init_args": {
+        "digit_max": 8,
+        "seq_len": 33,
+        "batch_size": 8,
+        "eval_samples": 16,
+        "probe_digit_min": 9,
+        "probe_digit_max": 12,
+        "probe_samples": 8,
+    },
+}
+MODELS = {
+    "mlp": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}},
+    "rwkv7": {"class_path": "rwkv7"},
+}
 
 
 def write_recipe(tmp_path: Path, runs: dict, task=TASK, slow: float = 0.05, **trainer) -> Path:
     (tmp_path / "faultkit.py").write_text(FAULTKIT)
-    settings = {"max_steps": 40, "val_every": 10, "save_every": 4, "log_every": 1,
-                "optimizer": {"lr": 3e-3},
-                "callbacks": [{"class_path": "faultkit.SlowSteps", "init_args": {"seconds": slow}},
-                              {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}}]}
+    settings = {
+        "max_steps": 40,
+        "val_every": 10,
+        "save_every": 4,
+        "log_every": 1,
+        "optimizer": {"lr": 3e-3},
+        "callbacks": [
+            {"class_path": "faultkit.SlowSteps", "init_args": {"seconds": slow}},
+            {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}},
+        ],
+    }
     settings.update(trainer)
     recipe = {"name": "faults", "task": task, "trainer": settings, "runs": runs}
     path = tmp_path / "faults.yaml"
@@ -121,8 +139,9 @@ class Seqlab:
     """`seqlab ARGS` in the background, its stdout lines readable while it runs."""
 
     def __init__(self, *args, cwd=None):
-        self.proc = subprocess.Popen([*SEQLAB, *map(str, args)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env(), cwd=cwd)
+        self.proc = subprocess.Popen(
+            [*SEQLAB, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=cwd
+        )
         self.lines: Queue = Queue()
         self.stdout: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
@@ -161,8 +180,7 @@ def _step_of(line: str) -> int:
 
 
 def fit(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*SEQLAB, "fit", *map(str, args)], capture_output=True, text=True, env=env(),
-                          timeout=300)
+    return subprocess.run([*SEQLAB, "fit", *map(str, args)], capture_output=True, text=True, env=env(), timeout=300)
 
 
 def csv_rows(run_dir: Path) -> tuple[list[str], list[dict]]:
@@ -220,11 +238,12 @@ def test_sigterm_finishes_the_step_saves_and_prints_the_resume_command(tmp_path)
     assert len(stopped) == 1, stderr
     step = int(stopped[0].split("after step ")[1].split(";")[0])
     from seqlab.checkpoint import load_checkpoint
+
     assert load_checkpoint(root / "faults/mlp/checkpoints/last.safetensors")["step"] == step
     _, rows = csv_rows(root / "faults/mlp")
     assert [int(r["step"]) for r in rows] == list(range(1, step + 1))  # flushed before exit
     resume = [ln for ln in stderr.splitlines() if ln.startswith("resume with: ")][0]
-    command = resume[len("resume with: "):].split()
+    command = resume[len("resume with: ") :].split()
     assert command[:2] == ["seqlab", "fit"] and command[-2:] == ["--ckpt_path", "last"]
     again = fit(*command[2:], "--trainer.max_steps", step + 3)
     assert again.returncode == 0, again.stderr
@@ -241,8 +260,13 @@ def test_ctrl_c_exits_130_and_a_second_one_aborts_the_save(tmp_path):
     assert code == 130 and "stopped by SIGINT after step" in stderr, stderr
 
     # With a slow checkpoint write, a second Ctrl-C during it aborts at once, without saving.
-    slow = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, max_steps=2000, save_every=1000,
-                        callbacks=[{"class_path": "faultkit.SlowSave"}])
+    slow = write_recipe(
+        tmp_path,
+        {"mlp": {"model": MODELS["mlp"]}},
+        max_steps=2000,
+        save_every=1000,
+        callbacks=[{"class_path": "faultkit.SlowSave"}],
+    )
     job = Seqlab("fit", "--recipe", slow, "--trainer.root_dir", tmp_path / "b")
     job.wait_for_step(3)
     job.proc.send_signal(signal.SIGINT)
@@ -293,6 +317,7 @@ def test_parallel_parent_signal_reaches_every_child(tmp_path, how):
         time.sleep(0.2)
     assert _seqlab_processes(str(recipe)) == []  # no child left training
     from seqlab.checkpoint import load_checkpoint
+
     for run in ("one", "two"):  # each child finished its step and saved before exiting
         assert load_checkpoint(root / f"faults/{run}/checkpoints/last.safetensors")["step"] >= 3
 
@@ -306,6 +331,7 @@ def test_nonfinite_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp
     assert len(lines) == 1 and "step 7 of run 'mlp' has a non-finite loss" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     from seqlab.checkpoint import load_checkpoint
+
     ckpt = load_checkpoint(tmp_path / "runs/faults/mlp/checkpoints/last.safetensors")
     assert ckpt["step"] == 4  # save_every 4: the last good one, nothing after the bad step
     assert all(np.isfinite(v).all() for v in ckpt["model"].values())  # loaded as numpy arrays
@@ -316,9 +342,17 @@ def test_a_crash_in_the_middle_of_a_checkpoint_write_loses_nothing(tmp_path):
     the half file is never taken for a checkpoint, and the resume continues from the previous last."""
     from seqlab.checkpoint import load_checkpoint
 
-    recipe = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, slow=0.0, save_every=4, max_steps=16,
-                          callbacks=[{"class_path": "faultkit.CrashMidWrite", "init_args": {"step": 12}},
-                                     {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}}])
+    recipe = write_recipe(
+        tmp_path,
+        {"mlp": {"model": MODELS["mlp"]}},
+        slow=0.0,
+        save_every=4,
+        max_steps=16,
+        callbacks=[
+            {"class_path": "faultkit.CrashMidWrite", "init_args": {"step": 12}},
+            {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}},
+        ],
+    )
     root = tmp_path / "runs"
     crashed = fit("--recipe", recipe, "--trainer.root_dir", root)
     assert crashed.returncode == -signal.SIGKILL and "CRASHING step 12" in crashed.stdout
@@ -329,8 +363,7 @@ def test_a_crash_in_the_middle_of_a_checkpoint_write_loses_nothing(tmp_path):
     assert partial, "the half-written file is there"
     refused = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", partial[0])
     assert refused.returncode == 2 and refused.stderr.startswith("error: "), refused.stderr
-    resumed = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last",
-                  "--trainer.callbacks", "[]")
+    resumed = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last", "--trainer.callbacks", "[]")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed mlp from" in resumed.stderr and "at step 8" in resumed.stderr, resumed.stderr
     _, rows = csv_rows(root / "faults/mlp")

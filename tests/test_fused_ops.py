@@ -87,8 +87,10 @@ def test_non_contiguous_input():
     x = base.transpose([1, 0, 2])  # [3, 17, 32] view
     m = paddle.rand([6, 32])
     np.testing.assert_allclose(
-        token_shift_mix(x, m, use_cpp=True).numpy(), token_shift_mix_reference(x, m).numpy(),
-        rtol=0, atol=1e-6,
+        token_shift_mix(x, m, use_cpp=True).numpy(),
+        token_shift_mix_reference(x, m).numpy(),
+        rtol=0,
+        atol=1e-6,
     )
 
 
@@ -149,21 +151,37 @@ EPS_TOLS = {"float32": 1e-6, "float64": 1e-7}
 def test_token_shift_mix6(B, T, C, dtype):
     rng = np.random.default_rng(6)
     arrays = [rng.normal(size=(B, T, C))] + [rng.uniform(size=(1, 1, C)) for _ in range(6)]
-    _check(lambda x, *m: token_shift_mix6(x, m, use_cpp=True),
-           lambda x, *m: token_shift_mix6(x, m, use_cpp=False), arrays, dtype, TOLS[dtype])
+    _check(
+        lambda x, *m: token_shift_mix6(x, m, use_cpp=True),
+        lambda x, *m: token_shift_mix6(x, m, use_cpp=False),
+        arrays,
+        dtype,
+        TOLS[dtype],
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("R,C,N", [(5, 16, 16), (37, 32, 16), (8192, 32, 16), (9, 64, 8)])
 def test_rwkv7_tmix_pre(R, C, N, dtype):
     rng = np.random.default_rng(7)
-    arrays = [rng.normal(size=(R, C)), rng.normal(size=(R, C)) * 3, rng.normal(size=(R, C)),
-              rng.normal(size=(1, 1, C)), rng.normal(size=(1, 1, C)), rng.normal(size=(1, 1, C)),
-              rng.normal(size=(1, 1, C))]
+    arrays = [
+        rng.normal(size=(R, C)),
+        rng.normal(size=(R, C)) * 3,
+        rng.normal(size=(R, C)),
+        rng.normal(size=(1, 1, C)),
+        rng.normal(size=(1, 1, C)),
+        rng.normal(size=(1, 1, C)),
+        rng.normal(size=(1, 1, C)),
+    ]
     arrays[1][0, :4] = [-30.0, -21.0, 25.0, 0.0]  # both sides of softplus' threshold (20)
     arrays[0][1, :N] *= 1e-14  # a key below the normalise eps
-    _check(lambda *a: rwkv7_tmix_pre(*a, N, use_cpp=True),
-           lambda *a: rwkv7_tmix_pre_reference(*a, N), arrays, dtype, EPS_TOLS[dtype])
+    _check(
+        lambda *a: rwkv7_tmix_pre(*a, N, use_cpp=True),
+        lambda *a: rwkv7_tmix_pre_reference(*a, N),
+        arrays,
+        dtype,
+        EPS_TOLS[dtype],
+    )
 
 
 def test_rwkv7_tmix_pre_reference_is_the_model_formula():
@@ -174,8 +192,7 @@ def test_rwkv7_tmix_pre_reference_is_the_model_formula():
     w = -F.softplus(-(w0 + wl)) - 0.5
     a = F.sigmoid(a0 + al)
     kk = F.normalize((k * k_k).reshape([4, 6, 2, 16]), axis=-1, epsilon=1e-12).reshape([4, 6, 32])
-    for got, want in [(decay, paddle.exp(-paddle.exp(w))), (kout, k * (1 + (a - 1) * k_a)),
-                      (wa, -kk), (wb, kk * a)]:
+    for got, want in [(decay, paddle.exp(-paddle.exp(w))), (kout, k * (1 + (a - 1) * k_a)), (wa, -kk), (wb, kk * a)]:
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-14)
 
 
@@ -183,8 +200,9 @@ def test_rwkv7_tmix_pre_reference_is_the_model_formula():
 def test_rwkv7_vres(dtype):
     rng = np.random.default_rng(9)
     arrays = [rng.normal(size=(300, 32)) for _ in range(3)] + [rng.normal(size=(1, 1, 32))]
-    _check(lambda *a: rwkv7_vres(*a, use_cpp=True), lambda *a: rwkv7_vres(*a, use_cpp=False),
-           arrays, dtype, TOLS[dtype])
+    _check(
+        lambda *a: rwkv7_vres(*a, use_cpp=True), lambda *a: rwkv7_vres(*a, use_cpp=False), arrays, dtype, TOLS[dtype]
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -192,10 +210,18 @@ def test_rwkv7_vres(dtype):
 def test_rwkv7_tmix_post(R, C, N, dtype):
     rng = np.random.default_rng(10)
     arrays = [rng.normal(size=(R, C)) for _ in range(5)] + [
-        rng.normal(size=(C // N, N)), rng.normal(size=(C,)), rng.normal(size=(C,))]
+        rng.normal(size=(C // N, N)),
+        rng.normal(size=(C,)),
+        rng.normal(size=(C,)),
+    ]
     arrays[0][0, :N] = 0.25  # a constant group: variance 0, only eps in the denominator
-    _check(lambda *a: rwkv7_tmix_post(*a, N, 64e-5, use_cpp=True),
-           lambda *a: rwkv7_tmix_post_reference(*a, N, 64e-5), arrays, dtype, EPS_TOLS[dtype])
+    _check(
+        lambda *a: rwkv7_tmix_post(*a, N, 64e-5, use_cpp=True),
+        lambda *a: rwkv7_tmix_post_reference(*a, N, 64e-5),
+        arrays,
+        dtype,
+        EPS_TOLS[dtype],
+    )
 
 
 def test_rwkv7_tmix_post_reference_uses_groupnorm():
@@ -204,19 +230,26 @@ def test_rwkv7_tmix_post_reference_uses_groupnorm():
     gn = paddle.nn.GroupNorm(2, 32, epsilon=64e-5)
     gn.to(dtype="float64")
     zeros = paddle.zeros_like(y)
-    out = rwkv7_tmix_post_reference(y, zeros, zeros, zeros, zeros + 1, paddle.zeros([2, 16], "float64"),
-                                    gn.weight, gn.bias, 16, 64e-5)
+    out = rwkv7_tmix_post_reference(
+        y, zeros, zeros, zeros, zeros + 1, paddle.zeros([2, 16], "float64"), gn.weight, gn.bias, 16, 64e-5
+    )
     np.testing.assert_allclose(out.numpy(), gn(y).numpy(), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("R,K,N", [(37, 32, 8), (1000, 8, 32), (32768, 32, 128), (4099, 128, 32),
-                                   (5, 32, 32), (7, 13, 5), (3, 4, 12)])
+@pytest.mark.parametrize(
+    "R,K,N", [(37, 32, 8), (1000, 8, 32), (32768, 32, 128), (4099, 128, 32), (5, 32, 32), (7, 13, 5), (3, 4, 12)]
+)
 def test_linear(R, K, N, dtype):
     rng = np.random.default_rng(12)
     arrays = [rng.normal(size=(R, K)), rng.normal(size=(K, N))]
-    _check(lambda x, w: linear(x, w, use_cpp=True), lambda x, w: paddle.matmul(x, w), arrays, dtype,
-           2e-6 if dtype == "float32" else 1e-12)
+    _check(
+        lambda x, w: linear(x, w, use_cpp=True),
+        lambda x, w: paddle.matmul(x, w),
+        arrays,
+        dtype,
+        2e-6 if dtype == "float32" else 1e-12,
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -226,9 +259,13 @@ def test_layer_norm(shape, dtype):
     C = shape[-1]
     arrays = [rng.normal(size=shape) * 2 + 1, rng.normal(size=(C,)), rng.normal(size=(C,))]
     arrays[0].reshape(-1, C)[0] = 0.5  # a constant row
-    _check(lambda x, w, b: layer_norm(x, w, b, 1e-5, use_cpp=True),
-           lambda x, w, b: F.layer_norm(x, [C], weight=w, bias=b, epsilon=1e-5), arrays, dtype,
-           TOLS[dtype])
+    _check(
+        lambda x, w, b: layer_norm(x, w, b, 1e-5, use_cpp=True),
+        lambda x, w, b: F.layer_norm(x, [C], weight=w, bias=b, epsilon=1e-5),
+        arrays,
+        dtype,
+        TOLS[dtype],
+    )
 
 
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
@@ -237,11 +274,15 @@ def test_thread_counts_give_the_same_result(threads, monkeypatch):
     monkeypatch.setenv("SEQLAB_NUM_THREADS", threads)
     rng = np.random.default_rng(14)
     arrays = [rng.normal(size=(70000, 32)), rng.normal(size=(32, 32))]
-    _check(lambda x, w: linear(x, w, use_cpp=True), lambda x, w: paddle.matmul(x, w), arrays,
-           "float32", 2e-6)
+    _check(lambda x, w: linear(x, w, use_cpp=True), lambda x, w: paddle.matmul(x, w), arrays, "float32", 2e-6)
     arrays = [rng.normal(size=(70000, 32)), rng.normal(size=(32,)), rng.normal(size=(32,))]
-    _check(lambda x, w, b: layer_norm(x, w, b, use_cpp=True),
-           lambda x, w, b: F.layer_norm(x, [32], weight=w, bias=b, epsilon=1e-5), arrays, "float32", 1e-6)
+    _check(
+        lambda x, w, b: layer_norm(x, w, b, use_cpp=True),
+        lambda x, w, b: F.layer_norm(x, [32], weight=w, bias=b, epsilon=1e-5),
+        arrays,
+        "float32",
+        1e-6,
+    )
 
 
 def test_token_shift_mixes_continue_from_a_carried_previous_token():

@@ -46,7 +46,7 @@ def test_greedy_is_deterministic_and_equals_the_argmax_of_forward():
         for _ in range(8):
             logits = model(paddle.to_tensor([context], dtype="int64"))[0, -1].numpy()
             context.append(int(np.argmax(logits)))
-    assert out == context[len(prompt):]
+    assert out == context[len(prompt) :]
 
 
 def test_batched_ragged_prompts_equal_one_at_a_time():
@@ -134,15 +134,18 @@ def test_rope_transformer_cache_grows_past_its_first_size():
     assert state.capacity == 64 and state.length == 40
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(prompts=[]), "at least one prompt"),
-    (dict(prompts=[[1, 2], []]), "prompt 1 is empty"),
-    (dict(prompts=[1, 12]), "token id 12, outside the model's vocabulary 0..11"),
-    (dict(prompts="12,"), "encode text first"),
-    (dict(temperature=-1.0), "temperature"),
-    (dict(top_k=0), "top_k"),
-    (dict(max_new_tokens=-1), "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(prompts=[]), "at least one prompt"),
+        (dict(prompts=[[1, 2], []]), "prompt 1 is empty"),
+        (dict(prompts=[1, 12]), "token id 12, outside the model's vocabulary 0..11"),
+        (dict(prompts="12,"), "encode text first"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_k=0), "top_k"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+    ],
+)
 def test_bad_arguments_are_seqlab_errors(bad, match):
     args = dict(prompts=[1, 2], max_new_tokens=3) | bad
     with pytest.raises(SeqlabError, match=match):

@@ -132,7 +132,7 @@ def test_gate_order_is_i_f_g_o_as_in_nn_lstm():
     h, c, ys = np.zeros((B, H)), np.zeros((B, H)), []
     for t in range(T):
         pre = x[:, t] @ w_ih.T + h @ w_hh.T + b
-        i, f, g, o = sig(pre[:, :H]), sig(pre[:, H:2 * H]), np.tanh(pre[:, 2 * H:3 * H]), sig(pre[:, 3 * H:])
+        i, f, g, o = sig(pre[:, :H]), sig(pre[:, H : 2 * H]), np.tanh(pre[:, 2 * H : 3 * H]), sig(pre[:, 3 * H :])
         c = f * c + i * g
         h = o * np.tanh(c)
         ys.append(h)
@@ -182,8 +182,9 @@ def logits_and_grads(model, tokens, targets):
     return logits.numpy(), {n: p.grad.numpy() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("kwargs,B,T", [({}, 4, 24), ({"hidden_sizes": [8, 13, 5], "embed_dim": 6}, 3, 11),
-                                         ({"hidden_sizes": [16]}, 2, 1)])
+@pytest.mark.parametrize(
+    "kwargs,B,T", [({}, 4, 24), ({"hidden_sizes": [8, 13, 5], "embed_dim": 6}, 3, 11), ({"hidden_sizes": [16]}, 2, 1)]
+)
 def test_model_fused_and_plain_give_the_same_logits_and_gradients(kwargs, B, T):
     fused, plain = model_pair(**kwargs)
     rng = np.random.default_rng(6)
@@ -253,8 +254,11 @@ def test_missing_blas_is_a_build_error_not_a_crash(monkeypatch, tmp_path):
 def test_layers_the_op_does_not_cover_run_nn_lstm(monkeypatch):
     x = paddle.randn([2, 3, 4])
     assert fusable(paddle.nn.LSTM(4, 5), x)
-    for layer in (paddle.nn.LSTM(4, 5, num_layers=2), paddle.nn.LSTM(4, 5, direction="bidirect"),
-                  paddle.nn.LSTM(4, 5, time_major=True)):
+    for layer in (
+        paddle.nn.LSTM(4, 5, num_layers=2),
+        paddle.nn.LSTM(4, 5, direction="bidirect"),
+        paddle.nn.LSTM(4, 5, time_major=True),
+    ):
         assert not fusable(layer, x)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no fallback warning: nothing failed
@@ -280,8 +284,15 @@ def test_training_on_the_recipe_batches_follows_the_same_trajectory():
     task.setup(42)
     fused, plain = model_pair()
     models = (fused, plain)
-    opts = [paddle.optimizer.AdamW(learning_rate=1e-3, parameters=m.parameters(), weight_decay=0.01,
-                                   grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)) for m in models]
+    opts = [
+        paddle.optimizer.AdamW(
+            learning_rate=1e-3,
+            parameters=m.parameters(),
+            weight_decay=0.01,
+            grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
+        )
+        for m in models
+    ]
     losses = [[], []]
     for step in range(60):
         batch = task.train_batch(step)

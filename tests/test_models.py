@@ -25,9 +25,7 @@ def test_model_contract(name):
     run_model_checks(MODELS.get(name))
 
 
-@pytest.mark.parametrize(
-    "name, count", [("rwkv7", 30_732), ("transformer", 30_380), ("lstm", 877_452)]
-)
+@pytest.mark.parametrize("name, count", [("rwkv7", 30_732), ("transformer", 30_380), ("lstm", 877_452)])
 def test_seed_parameter_counts(name, count):
     assert MODELS.get(name)().num_parameters() == count
 

@@ -31,24 +31,33 @@ HIDE_PADDLENLP = "import sys; sys.modules['paddlenlp'] = None; "  # `import padd
 INSTALLED = importlib.util.find_spec("paddlenlp") is not None
 # Skip only when paddlenlp is absent; an installed paddlenlp that fails to import fails the tests.
 needs_paddlenlp = pytest.mark.skipif(
-    not INSTALLED, reason="paddlenlp is not installed; `make test-nlp` runs these in .venv-nlp "
-    "(pip install -e '.[cpu,dev,paddlenlp]')")
+    not INSTALLED,
+    reason="paddlenlp is not installed; `make test-nlp` runs these in .venv-nlp "
+    "(pip install -e '.[cpu,dev,paddlenlp]')",
+)
 
 TINY = {
     "name": "tiny_zoo",
-    "task": {"class_path": "reverse_digits",
-             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
-                           "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}},
-    "trainer": {"max_steps": 4, "val_every": 2, "save_every": 2, "log_every": 2,
-                "optimizer": {"lr": 3e-3}},
+    "task": {
+        "class_path": "reverse_digits",
+        "init_args": {
+            "digit_max": 8,
+            "seq_len": 33,
+            "batch_size": 8,
+            "eval_samples": 16,
+            "probe_digit_min": 9,
+            "probe_digit_max": 12,
+            "probe_samples": 8,
+        },
+    },
+    "trainer": {"max_steps": 4, "val_every": 2, "save_every": 2, "log_every": 2, "optimizer": {"lr": 3e-3}},
     "runs": {name: {"model": name} for name in PLUGINS},
 }
 
 
 def python(code: str, cwd=None):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def seqlab(*args, hide_paddlenlp=False, cwd=None):
@@ -63,8 +72,9 @@ def listing(result) -> dict[str, str]:
 
 # ---------------------------------------------------------------- always run
 def test_registry_does_not_import_paddlenlp():
-    result = python("import sys, seqlab; names = seqlab.MODELS.names(); "
-                    "print(','.join(names)); print('paddlenlp' in sys.modules)")
+    result = python(
+        "import sys, seqlab; names = seqlab.MODELS.names(); print(','.join(names)); print('paddlenlp' in sys.modules)"
+    )
     assert result.returncode == 0, result.stderr
     names, imported = result.stdout.split()
     assert set(PLUGINS) <= set(names.split(","))
@@ -89,8 +99,16 @@ def test_listing_as_installed():
 @pytest.mark.parametrize("name", PLUGINS)
 def test_choosing_a_plugin_without_paddlenlp_exits_2_with_the_install_command(name, tmp_path):
     root = tmp_path / "runs"
-    result = seqlab("fit", "--recipe", ROOT / "recipes/reverse_digits_zoo.yaml", "--runs", name,
-                    "--trainer.root_dir", root, hide_paddlenlp=True)
+    result = seqlab(
+        "fit",
+        "--recipe",
+        ROOT / "recipes/reverse_digits_zoo.yaml",
+        "--runs",
+        name,
+        "--trainer.root_dir",
+        root,
+        hide_paddlenlp=True,
+    )
     assert result.returncode == 2, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr  # no traceback
@@ -103,10 +121,12 @@ def test_a_broken_paddlenlp_is_named_with_its_error(tmp_path):
     fake = tmp_path / "site" / "paddlenlp"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError(\"cannot import name 'download' from 'aistudio_sdk'\")\n")
-    code = (f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); "
-            "from seqlab.cli import main; "
-            f"raise SystemExit(main(['fit', '--recipe', {str(ROOT / 'recipes/reverse_digits_zoo.yaml')!r}, "
-            f"'--runs', 'pnlp_llama', '--trainer.root_dir', {str(tmp_path / 'runs')!r}]))")
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); "
+        "from seqlab.cli import main; "
+        f"raise SystemExit(main(['fit', '--recipe', {str(ROOT / 'recipes/reverse_digits_zoo.yaml')!r}, "
+        f"'--runs', 'pnlp_llama', '--trainer.root_dir', {str(tmp_path / 'runs')!r}]))"
+    )
     result = python(code)
     assert result.returncode == 2, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]

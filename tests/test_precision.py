@@ -19,8 +19,9 @@ ON_GPU = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_cou
 
 
 def small_task():
-    return ReverseDigits(digit_max=8, seq_len=33, batch_size=8, eval_samples=8,
-                         probe_digit_min=9, probe_digit_max=10, probe_samples=4)
+    return ReverseDigits(
+        digit_max=8, seq_len=33, batch_size=8, eval_samples=8, probe_digit_min=9, probe_digit_max=10, probe_samples=4
+    )
 
 
 def test_unknown_precision_is_refused():
@@ -37,8 +38,9 @@ def test_mixed_precision_on_cpu_warns_once_and_records_float32(tmp_path, setting
     logger = logging.getLogger("seqlab.precision")
     logger.addHandler(handler)
     try:
-        trainer = Trainer(max_steps=3, val_every=0, root_dir=str(tmp_path), experiment="p", run_name="mlp",
-                          precision=setting)
+        trainer = Trainer(
+            max_steps=3, val_every=0, root_dir=str(tmp_path), experiment="p", run_name="mlp", precision=setting
+        )
         seed_everything(0)
         trainer.fit(small_task(), MLP(embed_dim=8, window=4, hidden_dim=16))
     finally:
@@ -53,19 +55,38 @@ def test_mixed_precision_on_cpu_warns_once_and_records_float32(tmp_path, setting
 def test_default_precision_records_no_request(tmp_path):
     seed_everything(0)
     Trainer(max_steps=2, val_every=0, root_dir=str(tmp_path), experiment="p", run_name="mlp").fit(
-        small_task(), MLP(embed_dim=8, window=4, hidden_dim=16))
+        small_task(), MLP(embed_dim=8, window=4, hidden_dim=16)
+    )
     metrics = json.loads((tmp_path / "p/mlp/metrics.json").read_text())
     assert metrics["precision"] == "32-true" and "precision_requested" not in metrics
 
 
 def test_cli_rejects_a_typo_in_precision(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "fit", "--recipe", "recipes/reverse_digits_cpu.yaml",
-                             "--runs", "mlp", "--trainer.precision", "bf16", "--trainer.root_dir", tmp_path / "r"],
-                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqlab.cli",
+            "fit",
+            "--recipe",
+            "recipes/reverse_digits_cpu.yaml",
+            "--runs",
+            "mlp",
+            "--trainer.precision",
+            "bf16",
+            "--trainer.root_dir",
+            tmp_path / "r",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: recipe 'recipes/reverse_digits_cpu.yaml', run 'mlp': trainer.precision expects one of "
-        "'32-true', 'bf16-mixed', '16-mixed', got 'bf16'; fix its value."]
+        "'32-true', 'bf16-mixed', '16-mixed', got 'bf16'; fix its value."
+    ]
     assert not (tmp_path / "r").exists()
 
 
@@ -81,8 +102,15 @@ def test_bf16_run_on_gpu_has_finite_decreasing_loss(tmp_path):
             self.values.append(metrics["train/loss"])
 
     seed_everything(0)
-    trainer = Trainer(max_steps=60, val_every=0, root_dir=str(tmp_path), experiment="g", run_name="bf16",
-                      precision="bf16-mixed", callbacks=[Losses()])
+    trainer = Trainer(
+        max_steps=60,
+        val_every=0,
+        root_dir=str(tmp_path),
+        experiment="g",
+        run_name="bf16",
+        precision="bf16-mixed",
+        callbacks=[Losses()],
+    )
     trainer.fit(small_task(), MLP())
     assert trainer.precision.effective == "bf16-mixed"
     values = Losses.values
@@ -95,16 +123,25 @@ def test_fp16_scaler_state_survives_resume(tmp_path):
     from seqlab.checkpoint import load_checkpoint
 
     seed_everything(0)
-    Trainer(max_steps=20, val_every=0, save_every=10, root_dir=str(tmp_path), experiment="g", run_name="fp16",
-            precision="16-mixed").fit(small_task(), MLP())
+    Trainer(
+        max_steps=20,
+        val_every=0,
+        save_every=10,
+        root_dir=str(tmp_path),
+        experiment="g",
+        run_name="fp16",
+        precision="16-mixed",
+    ).fit(small_task(), MLP())
     ckpt = load_checkpoint(tmp_path / "g/fp16/checkpoints/last.safetensors")
     assert ckpt["precision"], "the scaler's state is in the checkpoint"
-    resumed = Trainer(max_steps=25, val_every=0, root_dir=str(tmp_path), experiment="g", run_name="fp16",
-                      precision="16-mixed")
+    resumed = Trainer(
+        max_steps=25, val_every=0, root_dir=str(tmp_path), experiment="g", run_name="fp16", precision="16-mixed"
+    )
     seed_everything(0)
     model = MLP()
     resumed.preflight(small_task(), model, "last")
     from seqlab.checkpoint import restore_trainer
+
     restore_trainer(resumed, ckpt)
     state = resumed.precision.state_dict()
     for key, value in ckpt["precision"].items():

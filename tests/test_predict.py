@@ -10,17 +10,31 @@ import yaml
 SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 RECIPE = {
     "name": "tiny",
-    "task": {"class_path": "reverse_digits",
-             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 8,
-                           "probe_digit_min": 9, "probe_digit_max": 10, "probe_samples": 4}},
+    "task": {
+        "class_path": "reverse_digits",
+        "init_args": {
+            "digit_max": 8,
+            "seq_len": 33,
+            "batch_size": 8,
+            "eval_samples": 8,
+            "probe_digit_min": 9,
+            "probe_digit_max": 10,
+            "probe_samples": 4,
+        },
+    },
     "trainer": {"max_steps": 4, "val_every": 0, "save_every": 4, "optimizer": {"lr": 3e-3}},
     "runs": {"rwkv7": {"model": "rwkv7"}},
 }
 
 
 def seqlab(*args):
-    return subprocess.run([*SEQLAB, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    return subprocess.run(
+        [*SEQLAB, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +49,19 @@ def trained(tmp_path_factory):
 
 def test_predict_streams_each_prompt_and_judges_the_reversal(trained):
     recipe, root = trained
-    result = seqlab("predict", "--recipe", recipe, "--trainer.root_dir", root, "--prompt", "12345,",
-                    "--prompt", "907,", "--max_new_tokens", "7")
+    result = seqlab(
+        "predict",
+        "--recipe",
+        recipe,
+        "--trainer.root_dir",
+        root,
+        "--prompt",
+        "12345,",
+        "--prompt",
+        "907,",
+        "--max_new_tokens",
+        "7",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "== rwkv7: last.safetensors (step 4)"
@@ -59,15 +84,32 @@ def test_prompts_file_sampling_and_bad_input(trained, tmp_path):
     recipe, root = trained
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("12,\n\n345,\n")
-    args = ["predict", "--recipe", recipe, "--trainer.root_dir", root, "--prompts_file", prompts,
-            "--temperature", "1.5", "--top_k", "3", "--seed", "7", "--max_new_tokens", "5"]
+    args = [
+        "predict",
+        "--recipe",
+        recipe,
+        "--trainer.root_dir",
+        root,
+        "--prompts_file",
+        prompts,
+        "--temperature",
+        "1.5",
+        "--top_k",
+        "3",
+        "--seed",
+        "7",
+        "--max_new_tokens",
+        "5",
+    ]
     first, again = seqlab(*args), seqlab(*args)
     assert first.returncode == 0, first.stderr
     assert first.stdout == again.stdout and len(first.stdout.splitlines()) == 3  # seeded sampling
-    for bad, needle in ((["--prompt", "12a4,"], "the character 'a' (position 3 of '12a4,')"),
-                        (["--prompt", "1,", "--temperature", "-1"], "--temperature must be at least 0.0"),
-                        ([], "needs --prompt"),
-                        (["--prompt", "1,", "--trainer.root_dir", tmp_path / "none"], "train this run first")):
+    for bad, needle in (
+        (["--prompt", "12a4,"], "the character 'a' (position 3 of '12a4,')"),
+        (["--prompt", "1,", "--temperature", "-1"], "--temperature must be at least 0.0"),
+        ([], "needs --prompt"),
+        (["--prompt", "1,", "--trainer.root_dir", tmp_path / "none"], "train this run first"),
+    ):
         result = seqlab("predict", "--recipe", recipe, "--trainer.root_dir", root, *bad)
         assert result.returncode == 2, result.stderr
         lines = [ln for ln in result.stderr.splitlines() if ln.strip()]

@@ -19,9 +19,23 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(1800)
 def test_rwkv7_learns_digit_reversal_in_the_cpu_budget(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "seqlab.cli", "fit", "--recipe", ROOT / "recipes/reverse_digits_cpu.yaml",
-         "--runs", "rwkv7", "--trainer.root_dir", tmp_path],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=1800)
+        [
+            sys.executable,
+            "-m",
+            "seqlab.cli",
+            "fit",
+            "--recipe",
+            ROOT / "recipes/reverse_digits_cpu.yaml",
+            "--runs",
+            "rwkv7",
+            "--trainer.root_dir",
+            tmp_path,
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "reverse_digits_cpu/rwkv7/metrics.json").read_text())
     assert metrics["steps"] == 1300 and metrics["tested_checkpoint"] == "best"

@@ -24,29 +24,67 @@ CONFIG = """task:
 
 # Three finished runs, deliberately not in name order of accuracy: lstm > rwkv7 > transformer.
 RUNS = {
-    "rwkv7": dict(model="rwkv7", params=30732, state_size=1088, tokens_per_s=12345.6,
-                  wall_time_s=452.2, tested_checkpoint="best", tested_step=1900, best_step=1800,
-                  best_value=1.12341, best_monitor="train/loss", masked_acc=0.9123,
-                  exact_acc=0.41, probe_masked_acc=0.5, probe_exact_acc=0.02),
-    "transformer": dict(model="transformer", params=30380, state_size=16384, tokens_per_s=40039.7,
-                        wall_time_s=3725.0, tested_checkpoint="last", tested_step=2000,
-                        masked_acc=0.25, exact_acc=0.0, probe_masked_acc=float("nan"),
-                        probe_exact_acc=float("nan")),
-    "lstm": dict(model="lstm", params=877452, tokens_per_s=999.4, wall_time_s=7.26,
-                 tested_checkpoint="best", tested_step=150, best_step=150, best_value=0.0123,
-                 best_monitor="train/loss", masked_acc=0.999, exact_acc=0.98,
-                 probe_masked_acc=0.75, probe_exact_acc=0.1),
+    "rwkv7": dict(
+        model="rwkv7",
+        params=30732,
+        state_size=1088,
+        tokens_per_s=12345.6,
+        wall_time_s=452.2,
+        tested_checkpoint="best",
+        tested_step=1900,
+        best_step=1800,
+        best_value=1.12341,
+        best_monitor="train/loss",
+        masked_acc=0.9123,
+        exact_acc=0.41,
+        probe_masked_acc=0.5,
+        probe_exact_acc=0.02,
+    ),
+    "transformer": dict(
+        model="transformer",
+        params=30380,
+        state_size=16384,
+        tokens_per_s=40039.7,
+        wall_time_s=3725.0,
+        tested_checkpoint="last",
+        tested_step=2000,
+        masked_acc=0.25,
+        exact_acc=0.0,
+        probe_masked_acc=float("nan"),
+        probe_exact_acc=float("nan"),
+    ),
+    "lstm": dict(
+        model="lstm",
+        params=877452,
+        tokens_per_s=999.4,
+        wall_time_s=7.26,
+        tested_checkpoint="best",
+        tested_step=150,
+        best_step=150,
+        best_value=0.0123,
+        best_monitor="train/loss",
+        masked_acc=0.999,
+        exact_acc=0.98,
+        probe_masked_acc=0.75,
+        probe_exact_acc=0.1,
+    ),
 }
 
 
-def _write_run(root: Path, name: str, fields: dict, steps: int = 300, csv: bool = True,
-               config: str = CONFIG) -> None:
+def _write_run(root: Path, name: str, fields: dict, steps: int = 300, csv: bool = True, config: str = CONFIG) -> None:
     run = root / name
     run.mkdir(parents=True)
     # What SaveSummary records: the task's declaration of how its metrics are shown.
     spec = ReverseDigits(**yaml.safe_load(config)["task"]["init_args"]).report_spec()
-    metrics = {"run": name, "experiment": "reverse_digits", "steps": steps, "train_time_s": 1.0,
-               "loss": 0.5, **fields, "report": spec.to_dict()}
+    metrics = {
+        "run": name,
+        "experiment": "reverse_digits",
+        "steps": steps,
+        "train_time_s": 1.0,
+        "loss": 0.5,
+        **fields,
+        "report": spec.to_dict(),
+    }
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))  # NaN written as JSON NaN
     (run / "config.yaml").write_text(config)
     (run / "samples.txt").write_text(f"sample 1 of {name}\ninput : 123,\ngold  : 321#\n")
@@ -99,10 +137,8 @@ def test_report_table_plots_and_json(experiment):
     assert [r[0] for r in rows] == ["lstm", "rwkv7", "transformer"]  # masked accuracy, descending
     lstm, rwkv, transformer = rows
     assert lstm == ["lstm", "877,452", "—", "999", "7.3s", "0.0123 @ 150", "99.90%", "98.00%", "75.00%"]
-    assert rwkv == ["rwkv7", "30,732", "1,088", "12,346", "7m32s", "1.1234 @ 1,800", "91.23%",
-                    "41.00%", "50.00%"]
-    assert transformer == ["transformer", "30,380", "16,384", "40,040", "1h02m", "— (last)", "25.00%",
-                           "0.00%", "n/a ¹"]
+    assert rwkv == ["rwkv7", "30,732", "1,088", "12,346", "7m32s", "1.1234 @ 1,800", "91.23%", "41.00%", "50.00%"]
+    assert transformer == ["transformer", "30,380", "16,384", "40,040", "1h02m", "— (last)", "25.00%", "0.00%", "n/a ¹"]
     assert "61–80 digits" in header[-1]
     footnote = [ln for ln in md.splitlines() if ln.startswith("¹")]
     assert len(footnote) == 1 and "longer rows" in footnote[0] and "position" in footnote[0]
@@ -141,15 +177,24 @@ def test_digit_reversal_report_is_unchanged(experiment, tmp_path):
     mixed = tmp_path / "mixed"
     for name, fields in RUNS.items():
         config = CONFIG.replace("probe_digit_max: 80", "probe_digit_max: 90") if name == "lstm" else CONFIG
-        _write_run(mixed, name, fields, config=config.replace("eval_samples: 100", "eval_samples: 50")
-                   if name == "lstm" else config)
+        _write_run(
+            mixed,
+            name,
+            fields,
+            config=config.replace("eval_samples: 100", "eval_samples: 50") if name == "lstm" else config,
+        )
     _same_as_before(write_report(mixed)[0], "mixed_probes")
 
 
 def test_single_run_without_csv_or_samples(tmp_path):
     root = tmp_path / "one"
-    _write_run(root, "gru_small", dict(model="gru", params=1234, masked_acc=float("nan"),
-                                 tested_checkpoint="last", tested_step=5), steps=5, csv=False)
+    _write_run(
+        root,
+        "gru_small",
+        dict(model="gru", params=1234, masked_acc=float("nan"), tested_checkpoint="last", tested_step=5),
+        steps=5,
+        csv=False,
+    )
     (root / "gru_small" / "samples.txt").unlink()
     paths = write_report(root)
     assert [p.name for p in paths] == ["report.md", "accuracy.png", "report.json"]  # no curve
@@ -182,8 +227,14 @@ def test_helpers():
 
 def _seqlab(*args):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "seqlab.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_compare_command(experiment, tmp_path):
@@ -211,9 +262,19 @@ def test_token_file_report_ranks_by_perplexity_and_shows_its_columns(tmp_path):
     for name, loss in (("rwkv7", 1.9), ("transformer_modern", 1.6), ("mlp", 2.4)):
         run = root / name
         run.mkdir(parents=True)
-        metrics = {"run": name, "experiment": "tiny_text", "model": name, "params": 1000, "steps": 300,
-                   "tested_checkpoint": "last", "tested_step": 300, "loss": loss, "perplexity": math.exp(loss),
-                   "bits_per_byte": loss / math.log(2), "report": spec}
+        metrics = {
+            "run": name,
+            "experiment": "tiny_text",
+            "model": name,
+            "params": 1000,
+            "steps": 300,
+            "tested_checkpoint": "last",
+            "tested_step": 300,
+            "loss": loss,
+            "perplexity": math.exp(loss),
+            "bits_per_byte": loss / math.log(2),
+            "report": spec,
+        }
         (run / "metrics.json").write_text(json.dumps(metrics))
         (run / "samples.txt").write_text(f"text : the {name}\npred : tha {name}\n")
     paths = write_report(root)
@@ -236,9 +297,21 @@ def test_runs_that_declared_nothing_get_a_column_per_metric(tmp_path):
     root = tmp_path / "old"
     for name, loss in (("a", 2.0), ("b", 1.0)):
         (root / name).mkdir(parents=True)
-        (root / name / "metrics.json").write_text(json.dumps(
-            {"run": name, "experiment": "old", "model": "mlp", "params": 10, "steps": 5, "tested_checkpoint": "last",
-             "tested_step": 5, "loss": loss, "acc": 0.5}))
+        (root / name / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "run": name,
+                    "experiment": "old",
+                    "model": "mlp",
+                    "params": 10,
+                    "steps": 5,
+                    "tested_checkpoint": "last",
+                    "tested_step": 5,
+                    "loss": loss,
+                    "acc": 0.5,
+                }
+            )
+        )
     md = write_report(root)[0].read_text()
     header, *rows = _table_rows(md)
     assert header[-2:] == ["acc", "loss"] and [r[0] for r in rows] == ["b (mlp)", "a (mlp)"]

@@ -49,13 +49,25 @@ class CrashAt(Callback):
 
 
 def task():
-    return ReverseDigits(digit_max=8, seq_len=33, batch_size=8, eval_samples=8,
-                         probe_digit_min=9, probe_digit_max=10, probe_samples=4)
+    return ReverseDigits(
+        digit_max=8, seq_len=33, batch_size=8, eval_samples=8, probe_digit_min=9, probe_digit_max=10, probe_samples=4
+    )
 
 
 def trainer(tmp_path, name, callbacks, steps=20, **kw):
-    return Trainer(max_steps=steps, val_every=0, save_every=5, seed=3, root_dir=str(tmp_path), experiment="rng",
-                   run_name=name, optimizer=AdamW(lr=1e-2), callbacks=callbacks, default_callbacks=False, **kw)
+    return Trainer(
+        max_steps=steps,
+        val_every=0,
+        save_every=5,
+        seed=3,
+        root_dir=str(tmp_path),
+        experiment="rng",
+        run_name=name,
+        optimizer=AdamW(lr=1e-2),
+        callbacks=callbacks,
+        default_callbacks=False,
+        **kw,
+    )
 
 
 def model(seed=0):
@@ -104,14 +116,32 @@ class NaNLossAt(ReverseDigits):
 
 
 def nan_task(steps):
-    return NaNLossAt(nan_steps=steps, digit_max=8, seq_len=33, batch_size=8, eval_samples=8,
-                     probe_digit_min=9, probe_digit_max=10, probe_samples=4)
+    return NaNLossAt(
+        nan_steps=steps,
+        digit_max=8,
+        seq_len=33,
+        batch_size=8,
+        eval_samples=8,
+        probe_digit_min=9,
+        probe_digit_max=10,
+        probe_samples=4,
+    )
 
 
 def test_skip_drops_the_update_and_counts_it(tmp_path):
     losses, best = Losses(), MovingAverageCheckpoint(window=3)
-    t = Trainer(max_steps=12, val_every=0, save_every=4, seed=3, root_dir=str(tmp_path), experiment="nan",
-                run_name="skip", optimizer=AdamW(lr=1e-2), nonfinite="skip", callbacks=[losses, best])
+    t = Trainer(
+        max_steps=12,
+        val_every=0,
+        save_every=4,
+        seed=3,
+        root_dir=str(tmp_path),
+        experiment="nan",
+        run_name="skip",
+        optimizer=AdamW(lr=1e-2),
+        nonfinite="skip",
+        callbacks=[losses, best],
+    )
     m = model()
     before = {}
 

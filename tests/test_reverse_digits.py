@@ -121,7 +121,15 @@ def task():
 def test_mask_of_hand_written_rows():
     # targets of "12,21#3,3#" are "2,21#3,3#": the reversed digits and each '#' are scored.
     assert score_mask(encode("12,21#3,3#"))[0].tolist() == [
-        False, False, True, True, True, False, False, True, True,
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
     ]
     # A segment cut off by the row end is scored for the positions present.
     assert score_mask(encode("123,32"))[0].tolist() == [False, False, False, True, True]
@@ -262,10 +270,7 @@ def test_constant_model_matches_the_seed_loop(task):
     for token in (0, HASH):
         metrics = task.evaluate(ConstantModel(token))
         expected = np.mean(
-            [
-                seed_accuracy(row.tolist(), [token] * 128, seed_mask_rwkv(row.tolist()))
-                for row in task.eval_rows
-            ]
+            [seed_accuracy(row.tolist(), [token] * 128, seed_mask_rwkv(row.tolist())) for row in task.eval_rows]
         )
         assert metrics["masked_acc"] == pytest.approx(expected)
         assert metrics["exact_acc"] == 0.0

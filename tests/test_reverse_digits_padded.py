@@ -23,8 +23,14 @@ X = IGNORE_INDEX
 
 
 def small(**kwargs):
-    task = ReverseDigitsPadded(**{**dict(digit_max=8, batch_size=16, eval_samples=40, probe_digit_min=9,
-                                         probe_digit_max=12, probe_samples=10), **kwargs})
+    task = ReverseDigitsPadded(
+        **{
+            **dict(
+                digit_max=8, batch_size=16, eval_samples=40, probe_digit_min=9, probe_digit_max=12, probe_samples=10
+            ),
+            **kwargs,
+        }
+    )
     task.setup(7)
     return task
 
@@ -50,8 +56,8 @@ def test_rows_are_one_number_each_and_padding_is_never_a_target():
         k = (n - 2) // 2
         seq = np.concatenate([row[:1], target[: n - 1]])
         assert 1 <= k <= 8 and seq[k] == COMMA and seq[-1] == HASH
-        assert (seq[k + 1: 2 * k + 1] == seq[:k][::-1]).all()  # the reversed digits
-        assert (target[n - 1:] == X).all() and (row[n - 1:] == HASH).all()  # labels -100, inputs pad_id
+        assert (seq[k + 1 : 2 * k + 1] == seq[:k][::-1]).all()  # the reversed digits
+        assert (target[n - 1 :] == X).all() and (row[n - 1 :] == HASH).all()  # labels -100, inputs pad_id
         # targets: k-1 digits and ',' unscored, k reversed digits and '#' scored, then padding
         assert mask.tolist() == [False] * k + [True] * (k + 1) + [False] * (len(mask) - n + 1)
     assert (small().train_batch(0).inputs.numpy() == x).all()  # a function of (seed, step)
@@ -116,8 +122,16 @@ def test_masked_accuracy_is_the_packed_tasks_metric_per_number():
 def test_it_trains_through_the_trainer_with_accumulation(tmp_path):
     seed_everything(0)
     model = MODELS.get("mlp")(embed_dim=8, window=4, hidden_dim=16)
-    trainer = Trainer(max_steps=4, val_every=2, save_every=2, root_dir=str(tmp_path), experiment="pad",
-                      run_name="mlp", optimizer=AdamW(lr=3e-3), accumulate_grad_batches=3)
+    trainer = Trainer(
+        max_steps=4,
+        val_every=2,
+        save_every=2,
+        root_dir=str(tmp_path),
+        experiment="pad",
+        run_name="mlp",
+        optimizer=AdamW(lr=3e-3),
+        accumulate_grad_batches=3,
+    )
     metrics = trainer.fit(small(), model)
     assert 0.0 <= metrics["test/masked_acc"] <= 1.0 and math.isfinite(metrics["test/loss"])
     assert (tmp_path / "pad/mlp/samples.txt").read_text().startswith("sample 1:")

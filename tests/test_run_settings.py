@@ -14,17 +14,31 @@ from seqlab.ops.settings import run_settings, setting
 SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 RECIPE = {
     "name": "tiny",
-    "task": {"class_path": "reverse_digits",
-             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 8,
-                           "probe_digit_min": 9, "probe_digit_max": 10, "probe_samples": 4}},
+    "task": {
+        "class_path": "reverse_digits",
+        "init_args": {
+            "digit_max": 8,
+            "seq_len": 33,
+            "batch_size": 8,
+            "eval_samples": 8,
+            "probe_digit_min": 9,
+            "probe_digit_max": 10,
+            "probe_samples": 4,
+        },
+    },
     "trainer": {"max_steps": 4, "val_every": 0, "save_every": 2, "optimizer": {"lr": 3e-3}},
     "runs": {"rwkv7": {"model": "rwkv7"}},
 }
 
 
 def run(*args, **env):
-    return subprocess.run([*SEQLAB, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore", **env))
+    return subprocess.run(
+        [*SEQLAB, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONWARNINGS="ignore", **env),
+    )
 
 
 def test_settings_are_normalised_and_checked(monkeypatch):
@@ -38,12 +52,15 @@ def test_settings_are_normalised_and_checked(monkeypatch):
         run_settings()
 
 
-@pytest.mark.parametrize("name, value, needle", [
-    ("SEQLAB_WKV7", "cudaa", "SEQLAB_WKV7='cudaa' is not a WKV7 back end"),
-    ("SEQLAB_FUSED", "fast", "SEQLAB_FUSED='fast' is not understood"),
-    ("SEQLAB_NUM_THREADS", "0", "SEQLAB_NUM_THREADS='0' must be a positive integer"),
-    ("SEQLAB_STRIDE_KERNEL", "yes", "SEQLAB_STRIDE_KERNEL='yes' must be 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "name, value, needle",
+    [
+        ("SEQLAB_WKV7", "cudaa", "SEQLAB_WKV7='cudaa' is not a WKV7 back end"),
+        ("SEQLAB_FUSED", "fast", "SEQLAB_FUSED='fast' is not understood"),
+        ("SEQLAB_NUM_THREADS", "0", "SEQLAB_NUM_THREADS='0' must be a positive integer"),
+        ("SEQLAB_STRIDE_KERNEL", "yes", "SEQLAB_STRIDE_KERNEL='yes' must be 0 or 1"),
+    ],
+)
 def test_a_bad_setting_is_one_line_and_exit_2(name, value, needle):
     result = run("models", **{name: value})
     lines = result.stderr.strip().splitlines()
@@ -54,19 +71,46 @@ def test_settings_are_recorded_and_a_changed_one_warns_on_resume(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
     root = tmp_path / "runs"
-    first = run("fit", "--recipe", recipe, "--trainer.root_dir", root, "--trainer.max_steps", 2,
-                SEQLAB_NUM_THREADS="1", SEQLAB_FUSED="cpp")
+    first = run(
+        "fit",
+        "--recipe",
+        recipe,
+        "--trainer.root_dir",
+        root,
+        "--trainer.max_steps",
+        2,
+        SEQLAB_NUM_THREADS="1",
+        SEQLAB_FUSED="cpp",
+    )
     assert first.returncode == 0, first.stderr
     run_dir = root / "tiny/rwkv7"
     recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["settings"]
     assert recorded["SEQLAB_NUM_THREADS"] == "1" and recorded["SEQLAB_FUSED"] == "cpp"
     assert load_checkpoint(run_dir / "checkpoints/last.safetensors")["settings"] == recorded
     # The saved config.yaml is still a recipe (its settings are a record, not an option).
-    same = run("fit", "--recipe", run_dir / "config.yaml", "--ckpt_path", "last", "--trainer.max_steps", 3,
-               SEQLAB_NUM_THREADS="1", SEQLAB_FUSED="cpp")
+    same = run(
+        "fit",
+        "--recipe",
+        run_dir / "config.yaml",
+        "--ckpt_path",
+        "last",
+        "--trainer.max_steps",
+        3,
+        SEQLAB_NUM_THREADS="1",
+        SEQLAB_FUSED="cpp",
+    )
     assert same.returncode == 0, same.stderr
     assert "other run settings" not in same.stderr
-    other = run("fit", "--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last",
-                SEQLAB_NUM_THREADS="2", SEQLAB_FUSED="cpp")
+    other = run(
+        "fit",
+        "--recipe",
+        recipe,
+        "--trainer.root_dir",
+        root,
+        "--ckpt_path",
+        "last",
+        SEQLAB_NUM_THREADS="2",
+        SEQLAB_FUSED="cpp",
+    )
     assert other.returncode == 0, other.stderr
     assert "resuming with other run settings than the checkpoint's (SEQLAB_NUM_THREADS=1->2)" in other.stderr

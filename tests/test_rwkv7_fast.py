@@ -154,11 +154,14 @@ def _steps(model, tokens, step):
     return np.stack(out, axis=1), state.numpy()
 
 
-@pytest.mark.parametrize("B,T,kwargs", [
-    (2, 256, {}),
-    (5, 40, dict(n_layer=3, n_embd=64, head_size=32, rank_g=16)),
-    (1, 24, dict(n_layer=1, n_embd=48, head_size=8, rank_w=4)),
-])
+@pytest.mark.parametrize(
+    "B,T,kwargs",
+    [
+        (2, 256, {}),
+        (5, 40, dict(n_layer=3, n_embd=64, head_size=32, rank_g=16)),
+        (1, 24, dict(n_layer=1, n_embd=48, head_size=8, rank_w=4)),
+    ],
+)
 def test_fused_step_matches_plain_step_and_forward(B, T, kwargs):
     fast, _ = _pair(seed=T, **kwargs)
     tokens = paddle.to_tensor(np.random.default_rng(T).integers(0, 12, (B, T)), dtype="int64")
@@ -196,8 +199,9 @@ def test_fused_step_sees_new_weights_after_set_state_dict():
     tokens = paddle.to_tensor([[1, 2, 3, 4, 5]], dtype="int64")
     _steps(fast, tokens, fast.step)  # fills the step's parameter cache
     fast.set_state_dict(other.state_dict())
-    np.testing.assert_allclose(_steps(fast, tokens, fast.step)[0],
-                               _steps(other, tokens, other.step_plain)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _steps(fast, tokens, fast.step)[0], _steps(other, tokens, other.step_plain)[0], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_step_under_autograd_is_the_plain_differentiable_step():

@@ -14,12 +14,23 @@ from seqlab.sweep import Point, at_grid_edge, best_settings, parse_grid, plan
 SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 RECIPE = {
     "name": "tiny",
-    "task": {"class_path": "reverse_digits",
-             "init_args": {"digit_max": 8, "seq_len": 33, "batch_size": 8, "eval_samples": 16,
-                           "probe_digit_min": 9, "probe_digit_max": 12, "probe_samples": 8}},
+    "task": {
+        "class_path": "reverse_digits",
+        "init_args": {
+            "digit_max": 8,
+            "seq_len": 33,
+            "batch_size": 8,
+            "eval_samples": 16,
+            "probe_digit_min": 9,
+            "probe_digit_max": 12,
+            "probe_samples": 8,
+        },
+    },
     "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 1, "optimizer": {"lr": 3e-3}},
-    "runs": {"mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
-             "lstm": {"model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}}}},
+    "runs": {
+        "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
+        "lstm": {"model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}}},
+    },
 }
 GRID = ["--grid", "trainer.optimizer.lr=1e-3,3e-3", "--seeds", "2"]
 
@@ -29,8 +40,13 @@ def env():
 
 
 def sweep(recipe, root, *extra):
-    return subprocess.run([*SEQLAB, "sweep", "--recipe", str(recipe), *GRID, "--trainer.root_dir", str(root), *extra],
-                          capture_output=True, text=True, timeout=600, env=env())
+    return subprocess.run(
+        [*SEQLAB, "sweep", "--recipe", str(recipe), *GRID, "--trainer.root_dir", str(root), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+    )
 
 
 @pytest.fixture
@@ -47,8 +63,14 @@ def test_plan_and_grid_parsing():
     assert len(points) == 12 and len({p.name for p in points}) == 12
     assert points[0] == Point("rwkv7", (("trainer.optimizer.lr", "1e-3"), ("model.init_args.n_layer", "1")), 42)
     assert points[0].name == "rwkv7-lr=1e-3-n_layer=1-seed42"
-    assert points[0].overrides() == ["--trainer.optimizer.lr", "1e-3", "--model.init_args.n_layer", "1",
-                                     "--trainer.seed", "42"]
+    assert points[0].overrides() == [
+        "--trainer.optimizer.lr",
+        "1e-3",
+        "--model.init_args.n_layer",
+        "1",
+        "--trainer.seed",
+        "42",
+    ]
     assert {p.seed for p in points} == {42, 43, 44}
 
 
@@ -70,6 +92,7 @@ def test_tiny_sweep_trains_every_point_and_reports_the_best_on_validation(recipe
     assert "At the edge of the grid" in report  # two values: every winner is at an edge
     # Every point is a VisualDL run with its hyperparameters and final metrics.
     from visualdl import LogReader
+
     for name in finished:
         record = next((folder / name / "vdl").glob("vdlrecords.*"))
         hparams = LogReader(file_path=str(record)).get_data("hyper_parameters", "hparam")[0].hparam
@@ -80,9 +103,25 @@ def test_tiny_sweep_trains_every_point_and_reports_the_best_on_validation(recipe
 def test_a_killed_sweep_resumes_where_it_stopped(recipe, tmp_path):
     root = tmp_path / "runs"
     first = root / "tiny/sweep/mlp-lr=1e-3-seed42/metrics.json"
-    job = subprocess.Popen([*SEQLAB, "sweep", "--recipe", str(recipe), *GRID, "--runs", "mlp",
-                            "--trainer.root_dir", str(root), "--trainer.max_steps", "40"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    job = subprocess.Popen(
+        [
+            *SEQLAB,
+            "sweep",
+            "--recipe",
+            str(recipe),
+            *GRID,
+            "--runs",
+            "mlp",
+            "--trainer.root_dir",
+            str(root),
+            "--trainer.max_steps",
+            "40",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     for line in job.stdout:  # the first point finished, the second has trained a few steps
         if line.startswith("[mlp-lr=1e-3-seed43] step 5/"):
             break

@@ -13,9 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_tiny_text_recipe_trains_both_models_and_reports_perplexity(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "seqlab.cli", "fit", "--recipe", "recipes/tiny_text.yaml", "--trainer.max_steps", "20",
-         "--trainer.root_dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "seqlab.cli",
+            "fit",
+            "--recipe",
+            "recipes/tiny_text.yaml",
+            "--trainer.max_steps",
+            "20",
+            "--trainer.root_dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "tiny_text"
     values = {}
@@ -31,7 +46,9 @@ def test_tiny_text_recipe_trains_both_models_and_reports_perplexity(tmp_path):
     report = (root / "report.md").read_text()
     header = next(line for line in report.splitlines() if line.startswith("| model"))
     assert header.endswith("| loss | perplexity | bits/byte |")
-    rows = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    rows = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ") and "---" not in line][
+        1:
+    ]
     assert rows == sorted(values, key=values.get)  # lowest perplexity first
     assert "sorted by perplexity" in report and "![perplexity](perplexity.png)" in report
     assert (root / "perplexity.png").is_file() and not (root / "accuracy.png").exists()

@@ -160,8 +160,8 @@ def test_metrics_on_a_byte_file():
     text = task.describe(Echo(), num_samples=2)
     assert text.count("sample ") == 2 and "generated: " in text
     raw = TEXT.read_bytes().decode().replace("\n", "↵")
-    assert f"text : {raw[task.split + 1: task.split + 65]}" in text  # the targets of the first window
-    assert f"pred : {raw[task.split: task.split + 64]}" in text  # echo: each byte predicted to repeat
+    assert f"text : {raw[task.split + 1 : task.split + 65]}" in text  # the targets of the first window
+    assert f"pred : {raw[task.split : task.split + 64]}" in text  # echo: each byte predicted to repeat
 
 
 def test_report_spec_of_a_byte_file():
@@ -200,11 +200,19 @@ def test_tokenize_command(tmp_path, run_seqlab):
 
 # ---------------------------------------------------------------------------- bad files, via the CLI
 def _recipe(tmp_path, task_args, model_args=None):
-    recipe = {"name": "bad", "task": {"class_path": "token_file",
-                                      "init_args": {"seq_len": 16, "batch_size": 4, **task_args}},
-              "trainer": {"max_steps": 2, "val_every": 0, "root_dir": str(tmp_path / "runs")},
-              "runs": {"mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4,
-                                                                            "hidden_dim": 16, **(model_args or {})}}}}}
+    recipe = {
+        "name": "bad",
+        "task": {"class_path": "token_file", "init_args": {"seq_len": 16, "batch_size": 4, **task_args}},
+        "trainer": {"max_steps": 2, "val_every": 0, "root_dir": str(tmp_path / "runs")},
+        "runs": {
+            "mlp": {
+                "model": {
+                    "class_path": "mlp",
+                    "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16, **(model_args or {})},
+                }
+            }
+        },
+    }
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -218,20 +226,39 @@ BAD_FILES = {
     # id: (file content or None (missing), task args, model args, what the one line must say)
     "missing": (None, {}, None, "token file '{path}' does not exist; pass a .bin or .npy file"),
     "empty": (b"", {}, None, "token file '{path}' is empty"),
-    "too short": (np.arange(30, dtype=np.uint16).tobytes(), {}, None,
-                  "token file '{path}' is too short: 30 tokens leave its held-out part with fewer than a window "
-                  "of seq_len + 1 = 17 tokens"),
-    "size not a multiple of the dtype": (b"\x01\x00" * 999, {"dtype": "uint32"}, None,
-                                         "token file '{path}' has 1,998 bytes, not a whole number of uint32 items"),
-    "uint16 file read as uint32": (np.arange(1000, dtype=np.uint16).tobytes(), {"dtype": "uint32"}, None,
-                                   "token file '{path}' (its first tokens, read as uint32) holds token id 65471462, "
-                                   "outside the vocabulary of 256 (ids 0..255); set the task's vocab_size above "
-                                   "the largest id, or fix its dtype"),
-    "ids beyond the declared vocabulary": ((np.arange(1000) % 300).astype(np.uint16).tobytes(), {}, None,
-                                           "holds token id 299, outside the vocabulary of 256"),
-    "model vocabulary smaller than the task's": ((np.arange(1000) % 256).astype(np.uint16).tobytes(),
-                                                 {"vocab_size": 1000}, {"vocab_size": 256},
-                                                 "run 'mlp': the model's vocabulary (256) is smaller than the task's (1000)"),
+    "too short": (
+        np.arange(30, dtype=np.uint16).tobytes(),
+        {},
+        None,
+        "token file '{path}' is too short: 30 tokens leave its held-out part with fewer than a window "
+        "of seq_len + 1 = 17 tokens",
+    ),
+    "size not a multiple of the dtype": (
+        b"\x01\x00" * 999,
+        {"dtype": "uint32"},
+        None,
+        "token file '{path}' has 1,998 bytes, not a whole number of uint32 items",
+    ),
+    "uint16 file read as uint32": (
+        np.arange(1000, dtype=np.uint16).tobytes(),
+        {"dtype": "uint32"},
+        None,
+        "token file '{path}' (its first tokens, read as uint32) holds token id 65471462, "
+        "outside the vocabulary of 256 (ids 0..255); set the task's vocab_size above "
+        "the largest id, or fix its dtype",
+    ),
+    "ids beyond the declared vocabulary": (
+        (np.arange(1000) % 300).astype(np.uint16).tobytes(),
+        {},
+        None,
+        "holds token id 299, outside the vocabulary of 256",
+    ),
+    "model vocabulary smaller than the task's": (
+        (np.arange(1000) % 256).astype(np.uint16).tobytes(),
+        {"vocab_size": 1000},
+        {"vocab_size": 256},
+        "run 'mlp': the model's vocabulary (256) is smaller than the task's (1000)",
+    ),
 }
 
 
@@ -254,7 +281,8 @@ def test_an_id_beyond_the_models_vocabulary_stops_at_the_first_batch(tmp_path, r
     # A user's task that says vocabulary 256 but checks nothing: its rows hold ids up to 299.
     (tmp_path / "lying_task.py").write_text(
         "from seqlab.tasks.token_file import TokenFile\n\n\n"
-        "class LyingTask(TokenFile):\n    def _check(self, ids, what):\n        pass\n")
+        "class LyingTask(TokenFile):\n    def _check(self, ids, what):\n        pass\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     recipe = _recipe(tmp_path, {"path": str(path)})
     data = yaml.safe_load(recipe.read_text())
@@ -263,8 +291,11 @@ def test_an_id_beyond_the_models_vocabulary_stops_at_the_first_batch(tmp_path, r
     before = _files(tmp_path)
     code, out, err = run_seqlab("fit", "--recipe", recipe)
     assert code == 2 and len(err) == 1, err
-    assert re.match(r"error: run 'mlp': the task's first batch holds token id 2\d\d, but the model's vocabulary "
-                    r"has 256 ids \(0..255\); raise model.init_args.vocab_size", err[0]), err[0]
+    assert re.match(
+        r"error: run 'mlp': the task's first batch holds token id 2\d\d, but the model's vocabulary "
+        r"has 256 ids \(0..255\); raise model.init_args.vocab_size",
+        err[0],
+    ), err[0]
     assert _files(tmp_path) == before
 
 

@@ -16,8 +16,9 @@ from seqlab.trainer import seed_everything
 
 
 def small_task():
-    return ReverseDigits(digit_max=8, seq_len=33, batch_size=8, eval_samples=16,
-                         probe_digit_min=9, probe_digit_max=12, probe_samples=8)
+    return ReverseDigits(
+        digit_max=8, seq_len=33, batch_size=8, eval_samples=16, probe_digit_min=9, probe_digit_max=12, probe_samples=8
+    )
 
 
 def small_mlp():
@@ -47,30 +48,44 @@ class StopAt(Callback):
 
 
 def make_trainer(tmp_path, run_name, callbacks, max_steps=60, **kwargs):
-    return Trainer(max_steps=max_steps, val_every=20, save_every=10, seed=7, root_dir=str(tmp_path),
-                   experiment="exp", run_name=run_name, optimizer=AdamW(lr=3e-3),
-                   callbacks=callbacks, **kwargs)
+    return Trainer(
+        max_steps=max_steps,
+        val_every=20,
+        save_every=10,
+        seed=7,
+        root_dir=str(tmp_path),
+        experiment="exp",
+        run_name=run_name,
+        optimizer=AdamW(lr=3e-3),
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 def test_resume_is_exact(tmp_path):
     """60 steps in one go == 30 steps, a crash, and a resume from `last` to 60, bit for bit."""
     full = LossRecorder()
-    make_trainer(tmp_path, "full", [full, CosineWarmupLR(warmup_steps=10), GradientClip(0.5),
-                                     MovingAverageCheckpoint(window=5)]).fit(small_task(), small_mlp())
+    make_trainer(
+        tmp_path, "full", [full, CosineWarmupLR(warmup_steps=10), GradientClip(0.5), MovingAverageCheckpoint(window=5)]
+    ).fit(small_task(), small_mlp())
 
     first = LossRecorder()
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path, "resumed", [first, StopAt(30), CosineWarmupLR(warmup_steps=10),
-                                           GradientClip(0.5), MovingAverageCheckpoint(window=5)]
-                     ).fit(small_task(), small_mlp())
+        make_trainer(
+            tmp_path,
+            "resumed",
+            [first, StopAt(30), CosineWarmupLR(warmup_steps=10), GradientClip(0.5), MovingAverageCheckpoint(window=5)],
+        ).fit(small_task(), small_mlp())
     assert load_checkpoint(tmp_path / "exp/resumed/checkpoints/last.safetensors")["step"] == 30
     second = LossRecorder()
     # A fresh model with another init: everything must come from the checkpoint.
     seed_everything(123)
     other_init = MLP(embed_dim=8, window=4, hidden_dim=16)
-    make_trainer(tmp_path, "resumed", [second, CosineWarmupLR(warmup_steps=10), GradientClip(0.5),
-                                       MovingAverageCheckpoint(window=5)]
-                 ).fit(small_task(), other_init, ckpt_path="last")
+    make_trainer(
+        tmp_path,
+        "resumed",
+        [second, CosineWarmupLR(warmup_steps=10), GradientClip(0.5), MovingAverageCheckpoint(window=5)],
+    ).fit(small_task(), other_init, ckpt_path="last")
 
     assert sorted(first.losses) == list(range(1, 31))
     assert sorted(second.losses) == list(range(31, 61))
@@ -92,8 +107,10 @@ class EventRecorder(Callback):
 
     def __getattribute__(self, attr):
         if attr in {e.value for e in Event}:
+
             def hook(trainer, task, model, *extra, _attr=attr):
                 self.log.append((_attr, self.name))
+
             return hook
         return object.__getattribute__(self, attr)
 
@@ -103,21 +120,38 @@ def test_hook_order_and_monitors_last(tmp_path):
     callbacks = [EventRecorder(log, "monitor", runs_last=True), EventRecorder(log, "a"), EventRecorder(log, "b")]
     make_trainer(tmp_path, "hooks", callbacks, max_steps=2, default_callbacks=False).fit(small_task(), small_mlp())
     events = [e for e, name in log if name == "a"]
-    step = ["on_train_batch_start", "on_before_backward", "on_after_backward",
-            "on_before_optimizer_step", "on_train_batch_end"]
-    assert events == ["setup", "on_fit_start", "on_train_start", *step, *step,
-                      "on_validation_start", "on_validation_end", "on_save_checkpoint", "on_train_end", "on_test_end",
-                      "on_fit_end", "teardown"]
+    step = [
+        "on_train_batch_start",
+        "on_before_backward",
+        "on_after_backward",
+        "on_before_optimizer_step",
+        "on_train_batch_end",
+    ]
+    assert events == [
+        "setup",
+        "on_fit_start",
+        "on_train_start",
+        *step,
+        *step,
+        "on_validation_start",
+        "on_validation_end",
+        "on_save_checkpoint",
+        "on_train_end",
+        "on_test_end",
+        "on_fit_end",
+        "teardown",
+    ]
     # Within every event: a, then b, then the monitoring callback, whatever the given order.
     for i in range(0, len(log), 3):
-        assert [name for _, name in log[i:i + 3]] == ["a", "b", "monitor"]
+        assert [name for _, name in log[i : i + 3]] == ["a", "b", "monitor"]
 
 
 def test_exception_fires_on_exception_then_teardown(tmp_path):
     log = []
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path, "crash", [StopAt(1), EventRecorder(log, "a")], max_steps=5,
-                     default_callbacks=False).fit(small_task(), small_mlp())
+        make_trainer(tmp_path, "crash", [StopAt(1), EventRecorder(log, "a")], max_steps=5, default_callbacks=False).fit(
+            small_task(), small_mlp()
+        )
     assert [e for e, _ in log][-2:] == ["on_exception", "teardown"]
 
 
@@ -125,8 +159,19 @@ def test_metrics_json_and_best_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, "mlp", [MovingAverageCheckpoint(window=5)], max_steps=20)
     test_metrics = trainer.fit(small_task(), small_mlp())
     metrics = json.loads((tmp_path / "exp/mlp/metrics.json").read_text())
-    for key in ("params", "tokens_per_s", "wall_time_s", "steps", "masked_acc", "exact_acc", "loss",
-                "best_step", "best_value", "probe_masked_acc", "state_size"):
+    for key in (
+        "params",
+        "tokens_per_s",
+        "wall_time_s",
+        "steps",
+        "masked_acc",
+        "exact_acc",
+        "loss",
+        "best_step",
+        "best_value",
+        "probe_masked_acc",
+        "state_size",
+    ):
         assert key in metrics, key
     assert metrics["steps"] == 20 and metrics["tested_checkpoint"] == "best"
     assert 5 <= metrics["best_step"] <= 20
@@ -169,13 +214,16 @@ def test_incompatible_checkpoint_names_the_mismatch(tmp_path):
     # A run driven from Python records its config, so the settings are checked first...
     with pytest.raises(SeqlabError, match="model.init_args.hidden_dim=16, but this run sets 32"):
         seed_everything(0)
-        make_trainer(tmp_path, "mlp", [], max_steps=4).fit(small_task(), MLP(embed_dim=8, window=4, hidden_dim=32),
-                                                          ckpt_path=str(path))
+        make_trainer(tmp_path, "mlp", [], max_steps=4).fit(
+            small_task(), MLP(embed_dim=8, window=4, hidden_dim=32), ckpt_path=str(path)
+        )
     # ...and the tensors' shapes whatever the config says.
     from seqlab.checkpoint import check_compatible
+
     with pytest.raises(SeqlabError, match="shape"):
-        check_compatible(load_checkpoint(path), path, "mlp", "reverse_digits",
-                         MLP(embed_dim=8, window=4, hidden_dim=32).state_dict())
+        check_compatible(
+            load_checkpoint(path), path, "mlp", "reverse_digits", MLP(embed_dim=8, window=4, hidden_dim=32).state_dict()
+        )
     assert path.read_bytes() == before
 
 

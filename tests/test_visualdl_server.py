@@ -48,9 +48,20 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [str(VISUALDL), "--logdir", str(logdir), "--host", "127.0.0.1", "--port",
-             str(self.port), "--disable-telemetry", "--cache-timeout", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(VISUALDL),
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--disable-telemetry",
+                "--cache-timeout",
+                "2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -81,8 +92,9 @@ class Server:
             time.sleep(0.5)
 
     def loss_steps(self, run: str, expected_last: int):
-        points = self.wait_for(lambda d: d and max(p[1] for p in d) >= expected_last,
-                               "scalar/list", run=run, tag="train/loss")
+        points = self.wait_for(
+            lambda d: d and max(p[1] for p in d) >= expected_last, "scalar/list", run=run, tag="train/loss"
+        )
         return [p[1] for p in points]
 
     def stop(self):
@@ -113,14 +125,23 @@ def start_server(request):
 
 
 def task():
-    return ReverseDigits(batch_size=8, seq_len=33, digit_max=8, eval_samples=8,
-                         probe_digit_min=9, probe_digit_max=12, probe_samples=4)
+    return ReverseDigits(
+        batch_size=8, seq_len=33, digit_max=8, eval_samples=8, probe_digit_min=9, probe_digit_max=12, probe_samples=4
+    )
 
 
 def fit(root, make_model, run_name, max_steps, ckpt_path=None, make_task=task):
     paddle.seed(0)
-    trainer = Trainer(max_steps=max_steps, val_every=10, log_every=10, save_every=10, seed=1,
-                      root_dir=str(root), experiment="exp", run_name=run_name)
+    trainer = Trainer(
+        max_steps=max_steps,
+        val_every=10,
+        log_every=10,
+        save_every=10,
+        seed=1,
+        root_dir=str(root),
+        experiment="exp",
+        run_name=run_name,
+    )
     trainer.fit(make_task(), make_model(), ckpt_path=ckpt_path)
 
 
@@ -174,14 +195,20 @@ def test_a_run_with_nan_metrics_stays_in_the_hparams_table(tmp_path, start_serve
     from seqlab.models.transformer import Transformer
 
     def long_probe():  # probe rows of 43 tokens, past the Transformer's 32 positions
-        return ReverseDigits(batch_size=8, seq_len=33, digit_max=8, eval_samples=8,
-                             probe_digit_min=13, probe_digit_max=20, probe_samples=4)
+        return ReverseDigits(
+            batch_size=8,
+            seq_len=33,
+            digit_max=8,
+            eval_samples=8,
+            probe_digit_min=13,
+            probe_digit_max=20,
+            probe_samples=4,
+        )
 
     fit(tmp_path, mlp, "mlp", 10, make_task=long_probe)
     fit(tmp_path, lambda: Transformer(max_len=32, n_layer=1), "transformer", 10, make_task=long_probe)
     server = start_server(tmp_path / "exp")
-    hparams = {Path(h["name"]).parent.name: h for h in server.wait_for(
-        lambda d: len(d) == 2, "hparams/list")}
+    hparams = {Path(h["name"]).parent.name: h for h in server.wait_for(lambda d: len(d) == 2, "hparams/list")}
     assert set(hparams) == {"mlp", "transformer"}
     assert "trial/probe_masked_acc" in hparams["mlp"]["metrics"]
     assert "trial/probe_masked_acc" not in hparams["transformer"]["metrics"]

@@ -232,15 +232,16 @@ def test_cuda_kernels_in_cpu_emulation(tmp_path):
     (tmp_path / "main.cc").write_text(_EMU_MAIN)
     exe = tmp_path / "emu"
     subprocess.run(
-        ["g++", "-O1", "-std=c++20", "-pthread", f"-I{csrc}", str(tmp_path / "main.cc"), "-o",
-         str(exe)],
-        check=True, capture_output=True,
+        ["g++", "-O1", "-std=c++20", "-pthread", f"-I{csrc}", str(tmp_path / "main.cc"), "-o", str(exe)],
+        check=True,
+        capture_output=True,
     )
     for shape in [(2, 37, 2, 16), (1, 20, 1, 32)]:
         arrays, dy, ref = oracle(*shape, seed=7)
-        blob = np.array(shape, dtype=np.int32).tobytes() + np.concatenate(
-            [x.astype(np.float32).ravel() for x in arrays + [dy]]
-        ).tobytes()
+        blob = (
+            np.array(shape, dtype=np.int32).tobytes()
+            + np.concatenate([x.astype(np.float32).ravel() for x in arrays + [dy]]).tobytes()
+        )
         (tmp_path / "in.bin").write_bytes(blob)
         subprocess.run([str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
         out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(9, *shape)

@@ -20,8 +20,15 @@ from seqlab.errors import SeqlabError
 def default_callbacks() -> list:
     """Progress on screen, metrics.csv, VisualDL records, the seed's best-checkpoint rule, and
     the run's files: config.yaml, metrics.json and samples.txt."""
-    return [ProgressBar(), CSVLogger(), VisualDLLogger(), MovingAverageCheckpoint(), SaveConfig(),
-            SaveSummary(), SaveSamples()]
+    return [
+        ProgressBar(),
+        CSVLogger(),
+        VisualDLLogger(),
+        MovingAverageCheckpoint(),
+        SaveConfig(),
+        SaveSummary(),
+        SaveSamples(),
+    ]
 
 
 def missing_defaults(given: list[type]) -> list:
@@ -44,9 +51,7 @@ def arrange_callbacks(callbacks: list, add_defaults: bool) -> list:
     keys = [cb.state_key for cb in callbacks]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
-        raise SeqlabError(
-            f"two callbacks share the state_key {dupes[0]!r}; remove one or give it its own state_key."
-        )
+        raise SeqlabError(f"two callbacks share the state_key {dupes[0]!r}; remove one or give it its own state_key.")
     return sorted(callbacks, key=lambda cb: cb.runs_last)  # stable: the given order otherwise
 
 

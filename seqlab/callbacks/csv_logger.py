@@ -17,7 +17,7 @@ TRAIN_COLUMNS = ["step", "loss", "lr", "grad_norm", "tokens_per_s"]
 def column_name(key: str) -> str:
     """``train/loss`` -> ``loss``, ``val/masked_acc`` -> ``val_masked_acc``."""
     if key.startswith("train/"):
-        return key[len("train/"):]
+        return key[len("train/") :]
     return key.replace("/", "_")
 
 

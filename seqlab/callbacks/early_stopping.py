@@ -25,8 +25,7 @@ class EarlyStopping(Callback):
 
     runs_last = True
 
-    def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3,
-                 min_delta: float = 0.0):
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3, min_delta: float = 0.0):
         check_mode("EarlyStopping", mode)
         if patience < 1:
             raise SeqlabError(f"EarlyStopping: patience must be at least 1, got {patience}.")
@@ -51,8 +50,11 @@ class EarlyStopping(Callback):
             trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "bad_validations": self.bad_validations,
-                "stopped_step": self.stopped_step}
+        return {
+            "best_value": self.best_value,
+            "bad_validations": self.bad_validations,
+            "stopped_step": self.stopped_step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:

@@ -49,14 +49,10 @@ class CosineWarmupLR(Callback):
                 f"max_steps ({max_steps}); lower warmup_steps or raise max_steps."
             )
         lr = paddle.optimizer.lr
-        cosine = lr.CosineAnnealingDecay(
-            learning_rate=float(base_lr), T_max=decay_steps, eta_min=self.min_lr
-        )
+        cosine = lr.CosineAnnealingDecay(learning_rate=float(base_lr), T_max=decay_steps, eta_min=self.min_lr)
         if self.warmup_steps == 0:
             return cosine
-        return lr.LinearWarmup(
-            cosine, warmup_steps=self.warmup_steps, start_lr=0.0, end_lr=float(base_lr)
-        )
+        return lr.LinearWarmup(cosine, warmup_steps=self.warmup_steps, start_lr=0.0, end_lr=float(base_lr))
 
     def setup(self, trainer, task, model) -> None:
         max_steps = self.max_steps if self.max_steps is not None else trainer.max_steps

@@ -72,8 +72,7 @@ class MovingAverageCheckpoint(Callback):
         if self.update(metrics[self.monitor], trainer.global_step):
             trainer.save_checkpoint(
                 checkpoint_file(trainer.checkpoint_dir, BEST),  # what the final test and --ckpt_path best read
-                meta={"best_step": self.best_step, "best_value": self.best_value,
-                      "monitor": self.monitor},
+                meta={"best_step": self.best_step, "best_value": self.best_value, "monitor": self.monitor},
             )
 
     def on_train_batch_end(self, trainer, task, model, metrics) -> None:

@@ -137,6 +137,8 @@ def _checkpoint_source(trainer) -> str:
     tested = getattr(trainer, "tested", None) or {}
     meta = tested.get("meta") or {}
     if tested.get("checkpoint") == "best" and "best_value" in meta:
-        return (f"best checkpoint: step {meta.get('best_step', tested.get('step'))} "
-                f"({meta.get('monitor', '')} avg {float(meta['best_value']):.4f})")
+        return (
+            f"best checkpoint: step {meta.get('best_step', tested.get('step'))} "
+            f"({meta.get('monitor', '')} avg {float(meta['best_value']):.4f})"
+        )
     return f"{tested.get('checkpoint', 'last')} checkpoint: step {tested.get('step', trainer.global_step)}"

@@ -29,10 +29,16 @@ def trial_tag(test_key: str) -> str:
 
 def _result_text(trainer, metrics: dict[str, float]) -> str:
     tested = getattr(trainer, "tested", None) or {}
-    lines = [f"Final test of the {tested.get('checkpoint', 'last')} checkpoint (step {tested.get('step', trainer.global_step)}):", "",
-             "| metric | value |", "|---|---:|"]
-    lines += [f"| {key.split('/', 1)[-1]} | {value:.6g} |" if math.isfinite(value) else f"| {key.split('/', 1)[-1]} | n/a |"
-              for key, value in metrics.items()]
+    lines = [
+        f"Final test of the {tested.get('checkpoint', 'last')} checkpoint (step {tested.get('step', trainer.global_step)}):",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+    ]
+    lines += [
+        f"| {key.split('/', 1)[-1]} | {value:.6g} |" if math.isfinite(value) else f"| {key.split('/', 1)[-1]} | n/a |"
+        for key, value in metrics.items()
+    ]
     return "\n".join(lines)
 
 
@@ -50,7 +56,7 @@ def read_records(path: Path):
         (length,) = struct.unpack_from("<Q", data, pos)
         if pos + 8 + length > len(data):
             break  # a torn last record
-        raw = data[pos + 8: pos + 8 + length]
+        raw = data[pos + 8 : pos + 8 + length]
         record = Record()
         try:
             record.ParseFromString(raw)
@@ -65,10 +71,15 @@ def run_hparams(trainer) -> dict[str, Any]:
     from seqlab.registry import MODELS
 
     model = trainer.model
-    hp = {"run": trainer.run_name, "model": MODELS.name_of(type(model)), "lr": trainer.base_lr,
-          "params": model.num_parameters() if model is not None else 0,
-          "weight_decay": trainer.optimizer_config.weight_decay, "max_steps": trainer.max_steps,
-          "seed": trainer.seed}
+    hp = {
+        "run": trainer.run_name,
+        "model": MODELS.name_of(type(model)),
+        "lr": trainer.base_lr,
+        "params": model.num_parameters() if model is not None else 0,
+        "weight_decay": trainer.optimizer_config.weight_decay,
+        "max_steps": trainer.max_steps,
+        "seed": trainer.seed,
+    }
     model_args = (trainer.config.get("model") or {}).get("init_args") or {}
     hp.update({f"model.{k}": v for k, v in model_args.items() if isinstance(v, (int, float, str, bool))})
     return hp
@@ -172,8 +183,7 @@ class VisualDLLogger(Callback):
     @staticmethod
     def _record_files(log_dir: Path) -> list[Path]:
         # VisualDL picks the newest file by reverse-sorted name; sort the same way.
-        return sorted((p for p in log_dir.iterdir() if "vdlrecords" in p.name and p.is_file()),
-                      key=lambda p: p.name)
+        return sorted((p for p in log_dir.iterdir() if "vdlrecords" in p.name and p.is_file()), key=lambda p: p.name)
 
     @staticmethod
     def _new_file_name(existing: list[Path]) -> str:

@@ -94,10 +94,7 @@ class LSTM(Model):
     # ------------------------------------------------------------ RNN mode
     def init_state(self, batch_size: int):
         """Zero ``(h, c)`` per layer, each ``[1, batch_size, hidden]``."""
-        return [
-            (paddle.zeros([1, batch_size, h]), paddle.zeros([1, batch_size, h]))
-            for h in self.hidden_sizes
-        ]
+        return [(paddle.zeros([1, batch_size, h]), paddle.zeros([1, batch_size, h])) for h in self.hidden_sizes]
 
     def step(self, tokens, state):
         """One token per sequence: ``tokens[B] -> (logits[B, V], new state)``."""

@@ -62,7 +62,9 @@ class PaddleNLPLlama(Model):
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
         if n_embd % n_head or (n_embd // n_head) % 2:
-            raise ValueError(f"pnlp_llama: n_embd ({n_embd}) / n_head ({n_head}) must be a whole, even head size for RoPE.")
+            raise ValueError(
+                f"pnlp_llama: n_embd ({n_embd}) / n_head ({n_head}) must be a whole, even head size for RoPE."
+            )
         if n_head % n_kv_head:
             raise ValueError(f"pnlp_llama: n_kv_head ({n_kv_head}) must divide n_head ({n_head}).")
         llama = import_paddlenlp(type(self), "paddlenlp.transformers.llama.modeling")

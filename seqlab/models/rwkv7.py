@@ -66,9 +66,7 @@ def ortho_init(shape: tuple[int, int], scale: float):
 def _param(layer, value):
     """A trainable parameter holding ``value`` (numpy array), created on ``layer``."""
     value = np.asarray(value, dtype="float32")
-    return layer.create_parameter(
-        shape=list(value.shape), default_initializer=nn.initializer.Assign(value)
-    )
+    return layer.create_parameter(shape=list(value.shape), default_initializer=nn.initializer.Assign(value))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,8 +76,9 @@ def _param(layer, value):
 class TimeMix(nn.Layer):
     """RWKV-7 time mixing (the seed's ``RWKV_Tmix_x070``)."""
 
-    def __init__(self, n_embd, n_layer, layer_id, head_size, rank_w, rank_a, rank_v, rank_g,
-                 wkv_backend=None, fused_ops=True):
+    def __init__(
+        self, n_embd, n_layer, layer_id, head_size, rank_w, rank_a, rank_v, rank_g, wkv_backend=None, fused_ops=True
+    ):
         super().__init__()
         C, N = n_embd, head_size
         H = C // N
@@ -144,9 +143,7 @@ class TimeMix(nn.Layer):
         """
         B, T, C = x.shape
         mixes = (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)
-        xr, xw, xk, xv, xa, xg = (
-            t.reshape([B * T, C]) for t in fused.token_shift_mix6(x, mixes, use_cpp, prev=prev)
-        )
+        xr, xw, xk, xv, xa, xg = (t.reshape([B * T, C]) for t in fused.token_shift_mix6(x, mixes, use_cpp, prev=prev))
 
         def mm(t, w):  # t @ w (nn.Linear keeps its weight as [in, out])
             return fused.linear(t, w, use_cpp)
@@ -161,14 +158,14 @@ class TimeMix(nn.Layer):
         wl = mm(paddle.tanh(mm(xw, self.w1)), self.w2)  # decay LoRA
         al = mm(mm(xa, self.a1), self.a2)  # in-context learning rate LoRA
         g = mm(F.sigmoid(mm(xg, self.g1)), self.g2)  # output gate
-        decay, k, a, b = fused.rwkv7_tmix_pre(k, wl, al, self.w0, self.a0, self.k_k, self.k_a,
-                                              self.head_size, use_cpp)
+        decay, k, a, b = fused.rwkv7_tmix_pre(k, wl, al, self.w0, self.a0, self.k_k, self.k_a, self.head_size, use_cpp)
         return r, decay, k, v, a, b, g, v_first
 
     def _output(self, y, r, k, v, g, use_cpp):
         """GroupNorm of the WKV output, current-token bonus, gate, output projection (rows)."""
-        z = fused.rwkv7_tmix_post(y, r, k, v, g, self.r_k, self.ln_x.weight, self.ln_x.bias,
-                                  self.head_size, self.ln_x._epsilon, use_cpp)
+        z = fused.rwkv7_tmix_post(
+            y, r, k, v, g, self.r_k, self.ln_x.weight, self.ln_x.bias, self.head_size, self.ln_x._epsilon, use_cpp
+        )
         return fused.linear(z, self.output.weight, use_cpp)
 
     def forward(self, x, v_first):
@@ -231,8 +228,7 @@ class Block(nn.Layer):
         super().__init__()
         self.use_cpp = None if fused_ops else False
         self.ln1 = nn.LayerNorm(n_embd)  # the seed's ln{i}a
-        self.att = TimeMix(n_embd, n_layer, layer_id, head_size, *ranks, wkv_backend=wkv_backend,
-                           fused_ops=fused_ops)
+        self.att = TimeMix(n_embd, n_layer, layer_id, head_size, *ranks, wkv_backend=wkv_backend, fused_ops=fused_ops)
         self.ln2 = nn.LayerNorm(n_embd)  # the seed's ln{i}b
         self.ffn = ChannelMix(n_embd, fused_ops=fused_ops)
 
@@ -347,8 +343,13 @@ class RWKV7(Model):
                 # Cached: collecting the parameters took ~0.1-0.2 ms per token, more than the
                 # op itself at the seed's size. It stays valid because set_state_dict(),
                 # set_value() and the optimizers update these parameter objects in place.
-                self._fused_step_args = (self.step_params(), self.n_layer, self.head_size,
-                                         self.ln_out._epsilon, self.blocks[0].att.ln_x._epsilon)
+                self._fused_step_args = (
+                    self.step_params(),
+                    self.n_layer,
+                    self.head_size,
+                    self.ln_out._epsilon,
+                    self.blocks[0].att.ln_x._epsilon,
+                )
             return fused.rwkv7_step(tokens, state, *self._fused_step_args)
         return self.step_plain(tokens, state)
 
@@ -360,8 +361,8 @@ class RWKV7(Model):
         v_first, layers = None, []
         for i, block in enumerate(self.blocks):
             s = state[:, i]
-            wkv = s[:, 2 * C:].reshape([B, H, N, N])
-            x, v_first, (att_prev, ffn_prev, wkv) = block.step(x, v_first, s[:, :C], s[:, C:2 * C], wkv)
+            wkv = s[:, 2 * C :].reshape([B, H, N, N])
+            x, v_first, (att_prev, ffn_prev, wkv) = block.step(x, v_first, s[:, :C], s[:, C : 2 * C], wkv)
             layers.append(paddle.concat([att_prev, ffn_prev, wkv.reshape([B, H * N * N])], axis=1))
         logits = self.head(_layer_norm(self.ln_out, x, False))
         return logits, paddle.stack(layers, axis=1)

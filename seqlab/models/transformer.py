@@ -116,8 +116,7 @@ class Transformer(Model):
         if capacity > self.max_len:
             raise self._too_long(capacity)
         attn = self.transformer.layers[0].self_attn
-        return KVCache(self.n_layer, batch_size, attn.num_heads, attn.head_dim, capacity,
-                       max_capacity=self.max_len)
+        return KVCache(self.n_layer, batch_size, attn.num_heads, attn.head_dim, capacity, max_capacity=self.max_len)
 
     def step(self, tokens, state):
         """One token per sequence: ``tokens`` int64 ``[B]`` -> (logits ``[B, V]``, the cache).

@@ -108,14 +108,10 @@ class TransformerModern(Model):
     ):
         super().__init__()
         if n_embd % n_head or (n_embd // n_head) % 2:
-            raise ValueError(
-                f"n_embd ({n_embd}) / n_head ({n_head}) must be a whole, even head size for RoPE."
-            )
+            raise ValueError(f"n_embd ({n_embd}) / n_head ({n_head}) must be a whole, even head size for RoPE.")
         self.vocab_size, self.n_layer, self.n_embd = vocab_size, n_layer, n_embd
         self.token_embeddings = nn.Embedding(vocab_size, n_embd)
-        self.layers = nn.LayerList(
-            [Block(n_embd, n_head, ffn_hidden, rope_theta) for _ in range(n_layer)]
-        )
+        self.layers = nn.LayerList([Block(n_embd, n_head, ffn_hidden, rope_theta) for _ in range(n_layer)])
         self.ln_final = RMSNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias_attr=False)
 

@@ -39,8 +39,16 @@ class KVCache:
             token amortised); None for no limit. A model with a position table passes its size.
     """
 
-    def __init__(self, n_layer: int, batch_size: int, n_head: int, head_dim: int, capacity: int,
-                 max_capacity: int | None = None, dtype: str = "float32"):
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        head_dim: int,
+        capacity: int,
+        max_capacity: int | None = None,
+        dtype: str = "float32",
+    ):
         if capacity < 1:
             raise ValueError(f"KVCache capacity must be at least 1, got {capacity}")
         self.n_layer, self.batch_size, self.n_head, self.head_dim = n_layer, batch_size, n_head, head_dim
@@ -70,6 +78,7 @@ class KVCache:
 
     def _grow(self, capacity: int) -> None:
         B, H, D, more = self.batch_size, self.n_head, self.head_dim, capacity - self.capacity
+
         # One copy per doubling, not per token.
         def extend(t, shape, axis, value=0.0):
             return paddle.concat([t, paddle.full(shape, value, self.dtype)], axis=axis)

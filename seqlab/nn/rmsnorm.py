@@ -21,9 +21,7 @@ class RMSNorm(nn.Layer):
         super().__init__()
         self.dim = dim
         self.eps = eps
-        self.weight = self.create_parameter(
-            shape=[dim], default_initializer=nn.initializer.Constant(1.0)
-        )
+        self.weight = self.create_parameter(shape=[dim], default_initializer=nn.initializer.Constant(1.0))
 
     def forward(self, x):
         # Compute in float32 even for half inputs: the mean of squares overflows in fp16.

@@ -27,16 +27,19 @@ _OFF = ("paddle", "0", "off")
 def _wkv7(value: str) -> str:
     value = value.lower()
     if value not in WKV7_BACKENDS:
-        raise ValueError(f"SEQLAB_WKV7={value!r} is not a WKV7 back end; use one of "
-                         f"{', '.join(WKV7_BACKENDS)} or unset it.")
+        raise ValueError(
+            f"SEQLAB_WKV7={value!r} is not a WKV7 back end; use one of {', '.join(WKV7_BACKENDS)} or unset it."
+        )
     return value
 
 
 def _fused(value: str) -> str:
     value = value.lower()
     if value not in _OFF + ("cpp", "1", "on"):
-        raise ValueError(f"SEQLAB_FUSED={value!r} is not understood; use 'paddle' (Paddle's formulas) "
-                         "or 'cpp' (the C++ ops, the default), or unset it.")
+        raise ValueError(
+            f"SEQLAB_FUSED={value!r} is not understood; use 'paddle' (Paddle's formulas) "
+            "or 'cpp' (the C++ ops, the default), or unset it."
+        )
     return "paddle" if value in _OFF else "cpp"
 
 
@@ -52,8 +55,12 @@ def _stride(value: str) -> str:
     return value
 
 
-_CHECKS = {"SEQLAB_WKV7": _wkv7, "SEQLAB_FUSED": _fused, "SEQLAB_NUM_THREADS": _threads,
-           "SEQLAB_STRIDE_KERNEL": _stride}
+_CHECKS = {
+    "SEQLAB_WKV7": _wkv7,
+    "SEQLAB_FUSED": _fused,
+    "SEQLAB_NUM_THREADS": _threads,
+    "SEQLAB_STRIDE_KERNEL": _stride,
+}
 
 
 def setting(name: str) -> str | None:

@@ -52,16 +52,27 @@ class DatasetTask(Task):
         shuffle: A new order each epoch, drawn from (seed, epoch); False keeps the dataset's order.
     """
 
-    def __init__(self, train: Dataset, val: Optional[Dataset] = None, vocab_size: int = 256, batch_size: int = 32,
-                 pad_value: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        train: Dataset,
+        val: Optional[Dataset] = None,
+        vocab_size: int = 256,
+        batch_size: int = 32,
+        pad_value: int = 0,
+        shuffle: bool = True,
+    ):
         if len(train) < 1:
             raise SeqlabError("dataset: the train dataset is empty; give it at least one sequence.")
         if vocab_size < 1 or batch_size < 1:
-            raise SeqlabError(f"dataset: vocab_size and batch_size must be at least 1, got {vocab_size} and "
-                              f"{batch_size}; fix the task's arguments.")
+            raise SeqlabError(
+                f"dataset: vocab_size and batch_size must be at least 1, got {vocab_size} and "
+                f"{batch_size}; fix the task's arguments."
+            )
         if not 0 <= pad_value < vocab_size:
-            raise SeqlabError(f"dataset: pad_value {pad_value} is not a token id below vocab_size {vocab_size}; "
-                              "pick an id the model can read (its labels are -100 anyway).")
+            raise SeqlabError(
+                f"dataset: pad_value {pad_value} is not a token id below vocab_size {vocab_size}; "
+                "pick an id the model can read (its labels are -100 anyway)."
+            )
         self.train, self.val = train, val
         self.vocab_size, self.batch_size, self.pad_value, self.shuffle = vocab_size, batch_size, pad_value, shuffle
         self.seed = 0
@@ -86,8 +97,10 @@ class DatasetTask(Task):
 
     def val_batches(self) -> Iterator[Batch]:
         if self.val is None or len(self.val) == 0:
-            raise SeqlabError("dataset: evaluation needs held-out sequences; pass val= to DatasetTask "
-                              "(or set the Trainer's val_every to 0 to train without validation).")
+            raise SeqlabError(
+                "dataset: evaluation needs held-out sequences; pass val= to DatasetTask "
+                "(or set the Trainer's val_every to 0 to train without validation)."
+            )
         for start in range(0, len(self.val), EVAL_CHUNK_ROWS):
             yield self._batch(self.val, range(start, min(start + EVAL_CHUNK_ROWS, len(self.val))), "the val set")
 
@@ -96,12 +109,13 @@ class DatasetTask(Task):
         for i in indices:
             seq = to_numpy(dataset[int(i)])
             if seq.ndim != 1 or len(seq) < 2 or not np.issubdtype(seq.dtype, np.integer):
-                raise SeqlabError(f"dataset: item {int(i)} of {what} is a {seq.ndim}-D {seq.dtype} array of "
-                                  f"{seq.size} values; each item must be a sequence of at least 2 token ids.")
+                raise SeqlabError(
+                    f"dataset: item {int(i)} of {what} is a {seq.ndim}-D {seq.dtype} array of "
+                    f"{seq.size} values; each item must be a sequence of at least 2 token ids."
+                )
             seqs.append(seq.astype(np.int64))
         ids, labels = pad_batch(seqs, self.pad_value)
-        check_ids(labels, self.vocab_size, f"dataset ({what})",
-                  "set vocab_size above the largest id, or fix the data.")
+        check_ids(labels, self.vocab_size, f"dataset ({what})", "set vocab_size above the largest id, or fix the data.")
         return shift(ids, labels)
 
     # ----------------------------------------------------------- what is scored

@@ -37,9 +37,7 @@ _EVAL_STREAM = 0x6576616C
 _PROBE_STREAM = 0x70726F62
 
 
-def generate_rows(
-    rng: np.random.Generator, num_rows: int, seq_len: int, digit_min: int, digit_max: int
-) -> np.ndarray:
+def generate_rows(rng: np.random.Generator, num_rows: int, seq_len: int, digit_min: int, digit_max: int) -> np.ndarray:
     """Rows of packed examples, int64 ``[num_rows, seq_len]``, vectorised.
 
     Each row starts with a fresh number. A number has ``k`` digits, ``k`` uniform in
@@ -133,9 +131,7 @@ def decode(ids) -> str:
     """Text of token ids (the inverse of :func:`encode`)."""
     bad = [int(t) for t in ids if not 0 <= int(t) < len(VOCAB)]
     if bad:
-        raise SeqlabError(
-            f"reverse_digits: token id {bad[0]} is outside the vocabulary 0..{len(VOCAB) - 1}."
-        )
+        raise SeqlabError(f"reverse_digits: token id {bad[0]} is outside the vocabulary 0..{len(VOCAB) - 1}.")
     return _render(ids)
 
 
@@ -212,8 +208,11 @@ class ReverseDigits(Task):
                 f"reverse_digits: need 1 <= probe_digit_min <= probe_digit_max, got "
                 f"{probe_digit_min} and {probe_digit_max}; fix the task's init_args."
             )
-        for name, value in (("batch_size", batch_size), ("eval_samples", eval_samples),
-                            ("probe_samples", probe_samples)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("eval_samples", eval_samples),
+            ("probe_samples", probe_samples),
+        ):
             if value < 1:
                 raise SeqlabError(f"reverse_digits: {name} must be at least 1, got {value}; fix the task's init_args.")
         self.digit_max = digit_max
@@ -252,9 +251,7 @@ class ReverseDigits(Task):
         """The fixed held-out rows ``[eval_samples, seq_len]`` (made once from ``eval_seed``)."""
         if self._eval_rows is None:
             rng = np.random.default_rng([_EVAL_STREAM, self.eval_seed % (1 << 63)])
-            self._eval_rows = generate_rows(
-                rng, self.eval_samples, self.seq_len, self.digit_min, self.digit_max
-            )
+            self._eval_rows = generate_rows(rng, self.eval_samples, self.seq_len, self.digit_min, self.digit_max)
         return self._eval_rows
 
     @property
@@ -279,34 +276,52 @@ class ReverseDigits(Task):
     def test_sets(self) -> list[EvalSet]:
         """The length-generalisation probe: numbers longer than training's (NaN if the model can't run it)."""
         rows = self.probe_rows
-        return [EvalSet([_scored_batch(rows)], [MaskedAccuracy(), ExactMatch(end_token=HASH)], prefix="probe_",
-                        optional=True, about=f"rows of {rows.shape[1] - 1} tokens (numbers of "
-                        f"{self.probe_digit_min}-{self.probe_digit_max} digits)")]
+        return [
+            EvalSet(
+                [_scored_batch(rows)],
+                [MaskedAccuracy(), ExactMatch(end_token=HASH)],
+                prefix="probe_",
+                optional=True,
+                about=f"rows of {rows.shape[1] - 1} tokens (numbers of "
+                f"{self.probe_digit_min}-{self.probe_digit_max} digits)",
+            )
+        ]
 
     def report_spec(self) -> ReportSpec:
         low, high = self.probe_digit_min, self.probe_digit_max
         probe = f"{low}–{high} digits" if low != high else f"{low} digits"
         return ReportSpec(
-            primary_metric="masked_acc", primary_mode="max", primary_label="masked accuracy",
+            primary_metric="masked_acc",
+            primary_mode="max",
+            primary_label="masked accuracy",
             metrics=["masked_acc", "exact_acc", "loss", "probe_masked_acc", "probe_exact_acc"],
             columns=[
                 Column("masked_acc", "masked acc", "percent"),
                 Column("exact_acc", "exact-match acc", "percent"),
-                Column("probe_masked_acc", f"probe masked acc ({probe})", "percent",
-                       fallback_header="probe masked acc (longer numbers)",
-                       nan_note="n/a: the model could not read the probe's longer rows, so the probe "
-                       "was skipped. A model with a fixed context (learned position embeddings sized "
-                       "to the training rows) has no positions for them."),
+                Column(
+                    "probe_masked_acc",
+                    f"probe masked acc ({probe})",
+                    "percent",
+                    fallback_header="probe masked acc (longer numbers)",
+                    nan_note="n/a: the model could not read the probe's longer rows, so the probe "
+                    "was skipped. A model with a fixed context (learned position embeddings sized "
+                    "to the training rows) has no positions for them.",
+                ),
             ],
             metrics_noun="Accuracies",
             description="Masked accuracy scores the reversed digits and the closing `#`; exact match "
             "counts whole numbers reversed without a mistake.",
-            notes=[f"The probe uses numbers longer than any in training ({probe}; training: up to "
-                   f"{self.digit_max})."],
+            notes=[f"The probe uses numbers longer than any in training ({probe}; training: up to {self.digit_max})."],
             samples_note="Predictions of each tested model on held-out numbers (`^` marks a wrong token).",
-            chart=Chart("accuracy", "Accuracy", f"test accuracy ({self.eval_samples} held-out rows)", "accuracy",
-                        [["masked_acc", "masked (per digit)"], ["exact_acc", "exact match (whole number)"]],
-                        percent=True, fallback_title="test accuracy (held-out rows)"),
+            chart=Chart(
+                "accuracy",
+                "Accuracy",
+                f"test accuracy ({self.eval_samples} held-out rows)",
+                "accuracy",
+                [["masked_acc", "masked (per digit)"], ["exact_acc", "exact match (whole number)"]],
+                percent=True,
+                fallback_title="test accuracy (held-out rows)",
+            ),
         )
 
     def describe(self, model, num_samples: int = 1) -> str:
@@ -338,13 +353,11 @@ class ReverseDigits(Task):
                         f"gold  : {_render(gold)}",
                         f"pred  : {_render(guess)}",
                         "diff  : " + "".join(" " if good else "^" for good in ok),
-                        f"accuracy: {int(ok.sum())}/{len(ok)} ({ok.mean():.1%}), "
-                        f"exact: {'yes' if ok.all() else 'no'}",
+                        f"accuracy: {int(ok.sum())}/{len(ok)} ({ok.mean():.1%}), exact: {'yes' if ok.all() else 'no'}",
                     ]
                 )
             )
         return "\n\n".join(blocks)
-
 
     # ----------------------------------------------------------------- text
     #: Generation stops after this token: an answer ends with '#'.
@@ -366,6 +379,7 @@ class ReverseDigits(Task):
         """Whether ``continuation`` begins with the right answer (text after it is ignored)."""
         expected = expected_continuation(prompt)
         return continuation[: len(expected)] == expected
+
 
 def _scored_batch(rows: np.ndarray) -> Batch:
     """Held-out token rows as a batch: inputs ``rows[:, :-1]``, targets ``rows[:, 1:]``, the seed's mask."""

@@ -58,15 +58,34 @@ class ReverseDigitsPadded(ReverseDigits):
         pad_id: Input token of padding (its labels are -100); any token but ``,`` (10).
     """
 
-    def __init__(self, digit_max: int = 60, batch_size: int = 256, eval_samples: int = 100,
-                 eval_seed: int = 1234, probe_digit_min: int = 61, probe_digit_max: int = 80,
-                 probe_samples: int = 100, digit_min: int = 1, pad_id: int = HASH):
-        super().__init__(digit_max=digit_max, seq_len=2 * digit_max + 2, batch_size=batch_size,
-                         eval_samples=eval_samples, eval_seed=eval_seed, probe_digit_min=probe_digit_min,
-                         probe_digit_max=probe_digit_max, probe_samples=probe_samples, digit_min=digit_min)
+    def __init__(
+        self,
+        digit_max: int = 60,
+        batch_size: int = 256,
+        eval_samples: int = 100,
+        eval_seed: int = 1234,
+        probe_digit_min: int = 61,
+        probe_digit_max: int = 80,
+        probe_samples: int = 100,
+        digit_min: int = 1,
+        pad_id: int = HASH,
+    ):
+        super().__init__(
+            digit_max=digit_max,
+            seq_len=2 * digit_max + 2,
+            batch_size=batch_size,
+            eval_samples=eval_samples,
+            eval_seed=eval_seed,
+            probe_digit_min=probe_digit_min,
+            probe_digit_max=probe_digit_max,
+            probe_samples=probe_samples,
+            digit_min=digit_min,
+        )
         if not 0 <= pad_id < len(VOCAB) or pad_id == COMMA:
-            raise SeqlabError(f"reverse_digits_padded: pad_id must be a token id 0..11 other than ',' (10), got "
-                              f"{pad_id}; the default {HASH} ('#') is safe.")
+            raise SeqlabError(
+                f"reverse_digits_padded: pad_id must be a token id 0..11 other than ',' (10), got "
+                f"{pad_id}; the default {HASH} ('#') is safe."
+            )
         self.pad_id = pad_id
         self._eval: tuple | None = None
         self._probe: tuple | None = None
@@ -81,7 +100,9 @@ class ReverseDigitsPadded(ReverseDigits):
     def train_batch(self, step: int) -> Batch:
         """``batch_size`` numbers of (run seed, step), padded to the longest: ``[B, 2k_max + 1]``."""
         rng = np.random.default_rng([_TRAIN_STREAM, self.seed % (1 << 63), int(step)])
-        batch = self._scored(*pad_batch(self.numbers(rng, self.batch_size, self.digit_min, self.digit_max), self.pad_id))
+        batch = self._scored(
+            *pad_batch(self.numbers(rng, self.batch_size, self.digit_min, self.digit_max), self.pad_id)
+        )
         return Batch(paddle.to_tensor(batch.inputs), paddle.to_tensor(batch.targets), paddle.to_tensor(batch.mask))
 
     @property
@@ -121,6 +142,7 @@ class ReverseDigitsPadded(ReverseDigits):
 
     def report_spec(self) -> ReportSpec:
         spec = super().report_spec()
-        spec.notes.append("Each row holds one number, padded to the longest in its batch; padding "
-                          "counts in no metric and no loss.")
+        spec.notes.append(
+            "Each row holds one number, padded to the longest in its batch; padding counts in no metric and no loss."
+        )
         return spec

@@ -54,16 +54,29 @@ class TokenFile(Task):
     vocab_size = 256
     primary_metric, primary_mode = "perplexity", "min"
 
-    def __init__(self, path: str = "examples/data/dhammapada.bin", dtype: Literal["uint16", "uint32"] = "uint16",
-                 vocab_size: int = 256, seq_len: int = 128, batch_size: int = 32, val_fraction: float = 0.1,
-                 eval_windows: int = 128):
-        for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("batch_size", batch_size),
-                            ("eval_windows", eval_windows)):
+    def __init__(
+        self,
+        path: str = "examples/data/dhammapada.bin",
+        dtype: Literal["uint16", "uint32"] = "uint16",
+        vocab_size: int = 256,
+        seq_len: int = 128,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        eval_windows: int = 128,
+    ):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("seq_len", seq_len),
+            ("batch_size", batch_size),
+            ("eval_windows", eval_windows),
+        ):
             if value < 1:
                 raise SeqlabError(f"token_file: {name} must be at least 1, got {value}; fix the task's init_args.")
         if not 0.0 < val_fraction < 1.0:
-            raise SeqlabError(f"token_file: val_fraction must be between 0 and 1, got {val_fraction}; "
-                              "it is the fraction of the file held out for evaluation (e.g. 0.1).")
+            raise SeqlabError(
+                f"token_file: val_fraction must be between 0 and 1, got {val_fraction}; "
+                "it is the fraction of the file held out for evaluation (e.g. 0.1)."
+            )
         self.path, self.dtype, self.vocab_size = str(path), dtype, int(vocab_size)
         self.seq_len, self.batch_size = seq_len, batch_size
         self.val_fraction, self.eval_windows = val_fraction, eval_windows
@@ -74,7 +87,8 @@ class TokenFile(Task):
             part = "training part" if self.split < window else "held-out part"
             raise SeqlabError(
                 f"token file '{path}' is too short: {n:,} tokens leave its {part} with fewer than a window of "
-                f"seq_len + 1 = {window} tokens (val_fraction {val_fraction}); lower seq_len or use a longer file.")
+                f"seq_len + 1 = {window} tokens (val_fraction {val_fraction}); lower seq_len or use a longer file."
+            )
         # A wrong dtype (or vocabulary) usually shows at once: check the first tokens now.
         self._check(np.asarray(self.tokens[:_SAMPLE_CHECK]).astype(np.int64), "its first tokens")
         self.seed = 0
@@ -100,7 +114,7 @@ class TokenFile(Task):
     def val_batches(self) -> Iterator[Batch]:
         starts = self.eval_starts()
         for i in range(0, len(starts), EVAL_CHUNK_ROWS):
-            rows = self._windows(starts[i: i + EVAL_CHUNK_ROWS], "its held-out windows")
+            rows = self._windows(starts[i : i + EVAL_CHUNK_ROWS], "its held-out windows")
             yield Batch(rows[:, :-1], rows[:, 1:])
 
     def _windows(self, starts: np.ndarray, what: str) -> np.ndarray:
@@ -109,8 +123,12 @@ class TokenFile(Task):
         return rows
 
     def _check(self, ids: np.ndarray, what: str) -> None:
-        check_ids(ids, self.vocab_size, f"token file '{self.path}' ({what}, read as {self._dtype_name})",
-                  "set the task's vocab_size above the largest id, or fix its dtype if the file was written with another.")
+        check_ids(
+            ids,
+            self.vocab_size,
+            f"token file '{self.path}' ({what}, read as {self._dtype_name})",
+            "set the task's vocab_size above the largest id, or fix its dtype if the file was written with another.",
+        )
 
     @property
     def _dtype_name(self) -> str:
@@ -127,19 +145,31 @@ class TokenFile(Task):
     def report_spec(self) -> ReportSpec:
         scored = len(self.eval_starts()) * self.seq_len
         name = Path(self.path).name
-        what = (f"Loss is the mean next-token cross-entropy (nats) over {scored:,} held-out tokens of "
-                f"`{name}` (its last {self.val_fraction:.0%}); perplexity is exp(loss)")
+        what = (
+            f"Loss is the mean next-token cross-entropy (nats) over {scored:,} held-out tokens of "
+            f"`{name}` (its last {self.val_fraction:.0%}); perplexity is exp(loss)"
+        )
         what += "; bits/byte is loss / ln 2, each token being one byte." if self.byte_level else "."
         return ReportSpec(
-            primary_metric="perplexity", primary_mode="min", primary_label="perplexity",
+            primary_metric="perplexity",
+            primary_mode="min",
+            primary_label="perplexity",
             metrics=[m.name for m in self.metrics()],
             columns=[Column(m.name, m.header, m.format, m.digits) for m in self.metrics()],
             description=what,
-            samples_note=("Each tested model on held-out text: its most likely next token at each "
-                          "position given the true text before it (`^` marks a wrong one), then a "
-                          "greedy continuation of a held-out prompt."),
-            chart=Chart("perplexity", "Perplexity", f"test perplexity ({scored:,} held-out tokens)", "perplexity",
-                        [["perplexity", "perplexity"]], fallback_title="test perplexity (held-out tokens)"),
+            samples_note=(
+                "Each tested model on held-out text: its most likely next token at each "
+                "position given the true text before it (`^` marks a wrong one), then a "
+                "greedy continuation of a held-out prompt."
+            ),
+            chart=Chart(
+                "perplexity",
+                "Perplexity",
+                f"test perplexity ({scored:,} held-out tokens)",
+                "perplexity",
+                [["perplexity", "perplexity"]],
+                fallback_title="test perplexity (held-out tokens)",
+            ),
         )
 
     def describe(self, model, num_samples: int = 1, generate: int = 64) -> str:
@@ -156,15 +186,24 @@ class TokenFile(Task):
             lines = [f"sample {n}: held-out text from token {start + 1:,} of {len(self.tokens):,}"]
             for a in range(0, len(gold), width):
                 part = slice(a, a + width)
-                lines += [f"text : {self._render(gold[part])}", f"pred : {self._render(pred[part])}",
-                          ("diff : " + "".join((" " if good else "^") * len(self._render([g]))
-                                               for g, good in zip(gold[part], ok[part]))).rstrip()]
+                lines += [
+                    f"text : {self._render(gold[part])}",
+                    f"pred : {self._render(pred[part])}",
+                    (
+                        "diff : "
+                        + "".join(
+                            (" " if good else "^") * len(self._render([g])) for g, good in zip(gold[part], ok[part])
+                        )
+                    ).rstrip(),
+                ]
             lines.append(f"accuracy: {int(ok.sum())}/{len(ok)} ({ok.mean():.1%})")
             prompt = row[: len(row) // 2]
             more = min(generate, len(row) - len(prompt))
-            lines += [f"prompt   : {self._render(prompt[-width:])}",
-                      f"true     : {self._render(row[len(prompt): len(prompt) + more])}",
-                      f"generated: {self._render(self._greedy(model, prompt, more))}"]
+            lines += [
+                f"prompt   : {self._render(prompt[-width:])}",
+                f"true     : {self._render(row[len(prompt) : len(prompt) + more])}",
+                f"generated: {self._render(self._greedy(model, prompt, more))}",
+            ]
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
 
@@ -172,9 +211,9 @@ class TokenFile(Task):
         """``count`` tokens after ``prompt``, each the most likely given the last ``seq_len`` before it."""
         tokens = list(prompt)
         for _ in range(count):
-            context = np.asarray(tokens[-self.seq_len:], dtype=np.int64)[None]
+            context = np.asarray(tokens[-self.seq_len :], dtype=np.int64)[None]
             tokens.append(int(logits(model, context)[0, -1].argmax()))
-        return np.asarray(tokens[len(prompt):])
+        return np.asarray(tokens[len(prompt) :])
 
     def _render(self, ids) -> str:
         """One cell per token: bytes as characters (newline ↵, tab →, other unprintables ·),

@@ -34,8 +34,14 @@ class GRU(Model):
     #: Trainable parameters at the defaults (checked by seqlab.testing).
     documented_params = 30_972
 
-    def __init__(self, vocab_size: int = 12, embed_dim: int = 32, hidden_size: int = 52,
-                 num_layers: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int = 12,
+        embed_dim: int = 32,
+        hidden_size: int = 52,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size

@@ -1,6 +1,6 @@
 """The plugin's own tests: seqlab's shared model checks, plus what is special to the GRU.
 
-    python -m pytest examples/plugin_gru/tests
+python -m pytest examples/plugin_gru/tests
 """
 
 from seqlab.testing import assert_causal, assert_step_matches_forward, run_model_checks
@@ -8,7 +8,7 @@ from seqlab_gru import GRU
 
 
 def test_gru_passes_seqlab_checks():
-    run_model_checks(GRU)                            # the defaults, documented_params included
+    run_model_checks(GRU)  # the defaults, documented_params included
     run_model_checks(GRU, hidden_size=16, num_layers=1)
 
 

@@ -228,19 +228,18 @@ def rwkv7_tmix_post_reference(y, r, k, v, g, r_k, gn_w, gn_b, head_size, eps):
     mu = yh.mean(axis=-1, keepdim=True)
     var = ((yh - mu) * (yh - mu)).mean(axis=-1, keepdim=True)
     yn = ((yh - mu) / paddle.sqrt(var + eps)).reshape(shape) * gn_w.reshape([C]) + gn_b.reshape([C])
-    bonus = ((r.reshape(hs) * k.reshape(hs) * r_k.reshape([H, head_size])).sum(axis=-1, keepdim=True)
-             * v.reshape(hs)).reshape(shape)
+    bonus = (
+        (r.reshape(hs) * k.reshape(hs) * r_k.reshape([H, head_size])).sum(axis=-1, keepdim=True) * v.reshape(hs)
+    ).reshape(shape)
     return (yn + bonus) * g
 
 
-def rwkv7_tmix_post(y, r, k, v, g, r_k, gn_w, gn_b, head_size: int, eps: float = 64e-5,
-                    use_cpp: bool | None = None):
+def rwkv7_tmix_post(y, r, k, v, g, r_k, gn_w, gn_b, head_size: int, eps: float = 64e-5, use_cpp: bool | None = None):
     """``(GroupNorm_H(y) + sum_head(r * k * r_k) * v) * g``: the WKV output's norm, bonus and gate."""
     ops = _ops(y, use_cpp)
     if ops is None:
         return rwkv7_tmix_post_reference(y, r, k, v, g, r_k, gn_w, gn_b, head_size, eps)
-    return ops.seqlab_rwkv7_tmix_post(y, r, k, v, g, r_k, gn_w, gn_b, int(head_size), float(eps),
-                                      num_threads())
+    return ops.seqlab_rwkv7_tmix_post(y, r, k, v, g, r_k, gn_w, gn_b, int(head_size), float(eps), num_threads())
 
 
 def linear(x, w, use_cpp: bool | None = None):
@@ -281,7 +280,13 @@ def rwkv7_step(tokens, state, params, n_layer: int, head_size: int, ln_eps: floa
     """
     ops = _ops(state, True)
     logits, new_state = ops.seqlab_rwkv7_step(
-        tokens, state, list(params), int(n_layer), int(head_size), float(ln_eps), float(gn_eps),
+        tokens,
+        state,
+        list(params),
+        int(n_layer),
+        int(head_size),
+        float(ln_eps),
+        float(gn_eps),
         num_threads(),
     )
     return logits, new_state

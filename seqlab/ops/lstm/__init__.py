@@ -92,8 +92,7 @@ def lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, initial_states=None):
         c0 = paddle.zeros([B, H], dtype=x.dtype)
     else:
         h0, c0 = (s.reshape([B, H]) for s in initial_states)
-    y, c_last, _gates, _cells = ops.seqlab_lstm(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                                num_threads())
+    y, c_last, _gates, _cells = ops.seqlab_lstm(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, num_threads())
     return y, (y[:, -1].unsqueeze(0), c_last.unsqueeze(0))
 
 
@@ -124,8 +123,7 @@ def lstm_layer(layer, x, initial_states=None, use_cpp: bool | None = None):
         if use_cpp:
             raise ValueError("lstm_layer(use_cpp=True): this layer/input cannot use the C++ op")
         return layer(x, initial_states)
-    return lstm(x, layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0,
-                initial_states)
+    return lstm(x, layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0, initial_states)
 
 
 __all__ = ["ENV_VAR", "fusable", "load", "lstm", "lstm_layer"]

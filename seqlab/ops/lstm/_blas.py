@@ -75,8 +75,12 @@ def _candidates() -> list[Path]:
 
 def _naming(lib) -> tuple[str, str] | None:
     for prefix, suffix in _NAMINGS:
-        names = (f"{prefix}cblas_sgemm{suffix}", f"{prefix}cblas_dgemm{suffix}",
-                 f"{prefix}openblas_set_num_threads{suffix}", f"{prefix}openblas_get_num_threads{suffix}")
+        names = (
+            f"{prefix}cblas_sgemm{suffix}",
+            f"{prefix}cblas_dgemm{suffix}",
+            f"{prefix}openblas_set_num_threads{suffix}",
+            f"{prefix}openblas_get_num_threads{suffix}",
+        )
         if all(hasattr(lib, n) for n in names):
             return prefix, suffix
     return None
