@@ -141,14 +141,36 @@ def _split_own_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     return own, rest
 
 
+def packaged_recipes() -> dict[str, Path]:
+    """The recipes shipped inside the package (seqlab/recipes/*.yaml), by name."""
+    folder = Path(__file__).resolve().parent / "recipes"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def find_recipe(path: str) -> Path:
+    """A recipe file: ``path`` itself, else (for a bare name) the packaged recipe of that name.
+
+    So ``seqlab fit --recipe reverse_digits_cpu`` works after ``pip install seqlab``, with no clone.
+    """
+    file = Path(path)
+    if file.is_file():
+        return file
+    packaged = packaged_recipes()
+    name = file.name.removesuffix(".yaml").removesuffix(".yml")
+    if file.parent == Path(".") and name in packaged:
+        return packaged[name]
+    close = difflib.get_close_matches(name, list(packaged), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise SeqlabError(f"recipe '{path}' does not exist.{hint} Pass a YAML file, or the name of a packaged "
+                      f"recipe ({', '.join(packaged)}; `seqlab recipes` lists them).")
+
+
 def load_recipe(path: str) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
     """Read a recipe: returns (experiment name, shared config, {run name: overrides}).
 
     The shared config keeps the recipe-level key ``parallel`` (runs trained at once) if present.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise SeqlabError(f"recipe '{path}' does not exist; pass a YAML file, e.g. recipes/reverse_digits_cpu.yaml.")
+    file = find_recipe(path)
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -571,6 +593,18 @@ def cmd_list(registry) -> int:
     return 0
 
 
+def cmd_recipes(argv: list[str]) -> int:
+    """List the packaged recipes with the first line of their header comment."""
+    recipes = packaged_recipes()
+    width = max((len(name) for name in recipes), default=0)
+    for name, path in recipes.items():
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                      if ln.startswith("#") and ln.strip("# ")), "")
+        sys.stdout.write(f"{name:<{width}}  {first}\n")
+    sys.stdout.write(f"\nRun one by name (`seqlab fit --recipe {next(iter(recipes), 'NAME')}`); they are in {next(iter(recipes.values())).parent if recipes else '-'}.\n")
+    return 0
+
+
 def cmd_compare(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
         raise SeqlabError("usage: seqlab compare runs/<experiment> (the folder holding the runs).")
@@ -840,6 +874,7 @@ COMMANDS = [
     ),
     Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
     Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
+    Command("recipes", cmd_recipes, "list the recipes that come with seqlab (usable by name: --recipe NAME)"),
     Command(
         "convert-checkpoint",
         cmd_convert_checkpoint,
@@ -849,7 +884,8 @@ COMMANDS = [
 ]
 
 RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
-  --recipe FILE         the recipe (YAML); a saved runs/<exp>/<run>/config.yaml works too
+  --recipe FILE|NAME    the recipe (YAML), or the name of a packaged one (`seqlab recipes`);
+                        a saved runs/<exp>/<run>/config.yaml works too
   --runs a,b            only these runs of the recipe
   --print_config        print the resolved recipe and exit
   --parallel N          fit: train N runs at once, in child processes (default: the recipe's
