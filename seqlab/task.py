@@ -142,6 +142,10 @@ class Task:
         """The fixed held-out batches, the same for every run and every call."""
         raise NotImplementedError(f"{type(self).__name__} must implement val_batches() (or evaluate())")
 
+    def test_batches(self) -> Iterable[Batch]:
+        """The final test's main set; by default the held-out validation batches (as the seed tests)."""
+        return self.val_batches()
+
     def test_sets(self) -> list[EvalSet]:
         """Extra sets scored only by the final test (e.g. a length-generalisation probe)."""
         return []
@@ -181,10 +185,10 @@ class Task:
         return score(model, [EvalSet(self.val_batches(), self.metrics())])
 
     def test(self, model) -> dict[str, float]:
-        """The final evaluation after training: the held-out set, then every ``test_sets()`` set."""
+        """The final evaluation after training: ``test_batches()``, then every ``test_sets()`` set."""
         from seqlab.evaluation import score
 
-        return score(model, [EvalSet(self.val_batches(), self.metrics()), *self.test_sets()])
+        return score(model, [EvalSet(self.test_batches(), self.metrics()), *self.test_sets()])
 
     def describe(self, model, num_samples: int = 1) -> str:
         """A human-readable sample: input, gold answer, the model's prediction and their diff.

@@ -1,4 +1,4 @@
-"""The import rules that keep data flowing one way (DESIGN.md), checked on the source."""
+"""The import rules that keep data flowing one way (README, "Architecture"), checked on the source."""
 
 import ast
 from pathlib import Path

@@ -342,3 +342,23 @@ def test_describe_shows_input_gold_pred_diff(task):
     assert "pred  : " + "#" * (len(fwd) + 1) in bad
     assert "diff  : " + "^" * len(fwd) + " " in bad
     assert bad.count("input : ") == 2
+
+
+def test_a_separate_test_set_keeps_the_seeds_100_row_figure_beside_it():
+    from seqlab.evaluation import evaluate
+    from seqlab.models.mlp import MLP
+
+    paddle.seed(0)
+    model = MLP(embed_dim=8, window=4, hidden_dim=16)
+    seed_style, bigger = ReverseDigits(), ReverseDigits(test_samples=1000)
+    for task in (seed_style, bigger):
+        task.setup(0)
+    assert bigger.test_rows.shape == (1000, 129)
+    assert not np.array_equal(bigger.test_rows[:100], bigger.eval_rows)  # its own rows, not the held-out ones
+    np.testing.assert_array_equal(seed_style.test_rows, seed_style.eval_rows)  # the seed: test = held-out rows
+    a, b = evaluate(seed_style, model, "test"), evaluate(bigger, model, "test")
+    assert "val100_masked_acc" not in a and b["val100_masked_acc"] == a["masked_acc"]
+    assert b["masked_acc"] != a["masked_acc"] and b["probe_masked_acc"] == a["probe_masked_acc"]
+    assert [c.key for c in bigger.report_spec().columns][:2] == ["masked_acc", "val100_masked_acc"]
+    with pytest.raises(SeqlabError, match="test_samples must be >= 0"):
+        ReverseDigits(test_samples=-1)
