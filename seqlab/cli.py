@@ -161,8 +161,10 @@ def find_recipe(path: str) -> Path:
         return packaged[name]
     close = difflib.get_close_matches(name, list(packaged), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise SeqlabError(f"recipe '{path}' does not exist.{hint} Pass a YAML file, or the name of a packaged "
-                      f"recipe ({', '.join(packaged)}; `seqlab recipes` lists them).")
+    raise SeqlabError(
+        f"recipe '{path}' does not exist.{hint} Pass a YAML file, or the name of a packaged "
+        f"recipe ({', '.join(packaged)}; `seqlab recipes` lists them)."
+    )
 
 
 def load_recipe(path: str) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
@@ -598,10 +600,18 @@ def cmd_recipes(argv: list[str]) -> int:
     recipes = packaged_recipes()
     width = max((len(name) for name in recipes), default=0)
     for name, path in recipes.items():
-        first = next((ln.lstrip("# ").strip() for ln in path.read_text(encoding="utf-8").splitlines()
-                      if ln.startswith("#") and ln.strip("# ")), "")
+        first = next(
+            (
+                ln.lstrip("# ").strip()
+                for ln in path.read_text(encoding="utf-8").splitlines()
+                if ln.startswith("#") and ln.strip("# ")
+            ),
+            "",
+        )
         sys.stdout.write(f"{name:<{width}}  {first}\n")
-    sys.stdout.write(f"\nRun one by name (`seqlab fit --recipe {next(iter(recipes), 'NAME')}`); they are in {next(iter(recipes.values())).parent if recipes else '-'}.\n")
+    sys.stdout.write(
+        f"\nRun one by name (`seqlab fit --recipe {next(iter(recipes), 'NAME')}`); they are in {next(iter(recipes.values())).parent if recipes else '-'}.\n"
+    )
     return 0
 
 

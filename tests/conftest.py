@@ -4,6 +4,8 @@ import logging
 
 import pytest
 
+import seqlab  # noqa: F401  (first: it sets Paddle's environment, e.g. MKL's AVX2 switch, before any test imports paddle)
+
 
 @pytest.fixture
 def run_seqlab(capsys):

@@ -73,5 +73,6 @@ def setting(name: str) -> str | None:
 
 
 def run_settings() -> dict[str, str | None]:
-    """Every run setting, checked: what a run records about the kernels it ran with."""
-    return {name: setting(name) for name in _CHECKS}
+    """Every run setting, checked, and MKL's CPU-path switch (which seqlab sets on AMD CPUs,
+    see :mod:`seqlab._paddle`): what a run records about the kernels it ran with."""
+    return {**{name: setting(name) for name in _CHECKS}, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE")}
