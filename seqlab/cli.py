@@ -704,13 +704,21 @@ def cmd_sweep(argv: list[str]) -> int:
     log.info(
         "sweep: %d points, %d finished before, %d to train -> %s", len(points), len(points) - len(jobs), len(jobs), root
     )
+    failed = None
     if jobs:
         import shlex
 
-        run_in_children(jobs, parsed.parallel, shlex.join(["seqlab", "sweep", *argv]))
+        try:
+            run_in_children(jobs, parsed.parallel, shlex.join(["seqlab", "sweep", *argv]))
+        except TrainingInterrupted:
+            raise
+        except SeqlabError as exc:  # a point that failed (e.g. diverged) must not hide the others
+            failed = exc
     paths = write_sweep_report(root, name, mode)
     for path in paths:
         sys.stdout.write(f"{path}\n")
+    if failed is not None:
+        raise failed
     return 0
 
 
