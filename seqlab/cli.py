@@ -658,12 +658,12 @@ def cmd_sweep(argv: list[str]) -> int:
         i += 1
     if not (seeds.isdigit() and int(seeds) >= 1):
         raise SeqlabError(f"--seeds expects a positive int (seeds per grid point), got {seeds!r}.")
-    grid = parse_grid(grid_items)
     parsed = parse_runs("fit", rest)
-    # Every grid value must be a valid setting of every run: checked now, not in the 20th child.
+    grids = parse_grid(grid_items, [spec.name for spec in parsed.specs])
+    # Every grid value must be a valid setting of its run: checked now, not in the 20th child.
     for spec in parsed.specs:
         data = dump_config(spec)
-        for key, values in grid.items():
+        for key, values in grids[spec.name].items():
             for value in values:
                 try:
                     spec.parser.parse_args(["--config", data, f"--{key}", value])
@@ -671,8 +671,8 @@ def cmd_sweep(argv: list[str]) -> int:
                     raise _explain(exc, f"--grid {key}={value}, run '{spec.name}'") from None
     name, mode = _sweep_metric(metric, parsed)
     root = Path(parsed.specs[0].config.trainer.root_dir) / parsed.experiment / "sweep"
-    points = plan({spec.name: int(spec.config.trainer.seed) for spec in parsed.specs}, grid, int(seeds))
-    write_manifest(root, points, grid)
+    points = plan({spec.name: int(spec.config.trainer.seed) for spec in parsed.specs}, grids, int(seeds))
+    write_manifest(root, points, grids)
     jobs = []
     for point in points:
         folder = root / point.name
@@ -911,7 +911,8 @@ RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
   --ckpt_path X         last | best | PATH (fit: resume from it)
   --prompt TEXT         predict: a prompt (repeat it, or --prompts_file FILE, one per line);
                         --max_new_tokens N (64), --temperature T (0: greedy), --top_k K, --seed S
-  --grid KEY=v1,v2,...  sweep: values of a dotted option (repeat --grid for more keys)
+  --grid KEY=v1,v2,...  sweep: values of a dotted option (repeat --grid for more keys);
+                        RUN:KEY=v1,v2 gives one run its own values
   --seeds N             sweep: seeds per grid point (the run's seed, +1, ...)
   --metric NAME[:max]   sweep: the validation metric to select on (default: the task's own)
   --protocol P          which weights each run's final test uses: best (default: every run's

@@ -13,6 +13,7 @@ report gives the test metrics at that setting as mean ± std over seeds.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -33,22 +34,31 @@ MANIFEST = "sweep.json"  # what was asked for: the points and their settings, by
 
 
 # ---------------------------------------------------------------------------- planning
-def parse_grid(items: list[str]) -> dict[str, list[str]]:
-    """``["trainer.optimizer.lr=1e-3,2e-3"]`` -> ``{"trainer.optimizer.lr": ["1e-3", "2e-3"]}``."""
-    grid: dict[str, list[str]] = {}
+def parse_grid(items: list[str], runs: list[str]) -> dict[str, dict[str, list[str]]]:
+    """The grid of each run, from ``--grid KEY=v1,v2`` (every run) and ``--grid RUN:KEY=v1,v2``.
+
+    ``{"rwkv7": {"trainer.optimizer.lr": ["4e-3", "8e-3"]}, ...}``: a model may need its own
+    values (its lr's optimum lies elsewhere) while every model gets as many.
+    """
+    grids: dict[str, dict[str, list[str]]] = {run: {} for run in runs}
     for item in items:
         key, eq, values = item.partition("=")
-        key = key.strip().removeprefix("--")
+        scope, colon, key = key.strip().removeprefix("--").rpartition(":")
         options = [v.strip() for v in values.split(",") if v.strip()]
         if not eq or not key or not options:
             raise SeqlabError(
-                f"--grid {item!r}: write KEY=v1,v2,... with a dotted option as KEY, e.g. "
-                "--grid trainer.optimizer.lr=1e-3,2e-3,4e-3."
+                f"--grid {item!r}: write KEY=v1,v2,... (or RUN:KEY=v1,v2,... for one run) with a dotted "
+                "option as KEY, e.g. --grid trainer.optimizer.lr=1e-3,2e-3,4e-3."
             )
-        if key in grid:
-            raise SeqlabError(f"--grid names {key} twice; give all its values in one --grid.")
-        grid[key] = options
-    return grid
+        if colon and scope not in grids:
+            close = difflib.get_close_matches(scope, list(grids), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise SeqlabError(f"--grid {item!r}: no selected run '{scope}'.{hint} Selected: {', '.join(grids)}.")
+        for run in [scope] if colon else list(grids):
+            if key in grids[run]:
+                raise SeqlabError(f"--grid gives {key} twice for run '{run}'; give all its values in one --grid.")
+            grids[run][key] = options
+    return grids
 
 
 def _short(key: str) -> str:
@@ -79,21 +89,25 @@ class Point:
         return ", ".join(f"{_short(k)}={v}" for k, v in self.settings) or "(default)"
 
 
-def plan(runs: dict[str, int], grid: dict[str, list[str]], seeds: int) -> list[Point]:
-    """Every run x grid point x seed; ``runs`` maps a run to its base seed (seeds base, base+1, ...)."""
-    combos: list[tuple[tuple[str, str], ...]] = [()]
-    for key, values in grid.items():
-        combos = [c + ((key, v),) for c in combos for v in values]
-    return [Point(run, combo, base + i) for run, base in runs.items() for combo in combos for i in range(seeds)]
+def plan(runs: dict[str, int], grids: dict[str, dict[str, list[str]]], seeds: int) -> list[Point]:
+    """Every run x its grid points x seed; ``runs`` maps a run to its base seed (base, base+1, ...)."""
+    points = []
+    for run, base in runs.items():
+        combos: list[tuple[tuple[str, str], ...]] = [()]
+        for key, values in grids.get(run, {}).items():
+            combos = [c + ((key, v),) for c in combos for v in values]
+        points += [Point(run, combo, base + i) for combo in combos for i in range(seeds)]
+    return points
 
 
-def write_manifest(sweep_dir: Path, points: list[Point], grid: dict[str, list[str]]) -> None:
-    """Add ``points`` to the sweep's manifest (a later sweep may add seeds or values)."""
+def write_manifest(sweep_dir: Path, points: list[Point], grids: dict[str, dict[str, list[str]]]) -> None:
+    """Add ``points`` and the values tried to the sweep's manifest (a later sweep may add more)."""
     path = sweep_dir / MANIFEST
-    data = json.loads(path.read_text()) if path.is_file() else {"grid": {}, "points": {}}
-    for key, values in grid.items():
-        known = data["grid"].setdefault(key, [])
-        known += [v for v in values if v not in known]
+    data = json.loads(path.read_text()) if path.is_file() else {"grids": {}, "points": {}}
+    for run, grid in grids.items():
+        for key, values in grid.items():
+            known = data["grids"].setdefault(run, {}).setdefault(key, [])
+            known += [v for v in values if v not in known]
     for p in points:
         data["points"][p.name] = {"run": p.run, "settings": dict(p.settings), "seed": p.seed}
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +210,7 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
     spec = next((p.report for s in settings for _, p in s.points if p.report is not None), None)
     test_metrics = [metric] + [c.key for c in (spec.columns if spec else []) if c.key != metric]
     manifest = json.loads((sweep_dir / MANIFEST).read_text())
-    grid = manifest["grid"]
+    grids = manifest["grids"]
     best = best_settings(settings, metric, mode)
     pct = _is_fraction(metric)
     generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -218,7 +232,7 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Values are mean ± standard deviation over seeds (sample std; none with one seed).")
-    edge = {run: at_grid_edge(s, grid) for run, s in best.items()}
+    edge = {run: at_grid_edge(s, grids.get(run, {})) for run, s in best.items()}
     flagged = [f"{run} ({', '.join(keys)})" for run, keys in edge.items() if keys]
     lines.append(
         "Every winning value lies inside its grid."
@@ -258,7 +272,7 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
     report = sweep_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     paths = [report]
-    if _plot(settings, grid, metric, mode, sweep_dir / "sweep.png"):
+    if _plot(settings, grids, metric, mode, sweep_dir / "sweep.png"):
         paths.append(sweep_dir / "sweep.png")
     results = [
         {
@@ -282,22 +296,22 @@ def s_label(s: Setting) -> str:
     return ", ".join(f"{_short(k)}={v}" for k, v in s.settings.items()) or "(default)"
 
 
-def _plot(settings: list[Setting], grid: dict[str, list[str]], metric: str, mode: str, path: Path) -> bool:
-    """The validation metric against the first swept key, one line per model, error bars over seeds."""
+def _plot(settings: list[Setting], grids: dict[str, dict[str, list[str]]], metric: str, mode: str, path: Path) -> bool:
+    """The validation metric against each run's first swept key, one line per model, error bars over seeds."""
     from matplotlib.figure import Figure
 
     from seqlab.report import save_figure
 
-    if not grid:
-        return False
-    key = next(iter(grid))
+    keys = {run: next(iter(grid)) for run, grid in grids.items() if grid}
     try:
-        xs_all = [float(v) for v in grid[key]]
+        xs = [float(v) for run, key in keys.items() for v in grids[run][key]]
     except ValueError:
+        return False
+    if not xs:
         return False
     fig = Figure(figsize=(9, 5.5))
     ax = fig.add_subplot()
-    for run in dict.fromkeys(s.run for s in settings):
+    for run, key in keys.items():
         rows = sorted(
             (float(s.settings[key]), s.mean("val", metric), s.std("val", metric) or 0.0)
             for s in settings
@@ -313,11 +327,14 @@ def _plot(settings: list[Setting], grid: dict[str, list[str]], metric: str, mode
                 linewidth=2,
                 label=run,
             )
-    if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
+    if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
-    ax.set_xlabel(key)
+    names = sorted(set(keys.values()))
+    ax.set_xlabel(", ".join(names))
     ax.set_ylabel(f"val {metric} (mean ± std over seeds)")
-    ax.set_title(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better) against {_short(key)}")
+    ax.set_title(
+        f"{metric} ({'higher' if mode == 'max' else 'lower'} is better) against {', '.join(_short(k) for k in names)}"
+    )
     ax.grid(True, linestyle="--", alpha=0.5)
     ax.legend()
     save_figure(fig, path)

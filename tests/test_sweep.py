@@ -9,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+from seqlab.errors import SeqlabError
 from seqlab.sweep import Point, at_grid_edge, best_settings, parse_grid, plan
 
 SEQLAB = [sys.executable, "-m", "seqlab.cli"]
@@ -57,9 +58,9 @@ def recipe(tmp_path):
 
 
 def test_plan_and_grid_parsing():
-    grid = parse_grid(["trainer.optimizer.lr=1e-3, 2e-3", "model.init_args.n_layer=1,2"])
-    assert grid == {"trainer.optimizer.lr": ["1e-3", "2e-3"], "model.init_args.n_layer": ["1", "2"]}
-    points = plan({"rwkv7": 42}, grid, seeds=3)
+    grids = parse_grid(["trainer.optimizer.lr=1e-3, 2e-3", "model.init_args.n_layer=1,2"], ["rwkv7"])
+    assert grids == {"rwkv7": {"trainer.optimizer.lr": ["1e-3", "2e-3"], "model.init_args.n_layer": ["1", "2"]}}
+    points = plan({"rwkv7": 42}, grids, seeds=3)
     assert len(points) == 12 and len({p.name for p in points}) == 12
     assert points[0] == Point("rwkv7", (("trainer.optimizer.lr", "1e-3"), ("model.init_args.n_layer", "1")), 42)
     assert points[0].name == "rwkv7-lr=1e-3-n_layer=1-seed42"
@@ -72,6 +73,16 @@ def test_plan_and_grid_parsing():
         "42",
     ]
     assert {p.seed for p in points} == {42, 43, 44}
+    # A run may get its own values (as many as the others: an equal budget).
+    own = parse_grid(["rwkv7:trainer.optimizer.lr=4e-3,8e-3", "mlp:trainer.optimizer.lr=1e-3,2e-3"], ["rwkv7", "mlp"])
+    assert {p.name for p in plan({"rwkv7": 1, "mlp": 1}, own, 1)} == {
+        "rwkv7-lr=4e-3-seed1",
+        "rwkv7-lr=8e-3-seed1",
+        "mlp-lr=1e-3-seed1",
+        "mlp-lr=2e-3-seed1",
+    }
+    with pytest.raises(SeqlabError, match="no selected run 'rwkv8'. Did you mean 'rwkv7'"):
+        parse_grid(["rwkv8:trainer.optimizer.lr=1"], ["rwkv7"])
 
 
 def test_tiny_sweep_trains_every_point_and_reports_the_best_on_validation(recipe, tmp_path):
