@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.seqlab-installed
 
-.PHONY: demo test test-slow test-nlp test-all bench setup clean
+.PHONY: demo test lint test-slow test-nlp test-all bench setup clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,13 @@ ARGS ?=
 demo: $(STAMP)
 	$(BIN)/seqlab fit --recipe recipes/reverse_digits_cpu.yaml $(ARGS)
 
-test: $(STAMP)
+# The linter and the formatter first (a second), then the suite.
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Opt-in: the long tests (multi-process training, a full budget recipe).
 test-slow: $(STAMP)
