@@ -80,10 +80,12 @@ __all__ = [
     "load_checkpoint",
     "load_optimizer_state",
     "optimizer_state",
+    "prepare_run_dir",
     "resolve_ckpt_path",
     "restore_rng_state",
     "restore_trainer",
     "split_tensors",
+    "tested_weights",
     "trainer_checkpoint",
 ]
 
@@ -491,6 +493,13 @@ def check_compatible(
 # ---------------------------------------------------------------- run folders and aliases
 
 
+def prepare_run_dir(run_dir: Path, fresh: bool, overwrite: bool) -> None:
+    """Before a fit writes: a fresh run claims its folder (see :func:`claim_run_dir`); make checkpoints/."""
+    if fresh:
+        claim_run_dir(run_dir, overwrite)
+    (Path(run_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
 def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     """A fresh fit must not mix with (or test) an earlier run's files in the same folder."""
     checkpoints = run_dir / "checkpoints"
@@ -512,6 +521,12 @@ def best_or_last(checkpoint_dir: Path) -> tuple[Path, str] | None:
         if path.is_file():
             return path, name
     return None
+
+
+def tested_weights(checkpoint_dir: Path, rule: str) -> tuple[Path, str]:
+    """The checkpoint a finished fit is tested on: ``best`` (its best, else its last) or ``last``."""
+    found = best_or_last(checkpoint_dir) if rule == BEST else None
+    return found or (checkpoint_file(checkpoint_dir, LAST), LAST)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path, resume: bool = False) -> Path | None:

@@ -10,6 +10,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import paddle
+
+from seqlab._paddle import configure_cpu_defaults
+from seqlab.callback import Event
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import inference_mode, to_numpy
 
@@ -88,8 +92,14 @@ def check_forward(task, model, run: str) -> None:
         )
 
 
-def check_settings(nonfinite: str, **counts: int) -> None:
-    """The Trainer's numeric settings: steps and accumulation at least 1, intervals at least 0."""
+def check_settings(settings: dict) -> None:
+    """The Trainer's settings (its ``__init__``'s locals): steps, accumulation and devices at least
+    1, intervals at least 0, ``nonfinite`` stop or skip."""
+    counts = {
+        k: settings[k]
+        for k in ("max_steps", "accumulate_grad_batches", "devices", "val_every", "save_every", "log_every")
+    }
+    nonfinite = settings["nonfinite"]
     for name, value in counts.items():
         low = 1 if name in ("max_steps", "accumulate_grad_batches", "devices") else 0
         if value < low:
@@ -97,6 +107,26 @@ def check_settings(nonfinite: str, **counts: int) -> None:
             raise SeqlabError(f"trainer.{name} must be at least {low}{what}, got {value}.")
     if nonfinite not in ("stop", "skip"):
         raise SeqlabError(f"trainer.nonfinite must be 'stop' or 'skip', got {nonfinite!r}.")
+
+
+def run_checks(trainer, task, model, ckpt_path):
+    """The Trainer's checks before a run, in order; returns ``(path, checkpoint)`` to resume from.
+
+    The run folder and the checkpoint to resume; the vocabulary; the optimizer settings; every
+    callback's ``setup`` (which may reject the configuration); one forward pass.
+    """
+    configure_cpu_defaults(paddle)
+    task.setup(trainer.seed)
+    path, ckpt = check_run_folder(trainer, ckpt_path)
+    check_vocab(task, model, trainer.run_name)
+    trainer.precision.reset()
+    trainer.optimizer = trainer.optimizer_config.build(model)
+    try:
+        trainer.dispatch(Event.SETUP)
+    except SeqlabError as exc:
+        raise SeqlabError(f"run '{trainer.run_name}': {exc}") from None
+    check_forward(task, model, trainer.run_name)
+    return path, ckpt
 
 
 def check_run_folder(trainer, ckpt_path):

@@ -1,11 +1,9 @@
 """The Trainer: the loop, the event dispatch, and the Trainer's own state.
 
-One optimizer step is three named parts: :meth:`Trainer.training_step` (forward and loss),
-:meth:`Trainer.backward` and :meth:`Trainer.optimizer_step`. Everything optional (lr schedules,
-clipping, logging, best-model selection, writing config.yaml/metrics.json/samples.txt) lives
-in callbacks; precision, data parallelism, signals and pre-run checks live in their own
-modules. The event order is documented in docs/api.md.
-"""
+A step is :meth:`Trainer.training_step`, :meth:`Trainer.backward`, :meth:`Trainer.optimizer_step`.
+Everything optional (schedules, clipping, logging, best model, the run's files) is a callback;
+precision, data parallelism, signals and pre-run checks have modules of their own. docs/api.md
+gives the event order."""
 
 from __future__ import annotations
 
@@ -14,31 +12,19 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import paddle
-
+from seqlab import checkpoint
 from seqlab._init_args import python_run_config, record_init_args
-from seqlab._paddle import configure_cpu_defaults
 from seqlab.callback import Callback, Event
 from seqlab.callbacks import arrange_callbacks
-from seqlab.checkpoint import (
-    LAST,
-    atomic_save,
-    best_or_last,
-    checkpoint_file,
-    claim_run_dir,
-    load_checkpoint,
-    restore_trainer,
-    trainer_checkpoint,
-)
+from seqlab.checkpoint import LAST, checkpoint_file
 from seqlab.distributed import DataParallelContext
-from seqlab.errors import SeqlabError
 from seqlab.evaluation import evaluate, evaluate_checkpoint
 from seqlab.interrupts import GracefulStop, TrainingInterrupted
 from seqlab.model import Model
 from seqlab.nonfinite import update_is_finite
 from seqlab.optim import AdamW
 from seqlab.precision import Precision
-from seqlab.preflight import check_forward, check_run_folder, check_settings, check_vocab
+from seqlab.preflight import check_settings, run_checks
 from seqlab.registry import MODELS
 from seqlab.seeding import seed_everything
 from seqlab.task import Task
@@ -60,54 +46,26 @@ class Trainer:
         run_name: Name of this run; defaults to the model's registered name.
         optimizer: AdamW settings (lr, weight decay on the model's ``decay`` group, betas, eps).
         precision: ``32-true``, ``bf16-mixed`` or ``16-mixed`` (GPU; float32 with a warning on CPU).
-        accumulate_grad_batches: Sum the gradients of this many micro-batches cut from each
-            batch's rows before one optimizer step: the same data and update, less memory.
-        nonfinite: On a NaN/inf loss or gradient: ``stop`` (exit 1, the last good checkpoint
-            kept) or ``skip`` (drop that update, count it in the metrics).
-        test_checkpoint: The weights of the final test: ``best`` (the best checkpoint a callback
-            saved, else the last) or ``last`` (the final weights).
+        accumulate_grad_batches: Micro-batches cut from each batch's rows, gradients summed: less memory.
+        nonfinite: On a NaN/inf loss or gradient: ``stop`` (exit 1) or ``skip`` (drop the update).
+        test_checkpoint: The final test's weights: ``best`` (saved by a callback, else last) or ``last``.
         callbacks: Callbacks to use, in dispatch order (``runs_last`` callbacks run last).
-        default_callbacks: Add each default callback (progress, CSV, VisualDL, best checkpoint,
-            config.yaml, metrics.json, samples.txt) whose kind ``callbacks`` lacks.
-        overwrite: Delete an earlier run's files in the run folder and start over (otherwise
-            a fresh fit there stops with an error, unless it resumes with ``ckpt_path``).
-        devices: Data-parallel processes ``seqlab fit`` starts through ``paddle.distributed``
-            (gloo on CPU, NCCL on GPUs). The recipe's batch is the global batch. Under
-            ``paddle.distributed.launch`` the launcher decides instead.
-        config: The resolved config, saved as ``config.yaml`` and checked on resume. The CLI
-            passes the recipe's; from Python it is made from the task, model and trainer.
+        default_callbacks: Add the defaults (progress, CSV, VisualDL, best checkpoint, run files) missing.
+        overwrite: Start over in a run folder holding an earlier run (else: an error, or resume).
+        devices: Data-parallel processes ``seqlab fit`` starts (gloo on CPU, NCCL on GPUs).
+        config: The resolved config (config.yaml, resume checks); from Python, made from the objects.
     """
 
-    def __init__(
-        self,
-        max_steps: int = 1000,
-        val_every: int = 250,
-        log_every: int = 50,
-        save_every: int = 500,
-        seed: int = 42,
-        root_dir: str = "runs",
-        experiment: str = "default",
-        run_name: str | None = None,
-        optimizer: AdamW | None = None,
-        precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
-        accumulate_grad_batches: int = 1,
-        nonfinite: Literal["stop", "skip"] = "stop",
-        test_checkpoint: Literal["best", "last"] = "best",
-        callbacks: list[Callback] | None = None,
-        default_callbacks: bool = True,
-        overwrite: bool = False,
-        devices: int = 1,
-        config: dict[str, Any] | None = None,
-    ) -> None:
-        check_settings(
-            devices=devices,
-            max_steps=max_steps,
-            accumulate_grad_batches=accumulate_grad_batches,
-            val_every=val_every,
-            save_every=save_every,
-            log_every=log_every,
-            nonfinite=nonfinite,
-        )
+    # fmt: off
+    def __init__(self, max_steps: int = 1000, val_every: int = 250, log_every: int = 50, save_every: int = 500,
+                 seed: int = 42, root_dir: str = "runs", experiment: str = "default", run_name: str | None = None,
+                 optimizer: AdamW | None = None, precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true",
+                 accumulate_grad_batches: int = 1, nonfinite: Literal["stop", "skip"] = "stop",
+                 test_checkpoint: Literal["best", "last"] = "best", callbacks: list[Callback] | None = None,
+                 default_callbacks: bool = True, overwrite: bool = False, devices: int = 1,
+                 config: dict[str, Any] | None = None) -> None:
+        # fmt: on
+        check_settings(locals())  # steps, intervals, devices, accumulation, nonfinite: one sentence each
         self.max_steps, self.val_every, self.log_every = max_steps, val_every, max(1, log_every)
         self.save_every, self.seed, self.overwrite, self.devices = save_every, seed, overwrite, devices
         self.root_dir, self.experiment, self.run_name = Path(root_dir), experiment, run_name
@@ -151,31 +109,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ entry points
     def preflight(self, task: Task, model: Model, ckpt_path: str | None = None):
-        """Every check that needs no training and writes nothing (see :mod:`seqlab.preflight`).
-
-        Returns ``(path, checkpoint)`` of the checkpoint to resume from, or ``(None, None)``.
-        """
+        """Every check that needs no training and writes nothing (:mod:`seqlab.preflight`); returns
+        ``(path, checkpoint)`` of the checkpoint to resume from, or ``(None, None)``."""
         self._bind(task, model)
-        configure_cpu_defaults(paddle)
-        task.setup(self.seed)
-        path, ckpt = check_run_folder(self, ckpt_path)
-        check_vocab(task, model, self.run_name)
-        self.precision.reset()
-        self.optimizer = self.optimizer_config.build(model)
-        try:
-            self._dispatch(Event.SETUP)  # callbacks may reject the configuration here
-        except SeqlabError as exc:
-            raise SeqlabError(f"run '{self.run_name}': {exc}") from None
-        check_forward(task, model, self.run_name)
+        path, ckpt = run_checks(self, task, model, ckpt_path)
         self._checked = (task, model, ckpt_path, path, ckpt)
         return path, ckpt
 
     def fit(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
-        """Train ``model`` on ``task``, then test the best (else last) checkpoint.
-
-        ``ckpt_path`` resumes from ``"last"``, ``"best"`` or a file path. Returns the test
-        metrics (also written to ``run_dir/metrics.json`` by the default callbacks).
-        """
+        """Train ``model`` on ``task`` (resuming from ``ckpt_path``: ``last``, ``best`` or a file),
+        then test the best (else last) checkpoint; returns the test metrics."""
         self._reset_progress()
         try:
             with GracefulStop() as self._signals:
@@ -185,27 +128,25 @@ class Trainer:
                 path, ckpt = self._checked[3:]
                 seed_everything(self.seed)
                 if self.is_global_zero:  # only rank 0 touches files; the others wait for it
-                    if ckpt is None:
-                        claim_run_dir(self.run_dir, self.overwrite)
-                    self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                    checkpoint.prepare_run_dir(self.run_dir, fresh=ckpt is None, overwrite=self.overwrite)
                 self._forward_model = self.dp.wrap(model)
                 if ckpt is not None:
-                    restore_trainer(self, ckpt)
-                    self._dispatch(Event.ON_LOAD_CHECKPOINT, ckpt)
+                    checkpoint.restore_trainer(self, ckpt)
+                    self.dispatch(Event.ON_LOAD_CHECKPOINT, ckpt)
                     log.info("resumed %s from %s at step %d", self.run_name, path, self.global_step)
-                self._dispatch(Event.ON_FIT_START)
-                self._dispatch(Event.ON_TRAIN_START)
+                self.dispatch(Event.ON_FIT_START)
+                self.dispatch(Event.ON_TRAIN_START)
                 self._train_loop()
-                self._dispatch(Event.ON_TRAIN_END)
+                self.dispatch(Event.ON_TRAIN_END)
                 metrics = self._test_best()
-            self._dispatch(Event.ON_FIT_END)
+            self.dispatch(Event.ON_FIT_END)
             return metrics
         except BaseException as exc:
-            self._dispatch(Event.ON_EXCEPTION, exc, safe=True)
+            self.dispatch(Event.ON_EXCEPTION, exc, safe=True)
             raise
         finally:
             self._checked = None  # a second fit checks (and builds its optimizer) afresh
-            self._dispatch(Event.TEARDOWN, safe=True)
+            self.dispatch(Event.TEARDOWN, safe=True)
 
     def validate(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
         """Evaluate a checkpoint of this run (default: ``last``) on the held-out set; writes nothing."""
@@ -218,15 +159,12 @@ class Trainer:
         return evaluate_checkpoint(self, ckpt_path, test=True)
 
     def save_checkpoint(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-        """Write a complete, resumable checkpoint atomically (rank 0 writes, every rank waits).
-
-        Every rank calls this at the same steps (decisions rest on globally reduced values), so
-        the barrier keeps the other ranks from reading a checkpoint before it exists.
-        """
-        ckpt = trainer_checkpoint(self, meta)
-        self._dispatch(Event.ON_SAVE_CHECKPOINT, ckpt)  # loggers flush here: the file covers what is on disk
+        """Write a complete, resumable checkpoint atomically. Every rank calls it at the same steps
+        (decisions rest on globally reduced values): rank 0 writes, the barrier makes the rest wait."""
+        ckpt = checkpoint.trainer_checkpoint(self, meta)
+        self.dispatch(Event.ON_SAVE_CHECKPOINT, ckpt)  # loggers flush here: the file covers what is on disk
         if self.is_global_zero:
-            atomic_save(ckpt, path)
+            checkpoint.atomic_save(ckpt, path)
         self.dp.barrier()
 
     # ------------------------------------------------------------------ one optimizer step
@@ -236,9 +174,9 @@ class Trainer:
             return self.task.loss(self._forward_model(batch.inputs), batch)
 
     def backward(self, loss) -> None:
-        self._dispatch(Event.ON_BEFORE_BACKWARD, loss)
+        self.dispatch(Event.ON_BEFORE_BACKWARD, loss)
         self.precision.backward(loss)
-        self._dispatch(Event.ON_AFTER_BACKWARD)
+        self.dispatch(Event.ON_AFTER_BACKWARD)
 
     def optimizer_step(self, loss_value: float) -> bool:
         """Unscale, check for NaN/inf, let callbacks clip, step. False when the update was dropped."""
@@ -247,7 +185,7 @@ class Trainer:
             self.optimizer.clear_grad()
             self.counters["skipped_steps"] += 1
             return False
-        self._dispatch(Event.ON_BEFORE_OPTIMIZER_STEP, self.optimizer)
+        self.dispatch(Event.ON_BEFORE_OPTIMIZER_STEP, self.optimizer)
         self.precision.step(self.optimizer)
         self.optimizer.clear_grad()
         return True
@@ -257,7 +195,7 @@ class Trainer:
         self._step_metrics = {}
         batch = self.dp.shard(self.task.train_batch(self.global_step))
         self.seq_len = int(batch.inputs.shape[1])
-        self._dispatch(Event.ON_TRAIN_BATCH_START, batch)
+        self.dispatch(Event.ON_TRAIN_BATCH_START, batch)
         micro = batch.split(self.accumulate_grad_batches)
         # Each micro-batch's mean loss is weighted by its share of the counted targets, so the
         # summed gradient is the full batch's (also with padding, whose labels don't count).
@@ -274,14 +212,13 @@ class Trainer:
         lr = float(self.optimizer.get_lr())
         self.optimizer_step(loss_value)
         self.global_step += 1
-        elapsed = time.perf_counter() - started
-        tokens = batch.num_tokens * self.world_size
+        elapsed, tokens = time.perf_counter() - started, batch.num_tokens * self.world_size
         self.counters["train_time_s"] += elapsed
         self.counters["train_tokens"] += tokens
         metrics = {"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": tokens / elapsed}
         if self.counters["skipped_steps"]:
             metrics["train/skipped_steps"] = float(self.counters["skipped_steps"])
-        self._dispatch(Event.ON_TRAIN_BATCH_END, {**metrics, **self._step_metrics})
+        self.dispatch(Event.ON_TRAIN_BATCH_END, {**metrics, **self._step_metrics})
 
     # ------------------------------------------------------------------ the loop
     def _train_loop(self) -> None:
@@ -297,28 +234,26 @@ class Trainer:
             if last or self.should_stop or signalled or (self.save_every and step % self.save_every == 0):
                 self.save_checkpoint(checkpoint_file(self.checkpoint_dir, LAST))
             if signalled:
-                raise TrainingInterrupted.after_step(
-                    self._signals.signum, step, str(checkpoint_file(self.checkpoint_dir, LAST))
-                )
+                last_file = str(checkpoint_file(self.checkpoint_dir, LAST))
+                raise TrainingInterrupted.after_step(self._signals.signum, step, last_file)
         if self.should_stop:
             log.info("%s: stopped by a callback at step %d of %d", self.run_name, self.global_step, self.max_steps)
 
     def _validate(self) -> dict[str, float]:
-        self._dispatch(Event.ON_VALIDATION_START)
+        self.dispatch(Event.ON_VALIDATION_START)
         metrics = {f"val/{k}": v for k, v in evaluate(self.task, self.model, "val").items()}
         self.last_val_metrics = metrics
-        self._dispatch(Event.ON_VALIDATION_END, metrics)
+        self.dispatch(Event.ON_VALIDATION_END, metrics)
         return metrics
 
     def _test_best(self) -> dict[str, float]:
-        last = checkpoint_file(self.checkpoint_dir, LAST)
-        path, which = best_or_last(self.checkpoint_dir) if self.test_checkpoint == "best" else (last, LAST)
-        ckpt = load_checkpoint(path)
+        path, which = checkpoint.tested_weights(self.checkpoint_dir, self.test_checkpoint)
+        ckpt = checkpoint.load_checkpoint(path)
         self.model.set_state_dict(ckpt["model"])
         self.tested = {"checkpoint": which, "step": int(ckpt["step"]), "meta": ckpt.get("meta", {})}
         log.info("testing %s with the %s checkpoint (step %d): %s", self.run_name, which, ckpt["step"], path)
         metrics = {f"test/{k}": v for k, v in evaluate(self.task, self.model, "test").items()}
-        self._dispatch(Event.ON_TEST_END, metrics)
+        self.dispatch(Event.ON_TEST_END, metrics)
         return metrics
 
     # ------------------------------------------------------------------ internals
@@ -338,7 +273,8 @@ class Trainer:
         if not self.config or self._derived_config:  # a run driven from Python records what it ran
             self.config, self._derived_config = python_run_config(self, task, model), True
 
-    def _dispatch(self, event: Event, *args: Any, safe: bool = False) -> None:
+    def dispatch(self, event: Event, *args: Any, safe: bool = False) -> None:
+        """Call ``event``'s hook on every callback, in order (Composer's ``run_event``)."""
         for callback in self.callbacks:
             try:
                 getattr(callback, event.value)(self, self.task, self.model, *args)
