@@ -854,6 +854,7 @@ class Command:
     run: Callable[[list[str]], int]
     help: str
     recipe: bool = False
+    own_help: bool = False  # the command prints its own --help (an argparse parser of its own)
 
 
 COMMANDS = [
@@ -888,7 +889,10 @@ COMMANDS = [
     ),
     Command("compare", cmd_compare, "write report.md, loss.png and the task's chart for runs/<experiment>"),
     Command(
-        "tokenize", tokenize.command, "write a text file's bytes as a token file: --input FILE.txt --output data.bin"
+        "tokenize",
+        tokenize.command,
+        "write a text file's bytes as a token file: --input FILE.txt --output data.bin",
+        own_help=True,
     ),
     Command("models", lambda argv: cmd_list(MODELS), "list registered models with their parameter counts"),
     Command("tasks", lambda argv: cmd_list(TASKS), "list registered tasks"),
@@ -964,6 +968,8 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise SeqlabError(f"unknown command '{name}'.{hint} Run `seqlab --help` for the list.")
         if any(a in ("-h", "--help") for a in rest):
+            if command.own_help:
+                return command.run(rest)
             if command.recipe:
                 build_run_parser(name).print_help()
             else:
