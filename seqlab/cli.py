@@ -927,8 +927,13 @@ RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
 
 
 def usage() -> str:
+    import textwrap
+
     width = max(len(c.name) for c in COMMANDS)
-    lines = [f"  {c.name:<{width}}  {c.help}" for c in COMMANDS]
+    indent = " " * (width + 4)
+    lines = [
+        textwrap.fill(c.help, 100, initial_indent=f"  {c.name:<{width}}  ", subsequent_indent=indent) for c in COMMANDS
+    ]
     return "usage: seqlab COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + "\n\n" + RECIPE_OPTIONS
 
 
