@@ -222,3 +222,20 @@ def test_plugin_readme_shows_the_real_code():
     assert python_blocks[1] in (PLUGIN / "tests" / "test_gru.py").read_text()
     pyproject = (PLUGIN / "pyproject.toml").read_text()
     assert all(line in pyproject for line in toml.splitlines())
+
+
+def test_python_api_uses_the_cpu_recipes_settings():
+    """examples/python_api.py says it trains with recipes/reverse_digits_cpu.yaml's settings: it does."""
+    import dataclasses
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("python_api", REPO / "examples" / "python_api.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    recipe = yaml.safe_load((REPO / "recipes" / "reverse_digits_cpu.yaml").read_text())
+    for name, run in recipe["runs"].items():
+        optimizer, callbacks = example.settings(name)
+        wanted = run["trainer"]["optimizer"]
+        got = dataclasses.asdict(optimizer)
+        assert {k: got[k] for k in wanted} == wanted, name
+        assert [type(cb).__name__ for cb in callbacks] == [cb["class_path"] for cb in run["trainer"]["callbacks"]], name
