@@ -87,7 +87,9 @@ def test_logits_and_gradients_match_paddle_path(B, T):
         model.clear_gradients()
     with paddle.no_grad():
         exact = _float64_copy(slow)(x).numpy()
-    assert _rel(outs[0], exact) <= 1e-6 and _rel(outs[1], exact) <= 1e-6
+    # Both float32 paths within ~25 float32 ulps of the float64 truth (the reference itself measures
+    # up to 1.06e-6 with MKL's AVX2 kernels, which seqlab selects on AMD CPUs).
+    assert _rel(outs[0], exact) <= 3e-6 and _rel(outs[1], exact) <= 3e-6
     assert _rel(outs[0], outs[1]) <= 2e-6
     assert grads[0].keys() == grads[1].keys()
     assert len(grads[0]) >= 40  # everything but layer 0's unused v0/v1/v2

@@ -131,6 +131,11 @@ class ReverseDigitsPadded(ReverseDigits):
     def val_batches(self) -> list[Batch]:
         return [self._scored(*self._eval_ids())]
 
+    def test_batches(self) -> list[Batch]:
+        # The packed task's test_batches would score these padded rows as packed ones (padding
+        # included); the final test here is the held-out set, as the seed's.
+        return self.val_batches()
+
     def test_sets(self) -> list[EvalSet]:
         (probe,) = super().test_sets()  # the packed task's probe metrics and wording, on padded rows
         probe.batches = [self._scored(*self._probe_ids())]
