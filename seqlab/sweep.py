@@ -7,8 +7,10 @@ ordinary run (``seqlab fit`` of one recipe run with overrides), stored under
 sweep run again skips the points that finished and resumes the others from their last checkpoint.
 
 Selection uses the validation metrics of each point's last validation, never the test: for each
-run of the recipe, the setting with the best mean validation metric over seeds wins, and the
-report gives the test metrics at that setting as mean ± std over seeds.
+run of the recipe, the setting with the best mean validation metric wins, compared on the seeds
+that every setting of that run finished (a screening stage of one seed per setting, then more
+seeds at the winner, gives the winner no edge from its extra draws). The report gives the test
+metrics at the chosen setting as mean ± std over all its seeds.
 """
 
 from __future__ import annotations
@@ -85,9 +87,6 @@ class Point:
             args += [f"--{key}", value]
         return [*args, "--trainer.seed", str(self.seed)]
 
-    def label(self) -> str:
-        return ", ".join(f"{_short(k)}={v}" for k, v in self.settings) or "(default)"
-
 
 def plan(runs: dict[str, int], grids: dict[str, dict[str, list[str]]], seeds: int) -> list[Point]:
     """Every run x its grid points x seed; ``runs`` maps a run to its base seed (base, base+1, ...)."""
@@ -123,16 +122,20 @@ class Setting:
     settings: dict[str, str]
     points: list[tuple[int, RunSummary]] = field(default_factory=list)  # (seed, summary)
 
-    def values(self, where: str, metric: str) -> list[float]:
-        out = []
-        for _, s in self.points:
+    def scores(self, where: str, metric: str) -> dict[int, float]:
+        """Seed -> the finite value of ``metric`` in the point's ``val`` or ``test`` metrics."""
+        out = {}
+        for seed, s in self.points:
             value = (s.val if where == "val" else s.test).get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                out.append(float(value))
+                out[seed] = float(value)
         return out
 
-    def mean(self, where: str, metric: str) -> Optional[float]:
-        v = self.values(where, metric)
+    def values(self, where: str, metric: str) -> list[float]:
+        return list(self.scores(where, metric).values())
+
+    def mean(self, where: str, metric: str, seeds: Optional[set[int]] = None) -> Optional[float]:
+        v = [x for seed, x in self.scores(where, metric).items() if seeds is None or seed in seeds]
         return statistics.fmean(v) if v else None
 
     def std(self, where: str, metric: str) -> Optional[float]:
@@ -159,16 +162,24 @@ def load_settings(sweep_dir: Path) -> list[Setting]:
     return list(groups.values())
 
 
+def selection_seeds(settings: list[Setting], run: str, metric: str) -> Optional[set[int]]:
+    """The seeds on which every scored setting of ``run`` has a validation ``metric`` (None: no common seed)."""
+    seed_sets = [set(s.scores("val", metric)) for s in settings if s.run == run and s.scores("val", metric)]
+    common = set.intersection(*seed_sets) if seed_sets else set()
+    return common or None
+
+
 def best_settings(settings: list[Setting], metric: str, mode: str) -> dict[str, Setting]:
-    """Per run, the setting with the best mean validation ``metric`` (min or max)."""
+    """Per run, the setting with the best mean validation ``metric`` (min or max) on the run's
+    :func:`selection_seeds` (all seeds when the settings share none); the first listed wins a tie."""
     best: dict[str, Setting] = {}
-    for s in settings:
-        score = s.mean("val", metric)
-        if score is None:
-            continue
-        held = best.get(s.run)
-        if held is None or (score > held.mean("val", metric) if mode == "max" else score < held.mean("val", metric)):
-            best[s.run] = s
+    for run in dict.fromkeys(s.run for s in settings):
+        seeds = selection_seeds(settings, run, metric)
+        scored = [(s.mean("val", metric, seeds), s) for s in settings if s.run == run]
+        scored = [(score, s) for score, s in scored if score is not None]
+        if scored:
+            pick = max if mode == "max" else min
+            best[run] = pick(scored, key=lambda item: item[0])[1]
     return best
 
 
@@ -219,7 +230,7 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
         "",
         f"Generated {generated}. Each point is a run under `{sweep_dir.name}/`; selection is on the "
         f"last validation's `{metric}` ({'higher' if mode == 'max' else 'lower'} is better), averaged "
-        "over seeds, never on the test set.",
+        "over the seeds that every setting of the model finished, never on the test set.",
         "",
         "## Best setting per model",
         "",
@@ -231,7 +242,12 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
         cells += [_fmt(s.mean("test", m), s.std("test", m), _is_fraction(m)) for m in test_metrics]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Values are mean ± standard deviation over seeds (sample std; none with one seed).")
+    lines.append(
+        "Values are mean ± standard deviation over all seeds of the setting (sample std; none with one seed). "
+        "Seeds compared in the selection: "
+        + "; ".join(f"{run} {_seeds_text(selection_seeds(settings, run, metric))}" for run in best)
+        + "."
+    )
     edge = {run: at_grid_edge(s, grids.get(run, {})) for run, s in best.items()}
     flagged = [f"{run} ({', '.join(keys)})" for run, keys in edge.items() if keys]
     lines.append(
@@ -290,6 +306,10 @@ def write_sweep_report(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
         json.dumps({"metric": metric, "mode": mode, "generated_at": generated, "settings": results}, indent=2) + "\n",
     )
     return paths + [sweep_dir / "results.json"]
+
+
+def _seeds_text(seeds: Optional[set[int]]) -> str:
+    return ", ".join(str(seed) for seed in sorted(seeds)) if seeds else "all (no seed common to every setting)"
 
 
 def s_label(s: Setting) -> str:

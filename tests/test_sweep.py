@@ -165,3 +165,25 @@ def test_edge_detection():
     assert at_grid_edge(Setting("m", {"trainer.optimizer.lr": "2e-3"}), grid) == []
     assert at_grid_edge(Setting("m", {"trainer.optimizer.lr": "4e-3"}), grid) == ["trainer.optimizer.lr"]
     assert best_settings([], "loss", "min") == {}
+
+
+def test_selection_compares_settings_on_the_seeds_they_all_ran():
+    """A screening stage (one seed per setting) then three seeds at its winner: the winner's extra
+    seeds must not decide the selection, in either direction."""
+    from types import SimpleNamespace
+
+    from seqlab.sweep import Setting, selection_seeds
+
+    def setting(lr, accs):
+        points = [(seed, SimpleNamespace(val={"acc": a}, test={"acc": a})) for seed, a in accs.items()]
+        return Setting("m", {"trainer.optimizer.lr": lr}, points)
+
+    screened_winner = setting("4e-3", {42: 0.36, 43: 0.30, 44: 0.30})  # mean 0.32 over its three seeds
+    one_seed = setting("3.2e-2", {42: 0.35})
+    assert selection_seeds([screened_winner, one_seed], "m", "acc") == {42}
+    assert best_settings([screened_winner, one_seed], "acc", "max")["m"] is screened_winner
+    assert best_settings([screened_winner, one_seed], "acc", "min")["m"] is one_seed
+    # Settings that share no seed are compared on all their seeds.
+    other = setting("1e-3", {7: 0.33})
+    assert selection_seeds([screened_winner, other], "m", "acc") is None
+    assert best_settings([screened_winner, other], "acc", "max")["m"] is other
