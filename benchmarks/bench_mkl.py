@@ -3,8 +3,8 @@
     python benchmarks/bench_mkl.py [--models transformer,mlp,rwkv7,lstm] [--repeats 3]
 
 Paddle's CPU wheel ships MKL 2019, which picks its generic kernels on AMD CPUs unless
-``MKL_DEBUG_CPU_TYPE=5`` is set before it loads; seqlab sets it on AMD CPUs with AVX2
-(seqlab/_paddle.py). The switch can only be set per process, so each measurement is a fresh
+``MKL_DEBUG_CPU_TYPE=5`` is set before its first call; seqlab sets it on AMD CPUs with AVX2
+(seqlab/_paddle.py). MKL keeps what it read, so each measurement is a fresh
 process (``--child``) timing one model's forward + backward + AdamW step (B=32, T=128, one
 thread, CPU time, median of 8 steps after 2 warm-up steps); the two settings alternate, and the
 table gives medians over the repeats and their ratio. The LSTM is Paddle's ``nn.LSTM``
@@ -23,10 +23,16 @@ import sys
 def child(name: str) -> None:
     import time
 
-    import paddle  # first: MKL loads with the environment the parent chose
+    avx2 = os.environ.get("MKL_DEBUG_CPU_TYPE")  # what the parent chose
+    import paddle
 
-    import seqlab  # noqa: F401  (its own MKL setting comes too late to change what loaded)
+    import seqlab  # noqa: F401
     from seqlab._paddle import configure_cpu_defaults
+
+    # MKL reads the switch at its first call, not when Paddle loads it, and importing seqlab sets
+    # it on AMD CPUs: put back the parent's choice before the first matrix product.
+    if avx2 is None:
+        os.environ.pop("MKL_DEBUG_CPU_TYPE", None)
     from seqlab.registry import MODELS
     from seqlab.tasks.reverse_digits import ReverseDigits
 

@@ -23,9 +23,10 @@ def import_paddle():
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if _amd_with_avx2():
         # Paddle's CPU wheel ships MKL 2019, which runs its generic (SSE) kernels on AMD CPUs.
-        # This long-standing MKL switch selects its AVX2 kernels: Paddle's training steps ran
-        # 1.3-2.5x faster here (benchmarks/RESULTS.md). MKL reads it when it loads, so it is set
-        # before Paddle is imported; only where the CPU has AVX2 and FMA, and a user's value wins.
+        # This long-standing MKL switch selects its AVX2 kernels: training steps of Paddle's own
+        # layers ran 1.3-2.3x faster here (benchmarks/bench_mkl.py, benchmarks/RESULTS.md). MKL
+        # reads it at its first call; it is set before Paddle is even imported, only where the
+        # CPU has AVX2 and FMA, and a user's own value wins.
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     # Paddle prints a "No ccache found" UserWarning on every import; it is noise for our users.
     with warnings.catch_warnings():

@@ -3,8 +3,11 @@
     seqlab fit      --recipe recipes/reverse_digits_cpu.yaml [--runs a,b] [--trainer.max_steps N]
     seqlab validate --recipe R --runs a [--ckpt_path last|best|PATH]
     seqlab test     --recipe R --runs a [--ckpt_path best|last|PATH]
+    seqlab predict  --recipe R --runs a --prompt 12345,
+    seqlab sweep    --recipe R --grid trainer.optimizer.lr=1e-3,2e-3 --seeds 3
     seqlab compare  runs/<experiment>
-    seqlab models | seqlab tasks
+    seqlab tokenize --input text.txt --output text.bin
+    seqlab models | seqlab tasks | seqlab recipes
     seqlab convert-checkpoint OLD.pdckpt NEW.safetensors --trust
 
 A recipe is YAML with one task, shared settings and named runs::
@@ -90,7 +93,8 @@ def build_run_parser(command: str) -> ArgumentParser:
         description=f"seqlab {command}: options below are per run and override the recipe. "
         "seqlab's own flags: --recipe FILE (required), --runs a,b (some runs only), "
         "--print_config (print the resolved recipe), --parallel N (fit: N runs at once), "
-        "--no_report (fit: skip report.md). See `seqlab --help`.",
+        "--no_report (fit: skip report.md), --protocol best|seed (fit: which weights each run's "
+        "final test uses). See `seqlab --help`.",
         exit_on_error=False,
         allow_abbrev=False,  # otherwise --trainer.max_step is silently taken as max_steps
     )
@@ -726,7 +730,10 @@ def _sweep_metric(given: str | None, parsed: ParsedCommand) -> tuple[str, str]:
     """``name:max|min`` from --metric, else the task's declared primary metric, else the loss."""
     if given is not None:
         name, _, mode = given.partition(":")
-        mode = mode or ("min" if "loss" in name else "max")
+        if not mode:
+            from seqlab.metrics import higher_is_better
+
+            mode = "max" if higher_is_better(name) else "min"
         if mode not in ("min", "max") or not name:
             raise SeqlabError(f"--metric {given!r}: write NAME or NAME:max|min, e.g. --metric masked_acc:max.")
         return name, mode
@@ -803,25 +810,33 @@ def cmd_predict(argv: list[str]) -> int:
                 "seqlab predict cannot read prompts for it."
             )
         ids = [encode(prompt) for prompt in prompts]  # a character outside the vocabulary stops here
-        path, step = load_weights(trainer.checkpoint_dir, task, model, spec.config.ckpt_path)
+        path, step = load_weights(trainer.checkpoint_dir, task, model, spec.config.ckpt_path, trainer.test_checkpoint)
         sys.stdout.write(f"== {spec.name}: {path.name} (step {step:,})\n")
         check = getattr(task, "is_correct_continuation", None)
         for prompt, prompt_ids in zip(prompts, ids):
+            expected = None
+            if check is not None:
+                try:  # a prompt that ends mid-answer has nothing to judge; it is still continued
+                    expected = task.expected_continuation(prompt)
+                except SeqlabError:
+                    pass
             sys.stdout.write(prompt)
             sys.stdout.flush()
-            new = []
+            new, shown = [], ""
             for _, token in generate_stream(
                 model, prompt_ids, max_new, temperature, top_k, seed, getattr(task, "stop_token", None)
             ):
                 new.append(token)
-                sys.stdout.write(decode([token]))  # streamed: each token as soon as it is chosen
-                sys.stdout.flush()
-            verdict = ""
-            if check is not None:
                 text = decode(new)
-                ok = check(prompt, text)
-                expected = task.expected_continuation(prompt)
-                verdict = "   right" if ok else f"   wrong (the reversal is {expected})"
+                if not text.endswith("\ufffd"):  # streamed as soon as a whole character is chosen
+                    sys.stdout.write(text[len(shown) :])
+                    sys.stdout.flush()
+                    shown = text
+            text = decode(new)
+            sys.stdout.write(text[len(shown) :])
+            verdict = ""
+            if expected is not None:
+                verdict = "   right" if check(prompt, text) else f"   wrong (the reversal is {expected})"
             sys.stdout.write(verdict + "\n")
     return 0
 
@@ -859,7 +874,10 @@ class Command:
 
 COMMANDS = [
     Command(
-        "fit", cmd_fit, "train the runs of a recipe, test each on its best checkpoint, write the report", recipe=True
+        "fit",
+        cmd_fit,
+        "train the runs of a recipe, test each (best checkpoint by default), write the report",
+        recipe=True,
     ),
     Command(
         "validate",
@@ -877,7 +895,7 @@ COMMANDS = [
         "predict",
         cmd_predict,
         "continue --prompt TEXT (repeatable) or --prompts_file FILE with a run's "
-        "checkpoint (default: best, else last), streaming the tokens",
+        "checkpoint (default: the weights its fit tested), streaming the tokens",
         recipe=True,
     ),
     Command(
@@ -918,7 +936,8 @@ RECIPE_OPTIONS = """recipe options (fit, validate, test, ...):
   --grid KEY=v1,v2,...  sweep: values of a dotted option (repeat --grid for more keys);
                         RUN:KEY=v1,v2 gives one run its own values
   --seeds N             sweep: seeds per grid point (the run's seed, +1, ...)
-  --metric NAME[:max]   sweep: the validation metric to select on (default: the task's own)
+  --metric NAME[:max]   sweep: the validation metric to select on (default: the task's own);
+                        :max or :min, else the metric's direction (loss, perplexity: min)
   --protocol P          which weights each run's final test uses: best (default: every run's
                         best checkpoint) or seed (the Transformer's best, the others' last);
                         a recipe's `protocol:` key sets it too

@@ -5,7 +5,7 @@
   counts. :func:`shift` turns such a pair into a next-token :class:`seqlab.task.Batch`.
 - :func:`open_token_file` opens a 1-D token array (raw ``.bin`` or ``.npy``) with ``np.memmap``:
   the operating system reads only the pages a window touches, so a corpus larger than memory
-  works. :func:`read_windows` cuts windows out of it and checks their ids.
+  works. :func:`read_windows` cuts windows out of it; :func:`check_ids` checks ids against a vocabulary.
 """
 
 from __future__ import annotations

@@ -112,22 +112,25 @@ def evaluate(task, model, stage: str = "val") -> dict[str, float]:
     return {k: float(v) for k, v in results.items()}
 
 
-def load_weights(checkpoint_dir: Path, task, model, ckpt_path: str | None) -> tuple[Path, int]:
+def load_weights(
+    checkpoint_dir: Path, task, model, ckpt_path: str | None, test_checkpoint: str = "best"
+) -> tuple[Path, int]:
     """Load a checkpoint of a run (its ``checkpoint_dir``) into ``model``; returns ``(path, step)``.
 
-    ``ckpt_path`` None means the weights a finished fit is tested on (best, else last). The
-    checkpoint must have been written for this model, task and architecture.
+    ``ckpt_path`` None means the weights a finished fit is tested on, by the run's
+    ``test_checkpoint`` rule (``best``: best, else last; ``last``). The checkpoint must have been
+    written for this model, task and architecture.
     """
-    from seqlab.checkpoint import best_or_last, check_compatible, load_checkpoint, resolve_ckpt_path
+    from seqlab.checkpoint import LEGACY_SUFFIX, check_compatible, load_checkpoint, resolve_ckpt_path, tested_weights
     from seqlab.errors import SeqlabError
     from seqlab.registry import MODELS, TASKS
 
     if ckpt_path is None:
-        found = best_or_last(checkpoint_dir)
-        if found is None:
-            resolve_ckpt_path("last", checkpoint_dir)  # names the convert command for old files
+        path, which = tested_weights(checkpoint_dir, test_checkpoint)
+        if not path.is_file():
+            if any(Path(checkpoint_dir).glob(f"*{LEGACY_SUFFIX}")):
+                resolve_ckpt_path(which, checkpoint_dir)  # names the convert command for the old file
             raise SeqlabError(f"no checkpoint in '{checkpoint_dir}'; train this run first (seqlab fit).")
-        path = found[0]
     else:
         path = resolve_ckpt_path(ckpt_path, checkpoint_dir)
     ckpt = load_checkpoint(path)
@@ -141,7 +144,7 @@ def evaluate_checkpoint(trainer, ckpt_path: str | None, test: bool) -> dict[str,
 
     ``test=True`` runs the task's final test (probes included), otherwise its validation.
     """
-    path, step = load_weights(trainer.checkpoint_dir, trainer.task, trainer.model, ckpt_path)
+    path, step = load_weights(trainer.checkpoint_dir, trainer.task, trainer.model, ckpt_path, trainer.test_checkpoint)
     trainer.task.setup(trainer.seed)
     results = evaluate(trainer.task, trainer.model, "test" if test else "val")
     return {"step": step, "checkpoint": str(path), **results}

@@ -31,6 +31,7 @@ import numpy as np
 import paddle
 
 from seqlab.errors import SeqlabError
+from seqlab.evaluation import inference_mode
 
 __all__ = [
     "generate",
@@ -103,35 +104,29 @@ def generate_stream(
         tokens[i, : len(prompt)] = prompt
     produced = [0] * len(batch)
     done = [False] * len(batch)
-    was_training = model.training
-    model.eval()
-    try:
-        with paddle.no_grad():
+    with inference_mode(model):  # eval mode, no gradients, the model's mode back after
+        if use_step:
+            state = init_state_for(model, len(batch), total)
+        # forward() sees the whole context, so it can skip the steps where every sequence
+        # is still reading its prompt; RNN mode must read every token.
+        first = 0 if use_step else min(lengths) - 1
+        for t in range(first, total):
             if use_step:
-                state = init_state_for(model, len(batch), total)
-            # forward() sees the whole context, so it can skip the steps where every sequence
-            # is still reading its prompt; RNN mode must read every token.
-            first = 0 if use_step else min(lengths) - 1
-            for t in range(first, total):
-                if use_step:
-                    logits, state = model.step(paddle.to_tensor(tokens[:, t]), state)
-                else:
-                    logits = model(paddle.to_tensor(tokens[:, : t + 1]))[:, t]
-                logits = logits.numpy().astype(np.float64)
-                for i in range(len(batch)):
-                    if done[i] or t < lengths[i] - 1:
-                        continue  # finished, or still reading its prompt
-                    token = sample_next(logits[i], temperature, top_k, rng)
-                    produced[i] += 1
-                    if t + 1 < total:
-                        tokens[i, t + 1] = token
-                    done[i] = produced[i] == max_new_tokens or token == stop_token
-                    yield i, token
-                if all(done):
-                    return
-    finally:
-        if was_training:
-            model.train()
+                logits, state = model.step(paddle.to_tensor(tokens[:, t]), state)
+            else:
+                logits = model(paddle.to_tensor(tokens[:, : t + 1]))[:, t]
+            logits = logits.numpy().astype(np.float64)
+            for i in range(len(batch)):
+                if done[i] or t < lengths[i] - 1:
+                    continue  # finished, or still reading its prompt
+                token = sample_next(logits[i], temperature, top_k, rng)
+                produced[i] += 1
+                if t + 1 < total:
+                    tokens[i, t + 1] = token
+                done[i] = produced[i] == max_new_tokens or token == stop_token
+                yield i, token
+            if all(done):
+                return
 
 
 def generate(

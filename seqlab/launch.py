@@ -173,6 +173,7 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
+        shutil.rmtree(work, ignore_errors=True)  # the ranks saved; their logs hold nothing new
         name = signal.Signals(received[0]).name
         raise TrainingInterrupted(
             received[0], f"stopped by {name}; every rank saved the run's last checkpoint.", resume

@@ -79,12 +79,14 @@ class Metric:
 
     ``name`` is the key it reports under; ``header`` and ``format`` (``percent``, ``float`` or
     ``int``) are how a report shows it by default. A task may rename a metric (``name=``).
+    ``higher_is_better`` (torchmetrics' name) tells a sweep which way to select.
     """
 
     name = "metric"
     header = "metric"
     format = "float"
     digits = 4  # decimals of a ``float`` cell in the report
+    higher_is_better = True
 
     def __init__(self, name: Optional[str] = None):
         if name is not None:
@@ -190,6 +192,7 @@ class CrossEntropy(Metric):
     """Mean next-token cross-entropy (nats) over every position whose target is not ignored."""
 
     name, header, format = "loss", "loss", "float"
+    higher_is_better = False  # and so for its subclasses, perplexity and bits per byte
 
     def reset(self) -> None:
         self.sum, self.count = 0.0, 0
@@ -241,3 +244,13 @@ __all__ = [
     "TokenAccuracy",
     "masked_accuracy_per_row",
 ]
+
+
+def higher_is_better(name: str) -> bool:
+    """Which way a metric called ``name`` improves, by the built-in metric whose default name it
+    ends with (``probe_loss`` -> :class:`CrossEntropy`: lower); a name none matches: higher."""
+    kinds = [MaskedAccuracy, TokenAccuracy, ExactMatch, CrossEntropy, Perplexity, BitsPerByte]
+    for kind in sorted(kinds, key=lambda k: -len(k.name)):  # the longest default name that fits
+        if name == kind.name or name.endswith("_" + kind.name):
+            return kind.higher_is_better
+    return True

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Trains one model on one task, validates it, and tests its best checkpoint.
+    """Trains one model on one task, validates it, and tests the checkpoint ``test_checkpoint`` names.
 
     Args:
         max_steps: Optimizer steps to train for.
@@ -118,7 +118,7 @@ class Trainer:
 
     def fit(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
         """Train ``model`` on ``task`` (resuming from ``ckpt_path``: ``last``, ``best`` or a file),
-        then test the best (else last) checkpoint; returns the test metrics."""
+        then test the ``test_checkpoint`` weights (best, else last; or last); returns the test metrics."""
         self._reset_progress()
         try:
             with GracefulStop() as self._signals:

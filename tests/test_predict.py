@@ -80,6 +80,55 @@ def test_predict_streams_each_prompt_and_judges_the_reversal(trained):
         assert line.startswith(prompt + text + "   " + verdict), (line, text)
 
 
+def test_a_prompt_ending_mid_answer_is_continued_without_a_verdict(trained):
+    recipe, root = trained
+    result = seqlab("predict", "--recipe", recipe, "--trainer.root_dir", root, "--prompt", "12345,54", "--prompt", "7,")
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()[1:]
+    assert first.startswith("12345,54") and "right" not in first and "wrong" not in first
+    assert second.startswith("7,") and second.endswith(("right", ")"))  # the next prompt still runs
+
+
+def test_a_byte_level_token_file_takes_text_prompts(tmp_path):
+    """tiny_text's kind of task: UTF-8 prompts in, whole characters streamed out."""
+    from seqlab.tasks.token_file import TokenFile
+    from seqlab.tokenize import tokenize_file
+
+    text = tmp_path / "text.txt"
+    text.write_text("Müller's Dhammapada, verse by verse. " * 40)
+    tokenize_file(text, tmp_path / "text.bin")
+    task = TokenFile(path=str(tmp_path / "text.bin"), seq_len=16, batch_size=4)
+    assert task.encode("Mü") == [77, 195, 188] and task.decode([77, 195, 188]) == "Mü"
+    recipe = tmp_path / "bytes.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bytes",
+                "task": {
+                    "class_path": "token_file",
+                    "init_args": {"path": str(tmp_path / "text.bin"), "seq_len": 16, "batch_size": 4},
+                },
+                "trainer": {"max_steps": 2, "val_every": 0, "save_every": 2},
+                "runs": {"rwkv7": {"model": "rwkv7"}},
+            }
+        )
+    )
+    root = tmp_path / "runs"
+    assert seqlab("fit", "--recipe", recipe, "--trainer.root_dir", root).returncode == 0
+    result = seqlab(
+        "predict", "--recipe", recipe, "--trainer.root_dir", root, "--prompt", "Mü", "--max_new_tokens", "6"
+    )
+    assert result.returncode == 0, result.stderr
+    from seqlab.checkpoint import load_checkpoint
+    from seqlab.generate import generate_text
+    from seqlab.models.rwkv7 import RWKV7
+
+    model = RWKV7(vocab_size=256)
+    model.set_state_dict(load_checkpoint(root / "bytes/rwkv7/checkpoints/last.safetensors")["model"])
+    expected = "Mü" + generate_text(model, task, "Mü", max_new_tokens=6)
+    assert result.stdout == f"== rwkv7: last.safetensors (step 2)\n{expected}\n"
+
+
 def test_prompts_file_sampling_and_bad_input(trained, tmp_path):
     recipe, root = trained
     prompts = tmp_path / "prompts.txt"

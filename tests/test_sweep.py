@@ -187,3 +187,12 @@ def test_selection_compares_settings_on_the_seeds_they_all_ran():
     other = setting("1e-3", {7: 0.33})
     assert selection_seeds([screened_winner, other], "m", "acc") is None
     assert best_settings([screened_winner, other], "acc", "max")["m"] is other
+
+
+def test_a_metric_named_without_a_direction_takes_its_own():
+    from seqlab.metrics import higher_is_better
+
+    for name in ("loss", "perplexity", "bits_per_byte", "probe_loss"):
+        assert not higher_is_better(name), name
+    for name in ("masked_acc", "exact_acc", "val100_masked_acc", "my_metric"):
+        assert higher_is_better(name), name

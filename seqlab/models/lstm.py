@@ -9,9 +9,11 @@ built, so names, shapes, initialisation and checkpoints do not depend on the cho
 
 * ``fused_ops=True`` (default): each layer's training forward runs through the C++ LSTM op of
   ``seqlab.ops.lstm`` (one GEMM for the input projection, T small GEMMs + fused gate maths, a
-  hand-written backward through time); ~2.8-3x faster per training step than ``nn.LSTM`` on
-  the AMD CPU we measured (benchmarks/RESULTS.md, "Fused LSTM"). It falls back to ``nn.LSTM``
-  on GPU or when the op cannot be built (one warning).
+  hand-written backward through time). On the 2-core AMD CPU we measured, its training step
+  was 2.7x faster than ``nn.LSTM``'s at 2 threads and 1.15x at 1 thread, against an ``nn.LSTM``
+  whose MKL uses its AVX2 kernels as seqlab sets it up (2.8-3x against stock MKL's generic
+  kernels; benchmarks/RESULTS.md, "Fused LSTM"). It falls back to ``nn.LSTM`` on GPU or when the
+  op cannot be built (one warning).
 * ``fused_ops=False``: Paddle's ``nn.LSTM``. RNN mode (``step()``) always uses it.
 
 tests/test_lstm_fused.py checks the two agree (logits and every gradient, 1e-5).

@@ -139,6 +139,20 @@ class TokenFile(Task):
     def byte_level(self) -> bool:
         return self.vocab_size == 256
 
+    # ------------------------------------------------- text, for seqlab predict (byte-level files)
+    def encode(self, text: str) -> list[int]:
+        """A prompt's token ids: its UTF-8 bytes (a byte-level file's tokens, as ``seqlab tokenize`` makes them)."""
+        if not self.byte_level:
+            raise SeqlabError(
+                f"token_file: {Path(self.path).name} has vocab_size {self.vocab_size}, not a byte-level "
+                "file (256), so a text prompt has no token ids here; tokenize your text with seqlab tokenize."
+            )
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        """Text of byte tokens (UTF-8; an incomplete or invalid sequence shows as U+FFFD)."""
+        return bytes(int(t) for t in ids).decode("utf-8", errors="replace")
+
     def metrics(self):
         return [CrossEntropy(), Perplexity()] + ([BitsPerByte()] if self.byte_level else [])
 
