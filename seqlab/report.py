@@ -463,8 +463,8 @@ def _markdown(
         "Parameters: trainable weights. State size: floats a model keeps per sequence at inference "
         "(recurrent state, input window, or KV cache for a whole row). tokens/s: training throughput. "
         f"{spec.metrics_noun} are the final test of the tested checkpoint: the best one (by default the "
-        "lowest 100-step moving average of the training loss) when the run saved one and its "
-        '`test_checkpoint` is `best` (the default), else the last step ("— (last)").'
+        "lowest 100-step moving average of the training loss) when the run saved one, else the last "
+        'step ("— (last)").'
     )
     notes = [first + (f" {spec.description}" if spec.description else "")] + list(spec.notes)
     notes += [f"{footnotes[c.key]} {c.nan_note}" for c in spec.columns if c.key in footnotes]
