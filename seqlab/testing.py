@@ -202,15 +202,24 @@ def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
     )
 
 
-def _state_tensors(state):
+def _state_tensors(state, seen: set[int] | None = None):
+    """The tensors in a state: nested lists, tuples, dicts, and the attributes of objects such as
+    PaddleNLP's ``MambaCache`` (each object once)."""
+    seen = set() if seen is None else seen
     if isinstance(state, paddle.Tensor):
         yield state
-    elif isinstance(state, (list, tuple)):
-        for part in state:
-            yield from _state_tensors(part)
+        return
+    if id(state) in seen:
+        return
+    seen.add(id(state))
+    if isinstance(state, (list, tuple)):
+        parts = state
     elif isinstance(state, dict):
-        for part in state.values():
-            yield from _state_tensors(part)
+        parts = state.values()
+    else:
+        parts = vars(state).values() if hasattr(state, "__dict__") else ()
+    for part in parts:
+        yield from _state_tensors(part, seen)
 
 
 def state_floats_per_sequence(state, batch_size: int) -> int:
