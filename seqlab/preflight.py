@@ -126,7 +126,22 @@ def run_checks(trainer, task, model, ckpt_path):
     except SeqlabError as exc:
         raise SeqlabError(f"run '{trainer.run_name}': {exc}") from None
     check_forward(task, model, trainer.run_name)
+    check_test_set(task, trainer.run_name)
     return path, ckpt
+
+
+def check_test_set(task, run: str) -> None:
+    """The final test's main set can be read (its first batch), so a run cannot train for hours
+    and then fail at its test (e.g. a ``DatasetTask`` without ``val=``). Tasks that replace
+    ``Task.test`` say themselves what their test reads."""
+    from seqlab.task import Task
+
+    if type(task).test is not Task.test:
+        return
+    try:
+        next(iter(task.test_batches()), None)
+    except SeqlabError as exc:
+        raise SeqlabError(f"run '{run}': {exc}") from None
 
 
 def check_run_folder(trainer, ckpt_path):

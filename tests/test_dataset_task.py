@@ -139,7 +139,7 @@ def test_a_resumed_run_continues_at_the_same_data_position(tmp_path):
     assert {**{s: first.losses[s] for s in range(1, 7)}, **second.losses} == full.losses  # exact equality
 
 
-def test_bad_data_is_one_sentence():
+def test_bad_data_is_one_sentence(tmp_path):
     task = DatasetTask(train=Sequences(4, 0), val=None, vocab_size=10, batch_size=2)
     task.setup(0)
     with pytest.raises(
@@ -148,8 +148,14 @@ def test_bad_data_is_one_sentence():
         r"of 10 \(ids 0..9\)",
     ):
         task.train_batch(0)
-    with pytest.raises(SeqlabError, match="evaluation needs held-out sequences; pass val="):
+    with pytest.raises(SeqlabError, match="the final test need held-out sequences; pass val="):
         list(task.val_batches())
+    # ... and a fit says so before its first step, not after training.
+    trainer = Trainer(max_steps=5, val_every=0, root_dir=str(tmp_path), experiment="ds", run_name="noval")
+    with pytest.raises(SeqlabError, match="run 'noval': dataset: validation and the final test need"):
+        no_val = DatasetTask(train=[np.arange(1, 9)] * 4, val=None, vocab_size=10, batch_size=2)
+        trainer.fit(no_val, MLP(vocab_size=10, embed_dim=8, window=4, hidden_dim=16))
+    assert not (tmp_path / "ds" / "noval" / "checkpoints").exists()
     short = DatasetTask(train=[np.array([3])], vocab_size=10)
     with pytest.raises(SeqlabError, match="item 0 of step 0's batch is a 1-D int64 array of 1 values"):
         short.train_batch(0)

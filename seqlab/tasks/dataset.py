@@ -98,8 +98,7 @@ class DatasetTask(Task):
     def val_batches(self) -> Iterator[Batch]:
         if self.val is None or len(self.val) == 0:
             raise SeqlabError(
-                "dataset: evaluation needs held-out sequences; pass val= to DatasetTask "
-                "(or set the Trainer's val_every to 0 to train without validation)."
+                "dataset: validation and the final test need held-out sequences; pass val= to DatasetTask."
             )
         for start in range(0, len(self.val), EVAL_CHUNK_ROWS):
             yield self._batch(self.val, range(start, min(start + EVAL_CHUNK_ROWS, len(self.val))), "the val set")
