@@ -7,39 +7,22 @@ before any run trains, so a mistake in the last run leaves no trace of the first
 import copy
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tiny import MLP, RWKV7, SEQLAB, tiny_recipe
 
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
-
-RECIPE = {
-    "name": "bad",
-    "task": {
-        "class_path": "reverse_digits",
-        "init_args": {
-            "digit_max": 8,
-            "seq_len": 33,
-            "batch_size": 8,
-            "eval_samples": 8,
-            "probe_digit_min": 9,
-            "probe_digit_max": 10,
-            "probe_samples": 4,
-        },
-    },
-    "trainer": {
+RECIPE = tiny_recipe(
+    {"mlp": MLP, "rwkv7": RWKV7},
+    name="bad",
+    trainer={
         "max_steps": 10,
         "val_every": 5,
         "optimizer": {"lr": 3e-3},
         "callbacks": [{"class_path": "CosineWarmupLR", "init_args": {"warmup_steps": 2}}],
     },
-    "runs": {
-        "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
-        "rwkv7": {"model": "rwkv7"},
-    },
-}
+)
 
 
 def _recipe(tmp_path: Path, edit=None) -> Path:

@@ -22,6 +22,7 @@ import pytest
 import safetensors
 import safetensors.numpy
 import yaml
+from tiny import SEQLAB, tiny_recipe
 
 import seqlab.io
 from seqlab import Callback
@@ -47,24 +48,8 @@ from seqlab.trainer import Trainer, seed_everything
 
 paddle = import_paddle()
 
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
-RECIPE = {
-    "name": "tiny",
-    "task": {
-        "class_path": "reverse_digits",
-        "init_args": {
-            "digit_max": 8,
-            "seq_len": 33,
-            "batch_size": 8,
-            "eval_samples": 16,
-            "probe_digit_min": 9,
-            "probe_digit_max": 12,
-            "probe_samples": 8,
-        },
-    },
-    "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 2, "optimizer": {"lr": 3e-3}},
-    "runs": {"mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}}},
-}
+
+RECIPE = tiny_recipe()
 
 
 def seqlab_cli(*args, cwd=None):

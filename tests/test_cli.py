@@ -7,33 +7,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import LSTM, MLP, SEQLAB, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 
-SMALL_RECIPE = {
-    "name": "tiny",
-    "task": {
-        "class_path": "reverse_digits",
-        "init_args": {
-            "digit_max": 8,
-            "seq_len": 33,
-            "batch_size": 8,
-            "eval_samples": 16,
-            "probe_digit_min": 9,
-            "probe_digit_max": 12,
-            "probe_samples": 8,
-        },
-    },
-    "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 2, "optimizer": {"lr": 3e-3}},
-    "runs": {
-        "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
-        "lstm": {
-            "model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}},
-            "trainer": {"callbacks": [{"class_path": "GradientClip", "init_args": {"max_norm": 1.0}}]},
-        },
-    },
-}
+SMALL_RECIPE = tiny_recipe(
+    {
+        "mlp": MLP,
+        "lstm": {**LSTM, "trainer": {"callbacks": [{"class_path": "GradientClip", "init_args": {"max_norm": 1.0}}]}},
+    }
+)
 
 
 def run(*args, cwd=None):

@@ -3,32 +3,17 @@ one place, recorded in config.yaml and every checkpoint, and a resume under othe
 
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
+from tiny import RWKV7, SEQLAB, tiny_recipe
 
 from seqlab.checkpoint import load_checkpoint
 from seqlab.ops.settings import run_settings, setting
 
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
-RECIPE = {
-    "name": "tiny",
-    "task": {
-        "class_path": "reverse_digits",
-        "init_args": {
-            "digit_max": 8,
-            "seq_len": 33,
-            "batch_size": 8,
-            "eval_samples": 8,
-            "probe_digit_min": 9,
-            "probe_digit_max": 10,
-            "probe_samples": 4,
-        },
-    },
-    "trainer": {"max_steps": 4, "val_every": 0, "save_every": 2, "optimizer": {"lr": 3e-3}},
-    "runs": {"rwkv7": {"model": "rwkv7"}},
-}
+RECIPE = tiny_recipe(
+    {"rwkv7": RWKV7}, trainer={"max_steps": 4, "val_every": 0, "save_every": 2, "optimizer": {"lr": 3e-3}}
+)
 
 
 def run(*args, **env):

@@ -4,35 +4,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import yaml
+from tiny import LSTM, MLP, SEQLAB, TRAINER, tiny_recipe
 
 from seqlab.errors import SeqlabError
 from seqlab.sweep import Point, at_grid_edge, best_settings, parse_grid, plan
 
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
-RECIPE = {
-    "name": "tiny",
-    "task": {
-        "class_path": "reverse_digits",
-        "init_args": {
-            "digit_max": 8,
-            "seq_len": 33,
-            "batch_size": 8,
-            "eval_samples": 16,
-            "probe_digit_min": 9,
-            "probe_digit_max": 12,
-            "probe_samples": 8,
-        },
-    },
-    "trainer": {"max_steps": 6, "val_every": 3, "save_every": 3, "log_every": 1, "optimizer": {"lr": 3e-3}},
-    "runs": {
-        "mlp": {"model": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}}},
-        "lstm": {"model": {"class_path": "lstm", "init_args": {"hidden_sizes": [16, 16]}}},
-    },
-}
+RECIPE = tiny_recipe({"mlp": MLP, "lstm": LSTM}, trainer={**TRAINER, "log_every": 1})
 GRID = ["--grid", "trainer.optimizer.lr=1e-3,3e-3", "--seeds", "2"]
 
 
