@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tiny import SEQLAB, TASK
 
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 SEQLAB_SCRIPT = Path(sys.executable).parent / "seqlab"  # the console script a user runs
 
 # Records every file write of a process, per rank, through Python's audit hooks.
@@ -64,19 +64,6 @@ class RankProbe(Callback):
         with open(out, "w") as f:
             json.dump({"rows": self.rows, "weights": digest.hexdigest(), "world": trainer.world_size}, f)
 '''
-
-TASK = {
-    "class_path": "reverse_digits",
-    "init_args": {
-        "digit_max": 8,
-        "seq_len": 33,
-        "batch_size": 8,
-        "eval_samples": 8,
-        "probe_digit_min": 9,
-        "probe_digit_max": 10,
-        "probe_samples": 4,
-    },
-}
 
 
 def _recipe(folder: Path) -> Path:

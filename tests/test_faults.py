@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,10 +16,9 @@ from queue import Empty, Queue
 import numpy as np
 import pytest
 import yaml
+from tiny import MLP, RWKV7, SEQLAB, TASK
 
 from seqlab.callbacks.visualdl_logger import read_records
-
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 
 # A module the recipes below name by class_path (the recipe's folder is on sys.path).
 FAULTKIT = '''
@@ -91,22 +89,7 @@ class NaNLossAt(ReverseDigits):
         return loss * float("nan") if self._step in self.nan_steps else loss
 '''
 
-TASK = {
-    "class_path": "reverse_digits",
-    "init_args": {
-        "digit_max": 8,
-        "seq_len": 33,
-        "batch_size": 8,
-        "eval_samples": 16,
-        "probe_digit_min": 9,
-        "probe_digit_max": 12,
-        "probe_samples": 8,
-    },
-}
-MODELS = {
-    "mlp": {"class_path": "mlp", "init_args": {"embed_dim": 8, "window": 4, "hidden_dim": 16}},
-    "rwkv7": {"class_path": "rwkv7"},
-}
+MODELS = {"mlp": MLP["model"], "rwkv7": RWKV7["model"]}
 
 
 def write_recipe(tmp_path: Path, runs: dict, task=TASK, slow: float = 0.05, **trainer) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 import paddle
 import pytest
 import yaml
+from tiny import tiny_recipe
 
 from seqlab import MODELS
 from seqlab.testing import make_tokens
@@ -36,23 +37,11 @@ needs_paddlenlp = pytest.mark.skipif(
     "(pip install -e '.[cpu,dev,paddlenlp]')",
 )
 
-TINY = {
-    "name": "tiny_zoo",
-    "task": {
-        "class_path": "reverse_digits",
-        "init_args": {
-            "digit_max": 8,
-            "seq_len": 33,
-            "batch_size": 8,
-            "eval_samples": 16,
-            "probe_digit_min": 9,
-            "probe_digit_max": 12,
-            "probe_samples": 8,
-        },
-    },
-    "trainer": {"max_steps": 4, "val_every": 2, "save_every": 2, "log_every": 2, "optimizer": {"lr": 3e-3}},
-    "runs": {name: {"model": name} for name in PLUGINS},
-}
+TINY = tiny_recipe(
+    {name: {"model": name} for name in PLUGINS},
+    name="tiny_zoo",
+    trainer={"max_steps": 4, "val_every": 2, "save_every": 2, "log_every": 2, "optimizer": {"lr": 3e-3}},
+)
 
 
 def python(code: str, cwd=None):
