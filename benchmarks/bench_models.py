@@ -89,6 +89,18 @@ class Runner:
         return time.perf_counter() - t0
 
 
+def time_interleaved(runners: list[Runner], warmup: int, repeats: int) -> dict[str, float]:
+    """Round by round, one step of each runner (so load changes hit all alike); returns each
+    runner's median s/step over the rounds after ``warmup``."""
+    for r in range(warmup + repeats):
+        for runner in runners:
+            dt = runner.step()
+            if r >= warmup:
+                runner.times.append(dt)
+        print(f"round {r + 1}/{warmup + repeats} done", file=sys.stderr, flush=True)
+    return {runner.label: statistics.median(runner.times) for runner in runners}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="comma-separated names (default: all registered)")
@@ -135,15 +147,9 @@ def main(argv=None) -> int:
     )
 
     runners = [Runner(label, name, init, args.batch_size, args.seq_len) for label, name, init in specs]
-    for r in range(args.warmup + args.repeats):
-        for runner in runners:
-            dt = runner.step()
-            if r >= args.warmup:
-                runner.times.append(dt)
-        print(f"round {r + 1}/{args.warmup + args.repeats} done", file=sys.stderr, flush=True)
+    median = time_interleaved(runners, args.warmup, args.repeats)
 
     tokens = args.batch_size * args.seq_len
-    median = {rn.label: statistics.median(rn.times) for rn in runners}
     base = median.get("transformer")
     print("| model | params | s/step (median) | min | tokens/s | time vs transformer |")
     print("|---|---:|---:|---:|---:|---:|")

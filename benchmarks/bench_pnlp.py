@@ -14,13 +14,12 @@ process (interleaved rounds, medians; see bench_models.py for the step):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paddle  # noqa: E402
-from bench_models import Runner, machine_info  # noqa: E402
+from bench_models import Runner, machine_info, time_interleaved  # noqa: E402
 
 from seqlab._paddle import configure_cpu_defaults  # noqa: E402
 
@@ -47,12 +46,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     runners = [Runner(label, name, init, args.batch_size, args.seq_len) for label, name, init in SPECS]
-    for r in range(args.warmup + args.repeats):
-        for runner in runners:
-            t = runner.step()
-            if r >= args.warmup:
-                runner.times.append(t)
-    median = {runner.label: statistics.median(runner.times) for runner in runners}
+    median = time_interleaved(runners, args.warmup, args.repeats)
     print("| model | params | s/step | tokens/s |")
     print("|---|---:|---:|---:|")
     for runner in runners:

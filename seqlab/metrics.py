@@ -247,9 +247,13 @@ __all__ = [
 
 
 def higher_is_better(name: str) -> bool:
-    """Which way a metric called ``name`` improves, by the built-in metric whose default name it
-    ends with (``probe_loss`` -> :class:`CrossEntropy`: lower); a name none matches: higher."""
-    kinds = [MaskedAccuracy, TokenAccuracy, ExactMatch, CrossEntropy, Perplexity, BitsPerByte]
+    """Which way a metric called ``name`` improves, by the metric class (built in, or a task's
+    own subclass) whose default name it ends with (``probe_loss`` -> :class:`CrossEntropy`:
+    lower); a name none matches: higher."""
+    kinds, todo = [], list(Metric.__subclasses__())
+    while todo:
+        kinds.append(todo.pop())
+        todo += kinds[-1].__subclasses__()
     for kind in sorted(kinds, key=lambda k: -len(k.name)):  # the longest default name that fits
         if name == kind.name or name.endswith("_" + kind.name):
             return kind.higher_is_better
