@@ -5,6 +5,12 @@ N at a time, each with one thread: Paddle's CPU kernels for these small models b
 second core, so on a 2-core machine two single-threaded runs at once nearly halve the wall time
 (benchmarks/RESULTS.md). Each child's lines are prefixed with its label.
 
+When no job is left to start, the cores of finished children go to the ones still running
+(:class:`CoreShare`): the CPU demo's LSTM, the longest run, trains its second half on both cores.
+Only seqlab's C++ ops take the extra threads (each child re-reads its share from a file, see
+:func:`seqlab.ops._build.num_threads`), and their results are bit-identical at any thread count,
+so a run's numbers do not depend on when its neighbours finished.
+
 Children run in their own session, so a terminal's Ctrl-C reaches only this process, which
 forwards SIGINT/SIGTERM to each child exactly once (a second signal is forwarded too, and aborts
 them), starts no further job, waits for the children to save, and exits with their status. A
@@ -17,26 +23,79 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from seqlab.errors import SeqlabError
 from seqlab.interrupts import TrainingInterrupted
+from seqlab.io import atomic_write_text
+from seqlab.ops._build import THREADS_FILE, available_cpus
 
 log = logging.getLogger(__name__)
 _PARENT = "SEQLAB_PARENT_PID"
 
 
-def run_in_children(jobs: list[tuple[str, list[str]]], parallel: int, resume: str) -> None:
+def thread_shares(running: list[str], cores: int, queue_empty: bool) -> dict[str, int]:
+    """Threads for each running child (oldest first): one each while jobs wait to start (each
+    new job takes a freed core), then the cores split among those left, the oldest first."""
+    if not running:
+        return {}
+    if not queue_empty:
+        return {label: 1 for label in running}
+    base, extra = divmod(max(cores, len(running)), len(running))
+    return {label: base + (i < extra) for i, label in enumerate(running)}
+
+
+class CoreShare:
+    """Each child's thread count, in a file of its own that the child re-reads (at most once a
+    second): the parent rewrites the files when a child ends and no job is left to start."""
+
+    def __init__(self, cores: int):
+        self.cores = cores
+        self.folder = Path(tempfile.mkdtemp(prefix="seqlab-threads-"))
+        self._paths: dict[str, Path] = {}
+        self._written: dict[str, int] = {}
+
+    def add(self, label: str) -> str:
+        """A child starts (on one thread); returns the path of its file, for its environment."""
+        path = self._paths[label] = self.folder / f"{len(self._paths)}.threads"
+        self._write(label, 1)
+        return str(path)
+
+    def update(self, running: list[str], queue_empty: bool) -> None:
+        for label, threads in thread_shares(running, self.cores, queue_empty).items():
+            if self._written[label] != threads:
+                self._write(label, threads)
+
+    def _write(self, label: str, threads: int) -> None:
+        atomic_write_text(self._paths[label], f"{threads}\n")  # a reader never sees half a file
+        self._written[label] = threads
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run_in_children(
+    jobs: list[tuple[str, list[str]]],
+    parallel: int,
+    resume: str,
+    command: list[str] | None = None,
+) -> None:
     """Run ``seqlab <argv>`` for each ``(label, argv)``, ``parallel`` at a time.
 
-    Raises :class:`TrainingInterrupted` when a signal stopped them (``resume`` is the command
-    that continues), or :class:`SeqlabError` naming the jobs that failed.
+    ``command`` replaces ``python -m seqlab.cli`` (tests run small scripts through the same
+    machinery). Raises :class:`TrainingInterrupted` when a signal stopped them (``resume`` is the
+    command that continues), or :class:`SeqlabError` naming the jobs that failed.
     """
+    command = command or [sys.executable, "-m", "seqlab.cli"]
     env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1", **{_PARENT: str(os.getpid())})
+    share = CoreShare(available_cpus())
     pending = list(jobs)
     running: list[tuple[str, subprocess.Popen, threading.Thread]] = []
     failed: list[tuple[str, int]] = []
@@ -62,11 +121,11 @@ def run_in_children(jobs: list[tuple[str, list[str]]], parallel: int, resume: st
             while pending and len(running) < parallel:
                 label, argv = pending.pop(0)
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "seqlab.cli", *argv],
+                    [*command, *argv],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
-                    env=env,
+                    env=dict(env, **{THREADS_FILE: share.add(label)}),
                     start_new_session=True,
                 )
                 thread = threading.Thread(target=pump, args=(label, proc.stdout), daemon=True)
@@ -79,8 +138,10 @@ def run_in_children(jobs: list[tuple[str, list[str]]], parallel: int, resume: st
                     running.remove(item)
                     if proc.returncode != 0:  # killed by a signal: the shell's 128 + signal
                         failed.append((label, proc.returncode if proc.returncode > 0 else 128 - proc.returncode))
+            share.update([label for label, _, _ in running], queue_empty=not pending)
             time.sleep(0.2)
     finally:
+        share.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:

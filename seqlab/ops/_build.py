@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -56,21 +57,56 @@ def cpu_sources() -> list[Path]:
     return srcs
 
 
+THREADS_FILE = "SEQLAB_THREADS_FILE"  # set by a --parallel parent: this child's current share
+_SHARE_REFRESH_S = 1.0
+_share: dict[str, object] = {"read_at": None, "threads": None}
+
+
 def num_threads() -> int:
-    """Threads for our OpenMP ops: ``SEQLAB_NUM_THREADS`` or the CPUs this process may use.
+    """Threads for our C++ ops: the share a ``--parallel`` parent gives this process (see
+    :mod:`seqlab.parallel`), else ``SEQLAB_NUM_THREADS``, else the CPUs this process may use.
 
     Passed explicitly to every op because ``import paddle`` sets ``OMP_NUM_THREADS=1`` after
     libgomp has already started, so OpenMP's own default is not reliable here.
     """
     from seqlab.ops.settings import setting
 
+    shared = _shared_threads()
+    if shared:
+        return shared
     env = setting("SEQLAB_NUM_THREADS")
     if env:
         return int(env)
+    return available_cpus()
+
+
+def available_cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def _shared_threads() -> int | None:
+    """The thread count in ``$SEQLAB_THREADS_FILE``, re-read at most once a second (the ops call
+    this ~15 times a step). None when unset or unreadable: then the usual rules apply."""
+    path = os.environ.get(THREADS_FILE)
+    if not path:
+        return None
+    now = time.monotonic()
+    read_at = _share["read_at"]
+    if read_at is not None and now - read_at < _SHARE_REFRESH_S:
+        return _share["threads"]
+    try:
+        threads = int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        threads = None
+    if threads is not None and threads > 0 and threads != _share["threads"] and read_at is not None:
+        log.info(
+            "seqlab: the C++ ops now run on %d thread%s (cores freed by finished runs)", threads, "s" * (threads > 1)
+        )
+    _share.update(read_at=now, threads=threads if threads and threads > 0 else None)
+    return _share["threads"]
 
 
 def cache_root() -> Path:

@@ -29,11 +29,17 @@
 // reuse one weight matrix, so they run on a copy packed once per call (RecurrentWeight below)
 // where the shape allows, and on the same BLAS otherwise.
 //
-// Threads: the batch is split over `num_threads` std::threads (sequences are independent, so
-// each thread runs its own projection GEMM and its own time loop, with no synchronisation);
-// the weight gradients are split over their 4H output rows. Each BLAS call runs on one thread
-// (the library's own count is set to 1 for the op's duration and restored after): a second
-// level of threads would fight ours for the same cores. std::thread, not OpenMP, for the
+// Threads: the batch is cut into groups of kGroup sequences and the weight gradients into
+// blocks of kGateBlock gate rows, FIXED sizes whatever the thread count; threads take whole
+// groups (blocks). Every GEMM therefore sees the same shapes at any thread count, and the
+// results are bit-identical at 1, 2 or N threads: OpenBLAS's rounding depends on a GEMM's M
+// (measured: X[:2048] W^T differs from the first rows of X[:4096] W^T in the last bits), so a
+// split by thread count would make a run's numbers depend on how many cores it had. That is
+// what lets `--parallel` hand a run the cores other runs have freed mid-run (seqlab/parallel.py)
+// without changing a single bit of its result. Sequences are independent, so a thread runs its
+// groups' projection GEMMs and time loops with no synchronisation. Each BLAS call runs on one
+// thread (the library's own count is set to 1 for the op's duration and restored after): a
+// second level of threads would fight ours for the same cores. std::thread, not OpenMP, for the
 // reason given in seqlab/ops/fused/csrc/fused_cpu.cc (idle libgomp workers spin).
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -44,7 +50,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -106,24 +111,25 @@ class OneBlasThread {
   int saved_;
 };
 
-// body(lo, hi) over `parts` contiguous slices of [0, n) whose bounds are multiples of `align`;
-// slice 0 runs on the calling thread.
+// The fixed work units (see the header): sequences per group, weight-gradient rows per block.
+constexpr int64_t kGroup = 16;
+constexpr int64_t kGateBlock = 128;
+
+// body(lo, hi) for each of the ceil(n / unit) units [lo, hi) of [0, n), on up to `threads`
+// threads, each taking a contiguous run of whole units (thread 0 is the caller). Which thread
+// runs a unit never changes what the unit computes.
 template <typename F>
-void split_range(int64_t n, int parts, int64_t align, F&& body) {
-  parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(parts, (n + align - 1) / align)));
-  if (parts <= 1) {
-    body(int64_t(0), n);
-    return;
-  }
-  const int64_t units = (n + align - 1) / align;
+void for_each_unit(int64_t n, int64_t unit, int threads, F&& body) {
+  const int64_t units = (n + unit - 1) / unit;
+  const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
+  auto run = [&body, n, unit, units, parts](int p) {
+    for (int64_t u = units * p / parts; u < units * (p + 1) / parts; ++u)
+      body(u * unit, std::min(n, (u + 1) * unit));
+  };
   std::vector<std::thread> pool;
   pool.reserve(parts - 1);
-  for (int p = 1; p < parts; ++p) {
-    const int64_t lo = std::min(n, units * p / parts * align);
-    const int64_t hi = std::min(n, units * (p + 1) / parts * align);
-    pool.emplace_back([&body, lo, hi] { body(lo, hi); });
-  }
-  body(int64_t(0), std::min(n, units / parts * align));
+  for (int p = 1; p < parts; ++p) pool.emplace_back(run, p);
+  run(0);
   for (auto& th : pool) th.join();
 }
 
@@ -237,10 +243,9 @@ void RecurrentWeight<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int6
        c, ldc);
 }
 
-// Threads worth using: each needs a few sequences, or the thread start costs more than it saves.
-int batch_threads(int64_t B, int64_t work, int num_threads) {
-  if (work < (int64_t(1) << 18)) return 1;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, B / 4)));
+// Threads worth using: below this much work a thread start costs more than it saves.
+int threads_for(int64_t work, int num_threads) {
+  return work < (int64_t(1) << 18) ? 1 : std::max(1, num_threads);
 }
 
 // tanh as a rational function (Eigen 3.4's float coefficients; within ~2e-7 of tanh, relative
@@ -328,10 +333,10 @@ void lstm_forward(const T* x, const T* h0, const T* c0, const T* w_ih, const T* 
   for (int64_t r = 0; r < G; ++r) bias[r] = b_ih[r] + b_hh[r];
   OneBlasThread one_blas_thread;
   const RecurrentWeight<T> w_rec(w_hh, /*transposed=*/true, H, G);  // h W_hh^T
-  const int threads = batch_threads(B, B * Tn * G * (I + H), num_threads);
-  split_range(B, threads, 1, [&](int64_t b0, int64_t b1) {
+  const int threads = threads_for(B * Tn * G * (I + H), num_threads);
+  for_each_unit(B, kGroup, threads, [&](int64_t b0, int64_t b1) {
     const int64_t nb = b1 - b0;
-    // All T input projections of this slice at once: [nb*T, I] x W_ih^T -> [nb*T, 4H].
+    // All T input projections of this group at once: [nb*T, I] x W_ih^T -> [nb*T, 4H].
     gemm(false, true, nb * Tn, G, I, x + b0 * Tn * I, I, w_ih, I, T(0), gates + b0 * Tn * G, G);
     for (int64_t t = 0; t < Tn; ++t) {
       // The step's rows are T apart in the [B, T, ...] buffers: BLAS leading dimensions.
@@ -357,20 +362,20 @@ void lstm_backward(const T* x, const T* h0, const T* c0, const T* w_ih, const T*
                    int num_threads) {
   // Scratch (from Paddle's allocator, which recycles it: no page faults, no zeroing):
   // dpre [B, T, 4H] = d pre-activations; h_prev [B, T, H] = h_{t-1} per row (h0, then y).
-  const int64_t G = 4 * H, rows = B * Tn;
-  std::vector<double> bias_sum(static_cast<size_t>(G), 0.0);  // B*T terms: summed in double
-  std::mutex bias_sum_lock;
+  const int64_t G = 4 * H, rows = B * Tn, groups = (B + kGroup - 1) / kGroup;
+  // The bias gradients sum B*T rows: in double, per group, then over the groups in order.
+  std::vector<double> group_bias_sum(static_cast<size_t>(groups * G), 0.0);
   OneBlasThread one_blas_thread;
   const RecurrentWeight<T> w_rec(w_hh, /*transposed=*/false, G, H);  // dpre W_hh
-  const int threads = batch_threads(B, rows * G * (I + H), num_threads);
+  const int threads = threads_for(rows * G * (I + H), num_threads);
 
-  // Phase 1, per batch slice: the time loop backwards, then dx for the slice's rows.
-  split_range(B, threads, 1, [&](int64_t b0, int64_t b1) {
+  // Phase 1, per group of sequences: the time loop backwards, then dx for the group's rows.
+  for_each_unit(B, kGroup, threads, [&](int64_t b0, int64_t b1) {
     const int64_t nb = b1 - b0;
     std::vector<T> dh_rec(static_cast<size_t>(nb * H), T(0));  // dpre_{t+1} W_hh
     std::vector<T> dh(static_cast<size_t>(H));
     std::vector<T> dc(static_cast<size_t>(nb * H), T(0));
-    std::vector<double> my_bias_sum(static_cast<size_t>(G), 0.0);
+    double* __restrict acc = group_bias_sum.data() + (b0 / kGroup) * G;
     if (dc_last != nullptr) std::memcpy(dc.data(), dc_last + b0 * H, sizeof(T) * nb * H);
     for (int64_t t = Tn - 1; t >= 0; --t) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -386,7 +391,6 @@ void lstm_backward(const T* x, const T* h0, const T* c0, const T* w_ih, const T*
         const T* c_prev = t == 0 ? c0 + b * H : cells + (row - 1) * H;
         T* d = dpre + row * G;
         cell_backward(gates + row * G, cells + row * H, c_prev, dh.data(), dc.data() + k * H, d, H);
-        double* __restrict acc = my_bias_sum.data();
 #pragma omp simd
         for (int64_t j = 0; j < G; ++j) acc[j] += d[j];  // while the row is in cache
       }
@@ -402,14 +406,15 @@ void lstm_backward(const T* x, const T* h0, const T* c0, const T* w_ih, const T*
     // dx = dPRE W_ih: [nb*T, 4H] x [4H, I].
     gemm(false, false, nb * Tn, I, G, dpre + b0 * Tn * G, G, w_ih, I, T(0), dx + b0 * Tn * I,
          I);
-    std::lock_guard<std::mutex> guard(bias_sum_lock);
-    for (int64_t j = 0; j < G; ++j) bias_sum[j] += my_bias_sum[j];
   });
-  for (int64_t j = 0; j < G; ++j) db_ih[j] = db_hh[j] = static_cast<T>(bias_sum[j]);
+  for (int64_t j = 0; j < G; ++j) {
+    double sum = 0.0;
+    for (int64_t g = 0; g < groups; ++g) sum += group_bias_sum[g * G + j];
+    db_ih[j] = db_hh[j] = static_cast<T>(sum);
+  }
 
-  // Phase 2, split over the 4H gate rows: dW = dPRE^T [X | H_prev].
-  const int row_threads = std::min(threads, static_cast<int>(std::max<int64_t>(1, G / 32)));
-  split_range(G, row_threads, 16, [&](int64_t r0, int64_t r1) {
+  // Phase 2, per block of gate rows: dW = dPRE^T [X | H_prev], K = all B*T rows.
+  for_each_unit(G, kGateBlock, threads, [&](int64_t r0, int64_t r1) {
     const int64_t nr = r1 - r0;
     gemm(true, false, nr, I, rows, dpre + r0, G, x, I, T(0), dw_ih + r0 * I, I);
     gemm(true, false, nr, H, rows, dpre + r0, G, h_prev, H, T(0), dw_hh + r0 * H, H);
