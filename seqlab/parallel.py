@@ -7,8 +7,8 @@ second core, so on a 2-core machine two single-threaded runs at once nearly halv
 
 When no job is left to start, the cores of finished children go to the ones still running
 (:class:`CoreShare`): the CPU demo's LSTM, the longest run, trains its second half on both cores.
-Only seqlab's C++ ops take the extra threads (each child re-reads its share from a file, see
-:func:`seqlab.ops._build.num_threads`), and their results are bit-identical at any thread count,
+Only the C++ ops whose results are bit-identical at any thread count take the extra threads (the
+LSTM op; each child re-reads its share from a file, see :func:`seqlab.ops._build.num_threads`),
 so a run's numbers do not depend on when its neighbours finished.
 
 Children run in their own session, so a terminal's Ctrl-C reaches only this process, which
@@ -86,16 +86,17 @@ def run_in_children(
     parallel: int,
     resume: str,
     command: list[str] | None = None,
+    cores: int | None = None,
 ) -> None:
     """Run ``seqlab <argv>`` for each ``(label, argv)``, ``parallel`` at a time.
 
-    ``command`` replaces ``python -m seqlab.cli`` (tests run small scripts through the same
-    machinery). Raises :class:`TrainingInterrupted` when a signal stopped them (``resume`` is the
+    ``command`` replaces ``python -m seqlab.cli`` and ``cores`` the CPUs this process may use
+    (tests run small scripts through the same machinery). Raises :class:`TrainingInterrupted` when a signal stopped them (``resume`` is the
     command that continues), or :class:`SeqlabError` naming the jobs that failed.
     """
     command = command or [sys.executable, "-m", "seqlab.cli"]
     env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1", **{_PARENT: str(os.getpid())})
-    share = CoreShare(available_cpus())
+    share = CoreShare(cores or available_cpus())
     pending = list(jobs)
     running: list[tuple[str, subprocess.Popen, threading.Thread]] = []
     failed: list[tuple[str, int]] = []

@@ -143,10 +143,25 @@ def test_gate_order_is_i_f_g_o_as_in_nn_lstm():
         np.testing.assert_allclose(y.numpy(), expect, rtol=0, atol=1e-12)
 
 
-def test_two_threads_give_the_same_results(monkeypatch):
-    """The batch is split over threads (and the weight gradients over gate rows)."""
-    monkeypatch.setenv("SEQLAB_NUM_THREADS", "2")
-    errors = compare(32, 40, 32, 64, seed=4)
+@pytest.mark.parametrize("B,T,I,H", [(32, 40, 32, 64), (33, 17, 20, 32), (7, 5, 9, 16)])
+def test_every_thread_count_gives_bit_identical_results(B, T, I, H, monkeypatch):
+    """The work is cut into fixed groups of sequences (and of gate rows), not by thread count, so
+    1, 2 and 3 threads give the same bits: what lets --parallel give a run more cores mid-run.
+    (33 sequences: a group of one; 7: fewer than one group.)"""
+    rng = np.random.default_rng(4)
+    x, dy = rng.normal(size=(B, T, I)), rng.normal(size=(B, T, H))
+    state, dc = (rng.normal(size=(1, B, H)), rng.normal(size=(1, B, H))), rng.normal(size=(1, B, H))
+    paddle.seed(4)
+    layer = paddle.nn.LSTM(I, H)
+    results = {}
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("SEQLAB_NUM_THREADS", threads)
+        results[threads] = run_layer(layer, x, dy, True, state, dc)
+    for threads in ("2", "3"):
+        for name, got, ref in zip(NAMES, results[threads], results["1"]):
+            assert np.array_equal(got, ref), f"{name} differs at {threads} threads"
+    # and the result is the right one (not just stable)
+    errors = {n: rel_err(g, r) for n, g, r in zip(NAMES, results["1"], run_layer(layer, x, dy, False, state, dc))}
     assert max(errors.values()) <= TOL32, errors
 
 

@@ -62,16 +62,20 @@ _SHARE_REFRESH_S = 1.0
 _share: dict[str, object] = {"read_at": None, "threads": None}
 
 
-def num_threads() -> int:
-    """Threads for our C++ ops: the share a ``--parallel`` parent gives this process (see
-    :mod:`seqlab.parallel`), else ``SEQLAB_NUM_THREADS``, else the CPUs this process may use.
+def num_threads(elastic: bool = False) -> int:
+    """Threads for our C++ ops: ``SEQLAB_NUM_THREADS``, else the CPUs this process may use.
+
+    ``elastic=True`` is for ops whose results are bit-identical at any thread count (the LSTM
+    op): in a ``--parallel`` child they take the share the parent gives this process, which grows
+    when other runs finish (see :mod:`seqlab.parallel`). The RWKV-7 ops sum parameter gradients
+    per thread, so their bits could depend on the count: they keep the count the run started with.
 
     Passed explicitly to every op because ``import paddle`` sets ``OMP_NUM_THREADS=1`` after
     libgomp has already started, so OpenMP's own default is not reliable here.
     """
     from seqlab.ops.settings import setting
 
-    shared = _shared_threads()
+    shared = _shared_threads() if elastic else None
     if shared:
         return shared
     env = setting("SEQLAB_NUM_THREADS")

@@ -10,7 +10,8 @@ with other settings than the run it continues (it is then exact only to rounding
                             (unset: automatic, see :mod:`seqlab.ops.wkv7`)
 ``SEQLAB_FUSED``            ``paddle`` (or ``0``, ``off``): Paddle's formulas instead of the fused
                             C++ ops of RWKV-7 and the LSTM (unset: the C++ ops)
-``SEQLAB_NUM_THREADS``      threads of the C++ ops (unset: the CPUs this process may use)
+``SEQLAB_NUM_THREADS``      threads of the C++ ops (unset: the CPUs this process may use); the
+                            LSTM op's results do not depend on it, the RWKV-7 ops' may
 ``SEQLAB_STRIDE_KERNEL``    ``1``: keep Paddle's strided-view kernels on CPU (unset/``0``: off,
                             faster; see :func:`seqlab._paddle.configure_cpu_defaults`)
 ==========================  =====================================================================

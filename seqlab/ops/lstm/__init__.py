@@ -20,6 +20,8 @@ the stored gates, on numpy's bundled OpenBLAS (``_blas.py`` says why that BLAS).
 
 float32 results match ``nn.LSTM`` to ~1e-6 (the gate activations use a vectorised rational tanh,
 exact to about 1 ulp); float64 uses libm and matches to ~1e-12 (tests/test_lstm_fused.py).
+They are bit-identical at any thread count (the op splits its work into fixed groups of 16
+sequences, not by threads), so a ``--parallel`` child may hand it more cores mid-run.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, initial_states=None):
         c0 = paddle.zeros([B, H], dtype=x.dtype)
     else:
         h0, c0 = (s.reshape([B, H]) for s in initial_states)
-    y, c_last, _gates, _cells = ops.seqlab_lstm(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, num_threads())
+    y, c_last, _gates, _cells = ops.seqlab_lstm(
+        x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, num_threads(elastic=True)
+    )
     return y, (y[:, -1].unsqueeze(0), c_last.unsqueeze(0))
 
 
