@@ -29,7 +29,6 @@ Only this module imports jsonargparse; the library works without it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
 import json
@@ -58,7 +57,6 @@ from seqlab.errors import SeqlabError  # noqa: E402
 from seqlab.interrupts import TrainingInterrupted, stop_outside_training  # noqa: E402
 from seqlab.log import configure_logging  # noqa: E402
 from seqlab.model import Model  # noqa: E402
-from seqlab.ops.settings import paddle_formulas  # noqa: E402
 from seqlab.parallel import die_with_parent, run_in_children  # noqa: E402
 from seqlab.registry import MODELS, TASKS, missing_requirement  # noqa: E402
 from seqlab.summary import PROTOCOLS  # noqa: E402
@@ -469,20 +467,15 @@ def cmd_fit(argv: list[str]) -> int:
     # Build and check every run first (settings, checkpoints, callbacks' setup, one forward pass):
     # a mistake in the last run fails before the first one trains or writes a file.
     built = [(spec, *_instantiate(spec)) for spec in parsed.specs]
-    devices = _devices(parsed)
-    in_children = devices == 1 and parsed.parallel > 1 and len(built) > 1
-    # Runs that train in child processes: this process only checks them, with Paddle's formulas,
-    # so the children build the C++ ops they need at the same time instead of this process
-    # building all of them first, one after another.
-    with paddle_formulas() if in_children else contextlib.nullcontext():
-        for spec, task, model, trainer in built:
-            trainer.preflight(task, model, spec.config.ckpt_path)
+    for spec, task, model, trainer in built:
+        trainer.preflight(task, model, spec.config.ckpt_path)
     root = built[0][3].root_dir / parsed.experiment
+    devices = _devices(parsed)
     if devices > 1 and not launched():
         from seqlab.launch import run_launched
 
         return run_launched(devices, ["fit", *argv], resume_command(argv))
-    if in_children:
+    if parsed.parallel > 1 and len(built) > 1:
         _fit_in_parallel(parsed, argv)
     else:
         for spec, task, model, trainer in built:

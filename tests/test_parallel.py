@@ -6,12 +6,9 @@ tests/test_lstm_fused.py; the signals of --parallel in tests/test_faults.py.
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 import textwrap
 
-import paddle
 import pytest
 
 from seqlab.ops import _build
@@ -82,44 +79,3 @@ def test_a_running_child_gets_the_core_a_finished_one_freed(tmp_path, capfd):
     assert "[short] short job on 1 thread" in out, out
     assert "[long ] long job saw [1, 2]" in out, out
     assert "[long ] seqlab: the C++ ops now run on 2 threads (cores freed by finished runs)" in out, out
-
-
-def test_the_parent_checks_runs_with_paddles_formulas_and_leaves_the_builds_to_its_children(tmp_path, monkeypatch):
-    """--parallel: the parent's pre-run checks must not build the C++ ops (one after another, ~50
-    s on a first run); each child builds its own, at the same time. A single process checks
-    with the ops it will train with."""
-    import yaml
-    from tiny import LSTM, RWKV7, tiny_recipe
-
-    from seqlab import cli
-
-    fused, lstm, wkv7 = (importlib.import_module(f"seqlab.ops.{name}") for name in ("fused", "lstm", "wkv7"))
-
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe({"lstm": LSTM, "rwkv7": RWKV7})))
-    seen = []
-
-    def preflight(trainer, task, model, ckpt_path=None):
-        x = paddle.zeros([1, 4, 8])
-        seen.append(
-            {
-                "wkv7": wkv7.resolve_backend(x=x),
-                "fused_cpp": fused._ops(x, None) is not None,
-                "lstm_cpp": lstm._ops(None) is not None,
-            }
-        )
-        return None, None
-
-    monkeypatch.setattr(cli.Trainer, "preflight", preflight)
-    monkeypatch.setattr(cli, "_fit_in_parallel", lambda parsed, argv: None)
-    monkeypatch.setattr(cli, "_write_report", lambda root: None)
-    monkeypatch.delenv("SEQLAB_FUSED", raising=False)
-    monkeypatch.delenv("SEQLAB_WKV7", raising=False)
-    args = ["--recipe", str(recipe), "--trainer.root_dir", str(tmp_path / "runs")]
-    assert cli.cmd_fit([*args, "--parallel", "2"]) == 0
-    assert seen == [{"wkv7": "chunked", "fused_cpp": False, "lstm_cpp": False}] * 2
-    assert "SEQLAB_FUSED" not in os.environ and "SEQLAB_WKV7" not in os.environ  # restored
-    seen.clear()
-    monkeypatch.setattr(cli.Trainer, "fit", lambda trainer, task, model, ckpt_path=None: {})
-    assert cli.cmd_fit([*args, "--parallel", "1"]) == 0
-    assert seen == [{"wkv7": "cpp", "fused_cpp": True, "lstm_cpp": True}] * 2

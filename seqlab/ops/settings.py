@@ -19,7 +19,6 @@ with other settings than the run it continues (it is then exact only to rounding
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 WKV7_BACKENDS = ("reference", "chunked", "cpp", "cuda")
@@ -78,25 +77,3 @@ def run_settings() -> dict[str, str | None]:
     """Every run setting, checked, and MKL's CPU-path switch (which seqlab sets on AMD CPUs,
     see :mod:`seqlab._paddle`): what a run records about the kernels it ran with."""
     return {**{name: setting(name) for name in _CHECKS}, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE")}
-
-
-@contextlib.contextmanager
-def paddle_formulas():
-    """Paddle's own formulas instead of every C++ op while the block runs (``SEQLAB_FUSED=paddle``,
-    ``SEQLAB_WKV7=chunked``; a model that names its WKV7 back end keeps it).
-
-    For a process that only checks models and trains none, the ``--parallel`` parent: it then
-    builds no C++ op, and its children build theirs at the same time, each the ones it uses
-    (on a first run of the CPU demo that took ~35 s off the LSTM's start). The formulas are the
-    ones the ops are tested against, so the check reads the rows exactly as training will.
-    """
-    saved = {name: os.environ.get(name) for name in ("SEQLAB_FUSED", "SEQLAB_WKV7")}
-    os.environ.update(SEQLAB_FUSED="paddle", SEQLAB_WKV7="chunked")
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
