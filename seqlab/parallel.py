@@ -91,8 +91,9 @@ def run_in_children(
     """Run ``seqlab <argv>`` for each ``(label, argv)``, ``parallel`` at a time.
 
     ``command`` replaces ``python -m seqlab.cli`` and ``cores`` the CPUs this process may use
-    (tests run small scripts through the same machinery). Raises :class:`TrainingInterrupted` when a signal stopped them (``resume`` is the
-    command that continues), or :class:`SeqlabError` naming the jobs that failed.
+    (tests run small scripts through the same machinery). Raises :class:`TrainingInterrupted`
+    when a signal stopped them (``resume`` is the command that continues), or
+    :class:`SeqlabError` naming the jobs that failed.
     """
     command = command or [sys.executable, "-m", "seqlab.cli"]
     env = dict(os.environ, OMP_NUM_THREADS="1", SEQLAB_NUM_THREADS="1", **{_PARENT: str(os.getpid())})
