@@ -87,6 +87,7 @@ __all__ = [
     "split_tensors",
     "tested_weights",
     "trainer_checkpoint",
+    "weights_checkpoint",
 ]
 
 FORMAT_VERSION = 2
@@ -648,6 +649,18 @@ def trainer_checkpoint(trainer, meta: dict[str, Any] | None = None) -> dict[str,
         "meta": dict(meta or {}),
         "model_name": MODELS.name_of(type(trainer.model)),
         "task_name": TASKS.name_of(type(trainer.task)),
+    }
+
+
+def weights_checkpoint(model) -> dict[str, Any]:
+    """The smallest valid checkpoint: ``model``'s weights at step 0, no optimizer state, this
+    process's RNG state (what ``seqlab.testing``'s save/load check writes and reads back)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": 0,
+        "model": model.state_dict(),
+        "optimizer": {"accumulators": {}, "other": {}},
+        "rng": capture_rng_state(),
     }
 
 

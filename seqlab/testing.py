@@ -173,8 +173,7 @@ def assert_one_step_lowers_loss(model_cls, lr: float = 3e-3, seed: int = 0, **in
 def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
     """The model's weights through a seqlab checkpoint file (safetensors, as ``fit`` writes and
     ``test`` reads it) into a fresh instance give identical logits."""
-    from seqlab.checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint
-    from seqlab.rng import capture_rng_state
+    from seqlab.checkpoint import atomic_save, load_checkpoint, weights_checkpoint
 
     model = _build(model_cls, seed, init_args)
     _perturb(model, seed)  # so a fresh instance's own init cannot match by accident
@@ -182,8 +181,7 @@ def assert_save_load_roundtrip(model_cls, seed: int = 0, **init_args):
     expected = model(tokens).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.safetensors")
-        bare = {"optimizer": {"accumulators": {}, "other": {}}, "rng": capture_rng_state()}
-        atomic_save({"format_version": FORMAT_VERSION, "step": 0, "model": model.state_dict(), **bare}, path)
+        atomic_save(weights_checkpoint(model), path)
         fresh = _build(model_cls, seed + 1, init_args)
         result = fresh.set_state_dict(load_checkpoint(path)["model"])
     if isinstance(result, tuple) and len(result) == 2:

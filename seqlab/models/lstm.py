@@ -10,7 +10,7 @@ built, so names, shapes, initialisation and checkpoints do not depend on the cho
 * ``fused_ops=True`` (default): each layer's training forward runs through the C++ LSTM op of
   ``seqlab.ops.lstm`` (one GEMM for the input projection, T small GEMMs + fused gate maths, a
   hand-written backward through time). On the 2-core AMD CPU we measured, its training step
-  was 2.7x faster than ``nn.LSTM``'s at 2 threads and 1.15x at 1 thread, against an ``nn.LSTM``
+  was 2.5-2.7x faster than ``nn.LSTM``'s at 2 threads and 1.14-1.19x at 1 thread, against an ``nn.LSTM``
   whose MKL uses its AVX2 kernels as seqlab sets it up (2.8-3x against stock MKL's generic
   kernels; benchmarks/RESULTS.md, "Fused LSTM"). It falls back to ``nn.LSTM`` on GPU or when the
   op cannot be built (one warning).
