@@ -43,6 +43,14 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def first_cause(ended: dict[int, int]) -> int:
+    """Of the ranks seen ending in the same poll (rank -> Popen-style exit code), the likeliest
+    cause: one that aborted (SIGABRT, how a rank reacts when a peer vanishes from a collective)
+    is more likely the echo, so the others come first (a rank killed from outside, a crash);
+    then the lowest rank."""
+    return min(ended, key=lambda rank: (ended[rank] == -signal.SIGABRT, rank))
+
+
 class RankWatcher:
     """Notes which rank's process ends first, and how, by polling the launcher's children in /proc.
 
@@ -104,7 +112,7 @@ class RankWatcher:
             gone = {rank for pid, rank in self._alive.items() if pid not in running}
             if (gone or ended) and self.first_gone is None:
                 if ended:
-                    self.first_gone = min(ended)
+                    self.first_gone = first_cause(ended)
                     self.first_code = ended[self.first_gone]
                 else:
                     self.first_gone = min(gone)

@@ -271,3 +271,15 @@ def test_a_killed_rank_ends_the_run_with_a_message_naming_it(tmp_path):
     assert len(lines) == 1 and "rank 1 of 2 was killed by SIGKILL, so every rank was stopped" in lines[0], stderr
     assert _rank_pids(str(e.recipe), "0") == []  # no rank left behind
     print(f"dead rank: the run ended {took:.1f} s after the kill")
+
+
+def test_of_ranks_ending_together_the_one_that_aborted_is_not_named_the_cause():
+    """A rank killed from outside takes its peers down with it (they abort in the collective),
+    sometimes within one 0.1 s poll of the watcher: the abort is then the echo, not the cause."""
+    from seqlab.launch import first_cause
+
+    abort, kill = -int(signal.SIGABRT), -int(signal.SIGKILL)
+    assert first_cause({0: abort, 1: kill}) == 1
+    assert first_cause({0: 1, 1: abort}) == 0  # an error exit comes before an abort
+    assert first_cause({0: kill, 1: kill}) == 0  # otherwise the lowest rank
+    assert first_cause({3: abort}) == 3
