@@ -1,6 +1,7 @@
 # Two commands from a fresh clone (see README):
 #   make demo   set up .venv and run the CPU digit-reversal comparison
-#   make test   set up .venv and run the test suite (what CI runs)
+#   make test   set up .venv and run the test suite, without the slow tests
+#   (CI runs `make test`, `make test-slow` and `make test-nlp`: .ci/run)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -23,15 +24,22 @@ ARGS ?=
 demo: $(STAMP)
 	$(BIN)/seqlab fit --recipe recipes/reverse_digits_cpu.yaml $(ARGS)
 
-# The linter and the formatter first (a second), then the suite.
+# The linter and the formatter first (a second), then the suite without the tests marked slow,
+# on TEST_WORKERS processes (pytest-xdist; `make test TEST_WORKERS=0` runs them in this one).
+# loadgroup: tests marked with the same xdist_group (sharing an install) run in one worker.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo  # the import contracts in pyproject.toml
 
-# Opt-in: the long tests (multi-process training, a full budget recipe).
+# The tests marked slow (multi-process training, many-process fault runs, the CPU budget recipe,
+# which alone takes ~10 min), one at a time: several start processes of their own and time them.
+# CI runs it after `make test` (.ci/run).
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 

@@ -82,6 +82,8 @@ class WeightNormLogger(Callback):
         every: Log every this many steps (the norm costs one pass over the weights).
     """
 
+    logged_metrics = ("train/weight_norm",)  # so a monitor may watch it (checked before step 1)
+
     def __init__(self, every: int = 10):
         if every < 1:
             raise ValueError(f"WeightNormLogger: every must be >= 1, got {every}.")

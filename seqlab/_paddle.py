@@ -18,13 +18,15 @@ INSTALL_HINT = (
 def import_paddle():
     """Return the ``paddle`` module, or exit 2 with :data:`INSTALL_HINT` when it is missing."""
     # Idle OpenMP threads of the WKV7 op otherwise spin and take the core from the Paddle kernel
-    # that runs next (measured: benchmarks/RESULTS.md). It must be set before libgomp starts, i.e.
+    # that runs next (measured: benchmarks/RESULTS.md, "RWKV-7 step: profile and fixes", item 4,
+    # Threads). It must be set before libgomp starts, i.e.
     # before Paddle is imported; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if _amd_with_avx2():
         # Paddle's CPU wheel ships MKL 2019, which runs its generic (SSE) kernels on AMD CPUs.
-        # This long-standing MKL switch selects its AVX2 kernels: training steps of Paddle's own
-        # layers ran 1.3-2.3x faster here (benchmarks/bench_mkl.py, benchmarks/RESULTS.md). MKL
+        # This long-standing MKL switch selects its AVX2 kernels, which made training steps of
+        # Paddle's own layers faster here (benchmarks/bench_mkl.py; benchmarks/RESULTS.md, "What
+        # MKL's switch does" in "Summary: 2026-11-29"). MKL
         # reads it at its first call; it is set before Paddle is even imported, only where the
         # CPU has AVX2 and FMA, and a user's own value wins.
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
@@ -54,9 +56,10 @@ def _amd_with_avx2() -> bool:
 def configure_cpu_defaults(paddle) -> None:
     """Apply the CPU settings measured in benchmarks/RESULTS.md; the Trainer calls it in setup.
 
-    Strided views make transpose/slice kernels and their gradients slow on CPU (the seed
-    Transformer's step went 0.74 s -> 0.52 s without them). It is a process-wide Paddle flag, so
-    seqlab sets it only when a Trainer (or a benchmark) runs on CPU, never at import.
+    Strided views make transpose/slice kernels and their gradients slow on CPU (the flag on
+    against off: ``benchmarks/RESULTS.md``, "RWKV-7 step: profile and fixes", "Other checks"). It
+    is a process-wide Paddle flag, so seqlab sets it only when a Trainer (or a benchmark) runs on
+    CPU, never at import.
     ``SEQLAB_STRIDE_KERNEL=1`` keeps Paddle's default for anyone who wants to compare.
     """
     if paddle.device.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu"):

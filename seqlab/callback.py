@@ -16,7 +16,7 @@ from seqlab._init_args import record_init_args
 class Event(str, Enum):
     """Hook names, in firing order. Users depend on this order; see docs/api.md."""
 
-    SETUP = "setup"  # may reject the configuration (raise SeqlabError); must not write files
+    SETUP = "setup"  # before step 1; may reject the configuration (raise SeqlabError); must not write files
     ON_LOAD_CHECKPOINT = "on_load_checkpoint"  # extra: the checkpoint dict (resume only)
     ON_FIT_START = "on_fit_start"
     ON_TRAIN_START = "on_train_start"
@@ -53,9 +53,13 @@ class Callback:
       so that what a checkpoint covers is on disk before it exists).
     * ``setup`` may raise :class:`seqlab.SeqlabError` to reject a configuration; it must not
       write files, because the CLI sets up every run of a recipe before any of them trains.
+    * A callback that adds step metrics with ``trainer.log`` lists their keys in
+      ``logged_metrics``: monitoring callbacks check their ``monitor`` against them before step 1.
     """
 
     runs_last: bool = False
+    #: The keys this callback adds to every step's metrics with ``trainer.log`` (e.g. ``train/grad_norm``).
+    logged_metrics: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

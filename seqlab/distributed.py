@@ -72,11 +72,16 @@ class DataParallelContext:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on any rank (a stop that all ranks agree on)."""
+        return self.any_each(flag)[0]
+
+    def any_each(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag made true on every rank when it is true on any rank, in one all-reduce
+        (Lightning's ``reduce_boolean_decision(decision, all=False)``, for several decisions)."""
         if self.world_size == 1:
-            return bool(flag)
-        total = paddle.to_tensor([1 if flag else 0], dtype="int64")
+            return tuple(bool(flag) for flag in flags)
+        total = paddle.to_tensor([1 if flag else 0 for flag in flags], dtype="int64")
         paddle.distributed.all_reduce(total)
-        return bool(total.item())
+        return tuple(bool(count) for count in total.numpy().tolist())
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -6,7 +6,10 @@ this module says how a model is run to score it, in one place:
 - :func:`inference_mode`: ``model.eval()`` and ``paddle.no_grad()``, the previous mode after;
 - :func:`predict`: logits of any number of rows, :data:`EVAL_CHUNK_ROWS` rows per forward pass;
 - :func:`score`: every set's batches through the model, chunk by chunk, into its metrics;
+- :func:`declared_max_len`: the longest rows a model declares it reads (an optional set beyond it is NaN);
 - :func:`evaluate`: what the Trainer calls at each validation and for the final test.
+
+Scoring is pure: this module loads no checkpoint (see :func:`seqlab.checkpoint.load_tested_weights`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -65,34 +67,52 @@ def logits(model, inputs, chunk_rows: int = EVAL_CHUNK_ROWS) -> np.ndarray:
 def score(model, sets, chunk_rows: int = EVAL_CHUNK_ROWS) -> dict[str, float]:
     """Run ``model`` over each :class:`seqlab.task.EvalSet` and compute its metrics.
 
-    Returns ``{prefix + metric.name: value}`` over the sets, in order. An ``optional`` set the
-    model cannot run (it raises) gives NaN for its metrics and one warning.
+    Returns ``{prefix + metric.name: value}`` over the sets, in order. An ``optional`` set whose
+    rows are longer than the model's declared ``max_len`` (e.g. a length probe for a model with a
+    learned position table) is not run: its metrics are NaN, with one warning. Any exception the
+    model raises propagates, on an optional set too, so a model bug is never reported as "n/a".
     """
     results: dict[str, float] = {}
     for eval_set in sets:
         for metric in eval_set.metrics:
             metric.reset()
         try:
-            _accumulate(model, eval_set.batches, eval_set.metrics, chunk_rows)
+            _accumulate(model, eval_set.batches, eval_set.metrics, chunk_rows, eval_set.optional)
             values = {m.name: float(m.compute()) for m in eval_set.metrics}
-        except Exception as exc:  # noqa: BLE001  (a model may fail in many ways on unusual rows)
-            if not eval_set.optional:
-                raise
+        except _RowsTooLong as exc:
             name = eval_set.prefix.rstrip("_") or "an optional"
             log.warning(
-                "%s set skipped: the model failed on %s: %s: %s; its metrics are NaN.",
+                "%s set skipped: the model cannot read %s, as its max_len is %d; its metrics are NaN.",
                 name,
-                eval_set.about or "its rows",
-                type(exc).__name__,
-                exc,
+                eval_set.about or f"its rows of {exc.length} tokens",
+                exc.limit,
             )
             values = {m.name: math.nan for m in eval_set.metrics}
         results.update({eval_set.prefix + k: v for k, v in values.items()})
     return results
 
 
-def _accumulate(model, batches: Iterable, metrics, chunk_rows: int) -> None:
+def declared_max_len(model) -> int | None:
+    """The longest rows ``model`` declares it reads (its ``max_len`` attribute), or None for no limit."""
+    limit = getattr(model, "max_len", None)
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+
+class _RowsTooLong(Exception):
+    """An optional set's rows exceed the model's declared ``max_len``: the one expected failure."""
+
+    def __init__(self, length: int, limit: int):
+        super().__init__(f"rows of {length} tokens, max_len={limit}")
+        self.length, self.limit = length, limit
+
+
+def _accumulate(model, batches: Iterable, metrics, chunk_rows: int, optional: bool = False) -> None:
+    limit = declared_max_len(model) if optional else None
     for batch in batches:
+        # Checked per batch, before the model runs: ``batches`` may be a generator.
+        length = int(batch.inputs.shape[1])
+        if limit is not None and length > limit:
+            raise _RowsTooLong(length, limit)
         targets = to_numpy(batch.targets)
         mask = None if batch.mask is None else to_numpy(batch.mask)
         for rows, out in predict(model, batch.inputs, chunk_rows):
@@ -110,41 +130,3 @@ def evaluate(task, model, stage: str = "val") -> dict[str, float]:
     with inference_mode(model):
         results = task.test(model) if stage == "test" else task.evaluate(model)
     return {k: float(v) for k, v in results.items()}
-
-
-def load_weights(
-    checkpoint_dir: Path, task, model, ckpt_path: str | None, test_checkpoint: str = "best"
-) -> tuple[Path, int]:
-    """Load a checkpoint of a run (its ``checkpoint_dir``) into ``model``; returns ``(path, step)``.
-
-    ``ckpt_path`` None means the weights a finished fit is tested on, by the run's
-    ``test_checkpoint`` rule (``best``: best, else last; ``last``). The checkpoint must have been
-    written for this model, task and architecture.
-    """
-    from seqlab.checkpoint import LEGACY_SUFFIX, check_compatible, load_checkpoint, resolve_ckpt_path, tested_weights
-    from seqlab.errors import SeqlabError
-    from seqlab.registry import MODELS, TASKS
-
-    if ckpt_path is None:
-        path, which = tested_weights(checkpoint_dir, test_checkpoint)
-        if not path.is_file():
-            if any(Path(checkpoint_dir).glob(f"*{LEGACY_SUFFIX}")):
-                resolve_ckpt_path(which, checkpoint_dir)  # names the convert command for the old file
-            raise SeqlabError(f"no checkpoint in '{checkpoint_dir}'; train this run first (seqlab fit).")
-    else:
-        path = resolve_ckpt_path(ckpt_path, checkpoint_dir)
-    ckpt = load_checkpoint(path)
-    check_compatible(ckpt, path, MODELS.name_of(type(model)), TASKS.name_of(type(task)), model.state_dict())
-    model.set_state_dict(ckpt["model"])
-    return path, int(ckpt["step"])
-
-
-def evaluate_checkpoint(trainer, ckpt_path: str | None, test: bool) -> dict[str, float]:
-    """Load a checkpoint of ``trainer``'s run into its model and evaluate it; writes nothing.
-
-    ``test=True`` runs the task's final test (probes included), otherwise its validation.
-    """
-    path, step = load_weights(trainer.checkpoint_dir, trainer.task, trainer.model, ckpt_path, trainer.test_checkpoint)
-    trainer.task.setup(trainer.seed)
-    results = evaluate(trainer.task, trainer.model, "test" if test else "val")
-    return {"step": step, "checkpoint": str(path), **results}

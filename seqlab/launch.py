@@ -8,6 +8,7 @@ gives the ranks 30 s to save), and turns a failed rank into one sentence naming 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -15,12 +16,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import paddle
 
 from seqlab.errors import SeqlabError
 from seqlab.interrupts import TrainingInterrupted
+
+log = logging.getLogger(__name__)
 
 # What the launcher prints when a rank exits non-zero (Paddle 3.x).
 _FAILED = re.compile(r"Container rank (\d+) status failed .*? code (-?\d+) log (\S+)")
@@ -126,11 +130,14 @@ def launch_command(nproc: int, argv: list[str], log_dir: Path, entry: Path) -> l
     return [*cmd, str(entry), *argv]
 
 
-def run_launched(nproc: int, argv: list[str], resume: str) -> int:
+def run_launched(nproc: int, argv: list[str], resume: str, echo: Callable[[str], None] | None = None) -> int:
     """Run ``seqlab <argv>`` as ``nproc`` data-parallel processes; returns 0 or raises.
 
     ``argv`` is the seqlab command line (``fit ...``); ``resume`` the command that continues it.
+    ``echo`` receives rank 0's lines: the CLI passes its writer to the terminal; without one they
+    go to this module's logger (library code talks through logging).
     """
+    relay = echo or (lambda line: log.info("%s", line.rstrip("\n")))
     if paddle.device.is_compiled_with_cuda() and 0 < paddle.device.cuda.device_count() < nproc:
         raise SeqlabError(
             f"trainer.devices={nproc}, but this machine has "
@@ -173,8 +180,7 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
             elif in_flags_block and line.startswith("====="):
                 in_flags_block = False
             elif not (in_flags_block or line.startswith("LAUNCH INFO") or _NOISE.search(line)):
-                sys.stdout.write(line)
-                sys.stdout.flush()
+                relay(line)
         code = proc.wait()
     finally:
         watcher.stop()
@@ -193,14 +199,14 @@ def run_launched(nproc: int, argv: list[str], resume: str) -> int:
         # When one rank dies, the others fail in the collective they were waiting in, or are
         # stopped by the launcher, and the launcher may report one of those first: the cause is
         # the rank whose process ended first.
-        rank, rank_code, log = next((f for f in failures if f[0] == watcher.first_gone), failures[0])
+        rank, rank_code, rank_log = next((f for f in failures if f[0] == watcher.first_gone), failures[0])
         if watcher.first_gone is not None and watcher.first_gone != rank:
-            rank, log = watcher.first_gone, str(Path(log).with_name(f"workerlog.{watcher.first_gone}"))
+            rank, rank_log = watcher.first_gone, str(Path(rank_log).with_name(f"workerlog.{watcher.first_gone}"))
             rank_code = watcher.first_code
         how = describe_exit(rank_code) if rank_code is not None else "ended first"
         raise RankFailed(
             f"rank {rank} of {nproc} {how}, so every rank was stopped; "
-            f"its log is {log}. Fix the cause, then resume with: {resume}"
+            f"its log is {rank_log}. Fix the cause, then resume with: {resume}"
         )
     raise RankFailed(
         f"paddle.distributed.launch {describe_exit(code)}; the ranks' logs are in "

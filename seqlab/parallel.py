@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from seqlab.errors import SeqlabError
@@ -87,11 +88,14 @@ def run_in_children(
     resume: str,
     command: list[str] | None = None,
     cores: int | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> None:
     """Run ``seqlab <argv>`` for each ``(label, argv)``, ``parallel`` at a time.
 
     ``command`` replaces ``python -m seqlab.cli`` and ``cores`` the CPUs this process may use
-    (tests run small scripts through the same machinery). Raises :class:`TrainingInterrupted`
+    (tests run small scripts through the same machinery). ``echo`` receives each line the children
+    print, prefixed with its label, from one relay thread per child: the CLI passes its writer to
+    the terminal; without one the lines go to this module's logger. Raises :class:`TrainingInterrupted`
     when a signal stopped them (``resume`` is the command that continues), or
     :class:`SeqlabError` naming the jobs that failed.
     """
@@ -103,6 +107,7 @@ def run_in_children(
     failed: list[tuple[str, int]] = []
     received: list[int] = []
     width = max((len(label) for label, _ in jobs), default=0)
+    relay = echo or relay_to_log
 
     def forward(signum, frame) -> None:
         received.append(signum)
@@ -113,8 +118,7 @@ def run_in_children(
 
     def pump(label: str, stream) -> None:
         for line in stream:
-            sys.stdout.write(f"[{label:<{width}}] {line}")
-            sys.stdout.flush()
+            relay(f"[{label:<{width}}] {line}")
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -161,6 +165,11 @@ def run_in_children(
             f"{labels} failed (their lines above say why); fix the cause and run the same "
             f"command with --ckpt_path last to continue: {resume}"
         )
+
+
+def relay_to_log(line: str) -> None:
+    """The relay of children's lines when no ``echo`` is given: library code talks through logging."""
+    log.info("%s", line.rstrip("\n"))
 
 
 def die_with_parent() -> None:

@@ -1,7 +1,9 @@
 """Checks run before a run writes anything: each failure is one sentence naming the fix.
 
-A recipe may hold several runs; the CLI runs these checks for all of them before the first one
-trains, so a mistake in the last run is found in seconds, not after the first run's hour.
+Pure checks: none builds anything, fires an event or writes a file. ``Trainer._setup`` calls
+them in order between its own stages. A recipe may hold several runs; the CLI sets up all of
+them before the first one trains, so a mistake in the last run is found in seconds, not after
+the first run's hour.
 """
 
 from __future__ import annotations
@@ -10,10 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import paddle
-
-from seqlab._paddle import configure_cpu_defaults
-from seqlab.callback import Event
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import inference_mode, to_numpy
 
@@ -107,27 +105,6 @@ def check_settings(settings: dict) -> None:
             raise SeqlabError(f"trainer.{name} must be at least {low}{what}, got {value}.")
     if nonfinite not in ("stop", "skip"):
         raise SeqlabError(f"trainer.nonfinite must be 'stop' or 'skip', got {nonfinite!r}.")
-
-
-def run_checks(trainer, task, model, ckpt_path):
-    """The Trainer's checks before a run, in order; returns ``(path, checkpoint)`` to resume from.
-
-    The run folder and the checkpoint to resume; the vocabulary; the optimizer settings; every
-    callback's ``setup`` (which may reject the configuration); one forward pass.
-    """
-    configure_cpu_defaults(paddle)
-    task.setup(trainer.seed)
-    path, ckpt = check_run_folder(trainer, ckpt_path)
-    check_vocab(task, model, trainer.run_name)
-    trainer.precision.reset()
-    trainer.optimizer = trainer.optimizer_config.build(model)
-    try:
-        trainer.dispatch(Event.SETUP)
-    except SeqlabError as exc:
-        raise SeqlabError(f"run '{trainer.run_name}': {exc}") from None
-    check_forward(task, model, trainer.run_name)
-    check_test_set(task, trainer.run_name)
-    return path, ckpt
 
 
 def check_test_set(task, run: str) -> None:

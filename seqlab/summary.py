@@ -116,11 +116,14 @@ def _known(cls, data: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
-#: How each run's final test picks its weights: a recipe's ``protocol:`` key, or ``--protocol``.
+#: The protocols a recipe may choose (``protocol:`` or ``--protocol``): which weights each run's
+#: final test uses. ``best`` is the Trainer's default; a recipe declares what any other means for
+#: its runs under ``protocols:`` (see :mod:`seqlab.recipe`).
 PROTOCOLS = {
     "best": "every run is tested on its best checkpoint (by default the lowest 100-step moving "
     "average of the training loss), else on its last",
-    "seed": "as in the seed: the Transformer is tested on its best checkpoint, every other model on its final weights",
+    "seed": "as in the seed: each run is tested on the weights the recipe's `protocols: seed` names for it "
+    "(in recipes/reverse_digits.yaml the Transformer's best checkpoint, every other model's final weights)",
 }
 
 

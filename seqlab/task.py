@@ -74,8 +74,9 @@ class EvalSet:
         batches: the batches (a list, or a generator made when the set is scored).
         metrics: fresh :class:`seqlab.metrics.Metric` instances.
         prefix: put before every metric's name (``probe_`` -> ``probe_masked_acc``).
-        optional: a model that cannot run these batches (e.g. rows longer than its learned
-            positions) gets NaN for this set's metrics and a warning, instead of failing.
+        optional: a model whose declared ``max_len`` is shorter than these rows (e.g. learned
+            positions) gets NaN for this set's metrics and a warning, instead of failing; any
+            other error the model raises propagates.
         about: what the set holds, for that warning (``rows of 162 tokens``).
     """
 
@@ -196,6 +197,11 @@ class Task:
         It takes the model rather than a batch because a prediction needs one.
         """
         return ""
+
+    def judge(self, prompt: str, completion: str) -> str | None:
+        """A verdict on a model's ``completion`` of ``prompt`` (``seqlab predict`` prints it after
+        the text), e.g. ``right``; None when there is nothing to judge (the default)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Task state saved in checkpoints (the default task is stateless)."""

@@ -26,6 +26,7 @@ import numpy as np
 import paddle
 
 from seqlab.generate import has_rnn_mode, init_state_for
+from seqlab.registry import MODELS
 
 F = paddle.nn.functional
 
@@ -41,7 +42,7 @@ def _check(condition, message: str) -> None:
 
 
 def _name(model_cls) -> str:
-    return getattr(model_cls, "registry_name", None) or model_cls.__name__
+    return MODELS.name_of(model_cls) or model_cls.__name__
 
 
 def _build(model_cls, seed: int, init_args: dict):

@@ -1,4 +1,4 @@
-"""``seqlab tokenize``: any file of text to a byte-level token file for the ``token_file`` task.
+"""Any file of text to a byte-level token file for the ``token_file`` task (``seqlab tokenize``).
 
 Byte-level means one token per byte of the file, ids 0..255 (vocabulary 256): no tokenizer to
 train or download, any language or encoding works, and bits per byte is the loss in bits. The
@@ -8,8 +8,6 @@ another tokenizer with up to 65,536 ids is read the same way.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,23 +47,3 @@ def tokenize_file(input_path: str | Path, output_path: str | Path) -> int:
 
     atomic_write(target, write)
     return count
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one sentence and exit 2 through the CLI, like every other mistake
-        raise SeqlabError(f"seqlab tokenize: {message}; usage: seqlab tokenize --input FILE.txt --output data.bin.")
-
-
-def command(argv: list[str]) -> int:
-    """``seqlab tokenize --input FILE.txt --output data.bin``: says what it wrote."""
-    parser = _Parser(
-        prog="seqlab tokenize",
-        description="Write a text file's bytes as a byte-level token file (uint16 ids, vocabulary 256) "
-        "for the token_file task.",
-    )
-    parser.add_argument("--input", required=True, help="the text file (any encoding: its bytes are the tokens)")
-    parser.add_argument("--output", required=True, help="the token file to write, e.g. data.bin")
-    args = parser.parse_args(argv)
-    count = tokenize_file(args.input, args.output)
-    sys.stdout.write(f"wrote {count:,} tokens (byte-level, vocabulary {VOCAB_SIZE}, uint16) to {args.output}\n")
-    return 0

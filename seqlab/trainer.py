@@ -9,27 +9,46 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import paddle
+
 from seqlab import checkpoint
 from seqlab._init_args import python_run_config, record_init_args
+from seqlab._paddle import configure_cpu_defaults
 from seqlab.callback import Callback, Event
 from seqlab.callbacks import arrange_callbacks
 from seqlab.checkpoint import LAST, checkpoint_file
 from seqlab.distributed import DataParallelContext
-from seqlab.evaluation import evaluate, evaluate_checkpoint
+from seqlab.errors import SeqlabError
+from seqlab.evaluation import evaluate
 from seqlab.interrupts import GracefulStop, TrainingInterrupted
 from seqlab.model import Model
 from seqlab.nonfinite import update_is_finite
 from seqlab.optim import AdamW
 from seqlab.precision import Precision
-from seqlab.preflight import check_settings, run_checks
+from seqlab.preflight import check_forward, check_run_folder, check_settings, check_test_set, check_vocab
 from seqlab.registry import MODELS
 from seqlab.seeding import seed_everything
 from seqlab.task import Task
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What :meth:`Trainer._setup` checked and built; ``checkpoint`` (from ``resume_from``) is None for a fresh run."""
+
+    task: Task
+    model: Model
+    ckpt_path: str | None
+    resume_from: Path | None
+    checkpoint: dict[str, Any] | None
+
+    def is_for(self, task: Task, model: Model, ckpt_path: str | None) -> bool:
+        return self.task is task and self.model is model and self.ckpt_path == ckpt_path
 
 
 class Trainer:
@@ -38,7 +57,7 @@ class Trainer:
     Args:
         max_steps: Optimizer steps to train for.
         val_every: Validate every this many steps (and after the last); 0 disables.
-        log_every: Steps between plain-text progress lines (used by the progress callback).
+        log_every: Steps between plain-text progress lines (used by the progress callback); 0 disables them.
         save_every: Write ``checkpoints/last`` every this many steps (and at the end).
         seed: Run seed: data order (``task.train_batch``) and RNG state.
         root_dir: Folder holding all experiments; a run lives in ``root_dir/experiment/run_name``.
@@ -66,7 +85,7 @@ class Trainer:
                  config: dict[str, Any] | None = None) -> None:
         # fmt: on
         check_settings(locals())  # steps, intervals, devices, accumulation, nonfinite: one sentence each
-        self.max_steps, self.val_every, self.log_every = max_steps, val_every, max(1, log_every)
+        self.max_steps, self.val_every, self.log_every = max_steps, val_every, log_every
         self.save_every, self.seed, self.overwrite, self.devices = save_every, seed, overwrite, devices
         self.root_dir, self.experiment, self.run_name = Path(root_dir), experiment, run_name
         self.optimizer_config = optimizer or AdamW()
@@ -79,7 +98,7 @@ class Trainer:
         self.dp = DataParallelContext()
         self.world_size, self.rank = self.dp.world_size, self.dp.rank
         self.task, self.model, self.optimizer = None, None, None
-        self._checked: tuple | None = None
+        self._prepared: Setup | None = None  # what preflight set up, for the fit that follows
         self._reset_progress()
 
     # ------------------------------------------------------------------ what callbacks read
@@ -108,13 +127,11 @@ class Trainer:
         return self.counters["wall_time_s"] + time.perf_counter() - self._session_start
 
     # ------------------------------------------------------------------ entry points
-    def preflight(self, task: Task, model: Model, ckpt_path: str | None = None):
-        """Every check that needs no training and writes nothing (:mod:`seqlab.preflight`); returns
-        ``(path, checkpoint)`` of the checkpoint to resume from, or ``(None, None)``."""
-        self._bind(task, model)
-        path, ckpt = run_checks(self, task, model, ckpt_path)
-        self._checked = (task, model, ckpt_path, path, ckpt)
-        return path, ckpt
+    def preflight(self, task: Task, model: Model, ckpt_path: str | None = None) -> Setup:
+        """Set up a run without training or writing a file (see :meth:`_setup`); a ``fit`` with the
+        same arguments starts from this setup. The CLI sets up every run of a recipe this way first."""
+        self._prepared = self._setup(task, model, ckpt_path)
+        return self._prepared
 
     def fit(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
         """Train ``model`` on ``task`` (resuming from ``ckpt_path``: ``last``, ``best`` or a file),
@@ -122,18 +139,16 @@ class Trainer:
         self._reset_progress()
         try:
             with GracefulStop() as self._signals:
-                done = self._checked  # the CLI checks every run of a recipe before training any
-                if not done or done[0] is not task or done[1] is not model or done[2] != ckpt_path:
-                    self.preflight(task, model, ckpt_path)
-                path, ckpt = self._checked[3:]
+                ready = self._prepared
+                setup = ready if ready and ready.is_for(task, model, ckpt_path) else self._setup(task, model, ckpt_path)
                 seed_everything(self.seed)
                 if self.is_global_zero:  # only rank 0 touches files; the others wait for it
-                    checkpoint.prepare_run_dir(self.run_dir, fresh=ckpt is None, overwrite=self.overwrite)
+                    checkpoint.prepare_run_dir(self.run_dir, fresh=setup.checkpoint is None, overwrite=self.overwrite)
                 self._forward_model = self.dp.wrap(model)
-                if ckpt is not None:
-                    checkpoint.restore_trainer(self, ckpt)
-                    self.dispatch(Event.ON_LOAD_CHECKPOINT, ckpt)
-                    log.info("resumed %s from %s at step %d", self.run_name, path, self.global_step)
+                if setup.checkpoint is not None:
+                    checkpoint.restore_trainer(self, setup.checkpoint)
+                    self.dispatch(Event.ON_LOAD_CHECKPOINT, setup.checkpoint)
+                    log.info("resumed %s from %s at step %d", self.run_name, setup.resume_from, self.global_step)
                 self.dispatch(Event.ON_FIT_START)
                 self.dispatch(Event.ON_TRAIN_START)
                 self._train_loop()
@@ -145,18 +160,22 @@ class Trainer:
             self.dispatch(Event.ON_EXCEPTION, exc, safe=True)
             raise
         finally:
-            self._checked = None  # a second fit checks (and builds its optimizer) afresh
+            self._prepared = None  # a second fit sets up (and builds its optimizer) afresh
             self.dispatch(Event.TEARDOWN, safe=True)
 
     def validate(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
         """Evaluate a checkpoint of this run (default: ``last``) on the held-out set; writes nothing."""
         self._bind(task, model)
-        return evaluate_checkpoint(self, ckpt_path or LAST, test=False)
+        tested = checkpoint.load_tested_weights(self.checkpoint_dir, task, model, ckpt_path or LAST)
+        task.setup(self.seed)
+        return {"step": tested.step, "checkpoint": str(tested.path), **evaluate(task, model, "val")}
 
     def test(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
         """The final test of a checkpoint of this run (default: best, else last); writes nothing."""
         self._bind(task, model)
-        return evaluate_checkpoint(self, ckpt_path, test=True)
+        tested = checkpoint.load_tested_weights(self.checkpoint_dir, task, model, ckpt_path, self.test_checkpoint)
+        task.setup(self.seed)
+        return {"step": tested.step, "checkpoint": str(tested.path), **evaluate(task, model, "test")}
 
     def save_checkpoint(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
         """Write a complete, resumable checkpoint atomically. Every rank calls it at the same steps
@@ -223,13 +242,17 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _train_loop(self) -> None:
         self.model.train()
+        # Every rank must stop at the same step, or one would wait for the others forever: a stop any rank
+        # asks for (signal, should_stop) is one decision for all (Lightning's reduce_boolean_decision).
+        self.should_stop = self.dp.any(self.should_stop)
         while self.global_step < self.max_steps and not self.should_stop:
             self._train_one_step()
-            # Every rank must stop at the same step, or one would wait for the others forever.
-            step, signalled = self.global_step, self.dp.any(self._signals.requested)
+            step = self.global_step
+            signalled, self.should_stop = self.dp.any_each(self._signals.requested, self.should_stop)
             last = step == self.max_steps or self.should_stop
             if self.val_every and (step % self.val_every == 0 or (last and not signalled)):
                 self._validate()
+                self.should_stop = self.dp.any(self.should_stop)  # e.g. EarlyStopping decides here
             # Saved after validation, so the file holds everything that happened at this step.
             if last or self.should_stop or signalled or (self.save_every and step % self.save_every == 0):
                 self.save_checkpoint(checkpoint_file(self.checkpoint_dir, LAST))
@@ -247,16 +270,33 @@ class Trainer:
         return metrics
 
     def _test_best(self) -> dict[str, float]:
-        path, which = checkpoint.tested_weights(self.checkpoint_dir, self.test_checkpoint)
-        ckpt = checkpoint.load_checkpoint(path)
-        self.model.set_state_dict(ckpt["model"])
-        self.tested = {"checkpoint": which, "step": int(ckpt["step"]), "meta": ckpt.get("meta", {})}
-        log.info("testing %s with the %s checkpoint (step %d): %s", self.run_name, which, ckpt["step"], path)
+        # The same load as `seqlab test`: a best checkpoint that does not fit this model is refused.
+        tested = checkpoint.load_tested_weights(self.checkpoint_dir, self.task, self.model, rule=self.test_checkpoint)
+        self.tested = {"checkpoint": tested.alias, "step": tested.step, "meta": tested.meta}
+        log.info("testing %s with the %s checkpoint (step %d): %s", self.run_name, tested.alias, tested.step, tested.path)
         metrics = {f"test/{k}": v for k, v in evaluate(self.task, self.model, "test").items()}
         self.dispatch(Event.ON_TEST_END, metrics)
         return metrics
 
     # ------------------------------------------------------------------ internals
+    def _setup(self, task: Task, model: Model, ckpt_path: str | None) -> Setup:
+        """Every stage before the first step, in order (as Lightning's ``Trainer._run`` lists
+        them). It writes nothing, so a mistake in any run of a recipe shows before any trains."""
+        self._bind(task, model)
+        configure_cpu_defaults(paddle)
+        task.setup(self.seed)
+        resume_from, ckpt = check_run_folder(self, ckpt_path)  # raises before an earlier run is mixed in
+        check_vocab(task, model, self.run_name)
+        self.precision.reset()  # each fit starts from a fresh loss scale (a resume restores its own)
+        self.optimizer = self.optimizer_config.build(model)
+        try:  # a callback may reject the configuration here, e.g. a monitor naming no metric
+            self.dispatch(Event.SETUP)
+        except SeqlabError as exc:
+            raise SeqlabError(f"run '{self.run_name}': {exc}") from None
+        check_forward(task, model, self.run_name)  # one row through the model, on real data
+        check_test_set(task, self.run_name)  # so a run cannot train for hours, then fail its test
+        return Setup(task, model, ckpt_path, resume_from, ckpt)
+
     def _reset_progress(self) -> None:
         """A Trainer can fit again: progress comes from the checkpoint, never from a previous fit."""
         self.global_step, self.should_stop, self.last_val_metrics = 0, False, {}

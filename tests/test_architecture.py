@@ -1,103 +1,129 @@
-"""The import rules that keep data flowing one way (README, "Architecture"), checked on the source."""
+"""The import rules that keep data flowing one way (README, "Architecture").
+
+The rules themselves are import-linter contracts in pyproject.toml (``[tool.importlinter]``),
+which ``make lint`` checks: layers, forbidden imports and no cycles, transitive and with the
+imports inside functions. These tests show that the real tree keeps them and that a planted
+violation of each kind breaks them, so a contract cannot quietly stop checking anything.
+"""
 
 import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "seqlab"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "seqlab"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def seqlab_imports(path: Path) -> set[str]:
-    """Every module name a file imports (absolute; relative imports resolved)."""
-    names = set()
-    module_parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = ".".join(module_parts[: len(module_parts) - node.level])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-    return names
+def lint_imports(cwd: Path, *contracts: str) -> subprocess.CompletedProcess:
+    """``lint-imports`` on the seqlab package found first on the path from ``cwd`` (with its pyproject)."""
+    command = [str(LINT_IMPORTS), "--no-cache", "--no-logo", *(f"--contract={c}" for c in contracts)]
+    # The folder comes first on the path, so a copy of the package there shadows the editable install.
+    env = dict(os.environ, PYTHONPATH=str(cwd))
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def files(sub: str) -> list[Path]:
-    return sorted((PACKAGE / sub).rglob("*.py")) if (PACKAGE / sub).is_dir() else [PACKAGE / sub]
+@pytest.fixture
+def tree_copy(tmp_path) -> Path:
+    """A throwaway copy of the package and its contracts, to plant violations in."""
+    shutil.copytree(PACKAGE, tmp_path / "seqlab", ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.tmp"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
 
 
-def offending(paths, forbidden) -> list[str]:
-    bad = []
-    for path in paths:
-        for name in seqlab_imports(path):
-            if any(name == f or name.startswith(f + ".") for f in forbidden):
-                bad.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
-    return bad
+def plant(tree: Path, module: str, code: str) -> None:
+    path = tree / module
+    path.write_text(path.read_text() + "\n\n" + code)
 
 
-CONCRETE = ["seqlab.models", "seqlab.tasks", "seqlab.callbacks", "seqlab.cli", "seqlab.trainer"]
+def test_the_tree_keeps_every_import_contract():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Contracts: \d+ kept, 0 broken", result.stdout), result.stdout
 
 
-@pytest.mark.parametrize(
-    "sub, forbidden",
-    [
-        ("models", ["seqlab.trainer", "seqlab.callbacks", "seqlab.tasks", "seqlab.cli", "seqlab.checkpoint"]),
-        ("tasks", ["seqlab.models", "seqlab.trainer", "seqlab.callbacks", "seqlab.cli"]),
-        ("callbacks", ["seqlab.cli", "seqlab.models", "seqlab.tasks"]),
-        ("report.py", ["seqlab.cli", "seqlab.models", "seqlab.tasks", "seqlab.callbacks", "seqlab.trainer"]),
-    ],
-)
-def test_layer_boundaries(sub, forbidden):
-    assert offending(files(sub), forbidden) == []
+def test_make_lint_runs_import_linter():
+    recipe = re.search(r"^lint:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
+    assert recipe and "lint-imports" in recipe.group(1)
 
 
-def test_ops_and_nn_import_only_ops():
-    bad = []
-    for path in files("ops") + files("nn"):
-        own = "seqlab." + path.relative_to(PACKAGE).parts[0]
-        for name in seqlab_imports(path):
-            allowed = ("seqlab.ops", own)
-            if name.startswith("seqlab") and not any(name == a or name.startswith(a + ".") for a in allowed):
-                bad.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
-    assert bad == []
+def test_a_function_level_import_up_the_layers_breaks_the_layers_contract(tree_copy):
+    # errors.py is the bottom of the core; one import of the Trainer, hidden in a function.
+    plant(
+        tree_copy, "seqlab/errors.py", "def _planted():\n    from seqlab.trainer import Trainer\n\n    return Trainer\n"
+    )
+    result = lint_imports(tree_copy, "layers")
+    assert result.returncode != 0
+    assert "seqlab's modules form layers BROKEN" in result.stdout, result.stdout
+    assert "seqlab.errors -> seqlab.trainer" in result.stdout
 
 
-def test_trainer_knows_only_base_classes():
-    # The Trainer may import the callbacks *package* (for the default set), never a concrete
-    # callback, model or task module.
-    imports = seqlab_imports(PACKAGE / "trainer.py")
-    concrete = [
-        n
-        for n in imports
-        if n.startswith(("seqlab.models", "seqlab.tasks", "seqlab.cli"))
-        or (n.startswith("seqlab.callbacks.") and n != "seqlab.callbacks.arrange_callbacks")
-    ]
-    assert concrete == []
+def test_an_indirect_import_breaks_a_forbidden_contract(tree_copy):
+    # No model imports text.py's function; it reaches the Trainer through the Model base class:
+    # models -> seqlab.model -> seqlab.text -> seqlab.trainer.
+    plant(tree_copy, "seqlab/text.py", "def _planted():\n    import seqlab.trainer\n\n    return seqlab.trainer\n")
+    result = lint_imports(tree_copy, "models")
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and "seqlab.text -> seqlab.trainer" in result.stdout, result.stdout
 
 
-def test_only_cli_imports_jsonargparse():
-    users = [
-        p.relative_to(PACKAGE.parent).as_posix()
-        for p in PACKAGE.rglob("*.py")
-        if any(n.split(".")[0] == "jsonargparse" for n in seqlab_imports(p))
-    ]
-    assert users == ["seqlab/cli.py"]
+def test_a_new_module_must_take_a_place_in_the_layers(tree_copy):
+    (tree_copy / "seqlab" / "stray.py").write_text('"""A module nobody placed."""\n')
+    result = lint_imports(tree_copy, "layers")
+    assert result.returncode != 0 and "seqlab.stray" in result.stdout, result.stdout
+
+
+def test_an_import_cycle_breaks_the_no_cycle_contract(tree_copy):
+    # task.py imports metrics.py; the way back is inside a function, where a cycle hides best.
+    plant(tree_copy, "seqlab/metrics.py", "def _planted():\n    from seqlab.task import Task\n\n    return Task\n")
+    result = lint_imports(tree_copy, "acyclic")
+    assert result.returncode != 0
+    assert "no import cycles between sibling modules BROKEN" in result.stdout, result.stdout
+
+
+# Only the CLI and the user-facing callbacks talk to the terminal (and _paddle.py's one-line
+# install hint, printed just before it exits 2 when no Paddle wheel is installed). Elsewhere
+# library code logs; a relay of child processes' output takes the CLI's writer.
+MAY_WRITE = ("cli.py", "commands/", "callbacks/progress.py", "_paddle.py")
+
+
+def terminal_writes(tree: ast.AST) -> list[int]:
+    """Lines that call ``print`` or ``sys.stdout/stderr.write``."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "print":
+            lines.append(node.lineno)
+        elif (
+            isinstance(func, ast.Attribute)
+            and func.attr in ("write", "writelines")
+            and isinstance(func.value, ast.Attribute)
+            and func.value.attr in ("stdout", "stderr")
+            and isinstance(func.value.value, ast.Name)
+            and func.value.value.id == "sys"
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_check_for_terminal_writes_sees_each_kind():
+    code = "import sys\nprint(1)\nsys.stdout.write('x')\nsys.stderr.write('y')\nlog.write('z')\n"
+    assert terminal_writes(ast.parse(code)) == [2, 3, 4]
 
 
 def test_library_code_does_not_print():
-    # Only the user-facing callbacks and the CLI talk to the terminal (and _paddle.py's one-line
-    # install hint, printed just before it exits 2 when no Paddle wheel is installed).
-    allowed = {"cli.py", "callbacks/progress.py", "_paddle.py"}
     bad = []
-    for path in PACKAGE.rglob("*.py"):
+    for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel in allowed:
+        if rel.startswith(MAY_WRITE):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
-                bad.append(f"{rel}:{node.lineno}")
+        bad += [f"seqlab/{rel}:{line}" for line in terminal_writes(ast.parse(path.read_text()))]
     assert bad == []

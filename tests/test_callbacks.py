@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import StopAt
 
 import seqlab  # noqa: F401
 from seqlab._paddle import import_paddle
@@ -286,17 +287,6 @@ def tiny_model():
     return MLP(embed_dim=8, window=4, hidden_dim=16)
 
 
-class StopAt(Callback):
-    """Simulates a crash: raises at the start of a given (1-based) step."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, task, model, batch):
-        if trainer.global_step + 1 == self.step:
-            raise KeyboardInterrupt(f"stopped before step {self.step}")
-
-
 class RecordLR(Callback):
     def __init__(self):
         self.seen: dict[int, tuple[float, float]] = {}
@@ -347,7 +337,7 @@ def uninterrupted(tmp_path_factory):
 def resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("resumed")
     with pytest.raises(KeyboardInterrupt):
-        fit(make_trainer(root, [StopAt(26)]))  # last.safetensors was written at step 20
+        fit(make_trainer(root, [StopAt(25)]))  # last.safetensors was written at step 20
     rec = RecordLR()
     trainer = make_trainer(root, [rec])
     metrics = fit(trainer, ckpt_path="last")

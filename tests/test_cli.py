@@ -40,6 +40,7 @@ def assert_user_error(result, *needles):
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_fit_writes_config_checkpoint_metrics_and_report(recipe, tmp_path):
     root = tmp_path / "runs"
     result = run("fit", "--recipe", recipe, "--trainer.root_dir", root)
@@ -259,6 +260,7 @@ def test_empty_runs_selection_and_bad_env(recipe):
     assert_user_error(result, "SEQLAB_WKV7")
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_parallel_fit_trains_every_run_in_child_processes(recipe, tmp_path):
     """--parallel 2 (the CPU demo's default): both runs train at once and one report covers both."""
     root = tmp_path / "runs"
@@ -272,14 +274,19 @@ def test_parallel_fit_trains_every_run_in_child_processes(recipe, tmp_path):
     assert "| mlp" in report and "| lstm" in report
 
 
-def test_protocol_seed_tests_only_the_transformer_on_its_best_checkpoint(tmp_path):
+def test_protocol_seed_tests_each_run_on_the_weights_the_recipe_declares(tmp_path):
     import json
 
     recipe = dict(
         SMALL_RECIPE,
+        # The recipe says what `seed` means: every run on its last weights, the Transformer on its best.
+        protocols={"seed": {"trainer": {"test_checkpoint": "last"}}},
         runs={
             "mlp": SMALL_RECIPE["runs"]["mlp"],
-            "transformer": {"model": {"class_path": "transformer", "init_args": {"n_layer": 1}}},
+            "transformer": {
+                "model": {"class_path": "transformer", "init_args": {"n_layer": 1}},
+                "protocols": {"seed": {"trainer": {"test_checkpoint": "best"}}},
+            },
         },
         trainer=dict(
             SMALL_RECIPE["trainer"], callbacks=[{"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}}]
@@ -295,3 +302,67 @@ def test_protocol_seed_tests_only_the_transformer_on_its_best_checkpoint(tmp_pat
     assert {m["protocol"] for m in tested.values()} == {"seed"}
     assert "protocol `seed`: as in the seed" in (root / "tiny/report.md").read_text()
     assert_user_error(run("fit", "--recipe", path, "--protocol", "sead"), "protocol 'sead' is not known")
+
+
+def test_a_protocol_the_recipe_does_not_declare_is_an_error(recipe, run_seqlab):
+    code, out, err = run_seqlab("fit", "--recipe", recipe, "--protocol", "seed", "--print_config")
+    assert code == 2 and len(err) == 1 and out == "", err
+    assert "run 'lstm': protocol 'seed' is not declared for this run" in err[0] and "protocols:" in err[0]
+    code, out, err = run_seqlab("fit", "--recipe", recipe, "--protocol", "best", "--print_config")
+    assert code == 0 and yaml.safe_load(out)["protocol"] == "best"
+
+
+@pytest.mark.parametrize(
+    "key, value, belongs",
+    [
+        ("parallel", 2, "move it to the recipe's top level or pass --parallel N"),
+        ("protocol", "seed", "move it to the recipe's top level or pass --protocol NAME"),
+        ("settings", {"SEQLAB_WKV7": "cpp"}, "set those variables in the environment"),
+    ],
+)
+def test_recipe_level_keys_inside_a_run_are_errors_naming_where_they_belong(tmp_path, run_seqlab, key, value, belongs):
+    """They were dropped silently; at the top level (a saved config.yaml records protocol and
+    settings there) they keep working, as test_fit_writes_config_checkpoint_metrics_and_report shows."""
+    import copy
+
+    data = copy.deepcopy(SMALL_RECIPE)
+    data["runs"]["mlp"][key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, out, err = run_seqlab("fit", "--recipe", path, "--print_config")
+    assert code == 2 and len(err) == 1, err
+    assert f"'runs.mlp.{key}' is not a run's setting" in err[0] and belongs in err[0], err[0]
+    top = copy.deepcopy(SMALL_RECIPE)
+    top[key] = value if key != "protocol" else "best"
+    path.write_text(yaml.safe_dump(top))
+    assert run_seqlab("fit", "--recipe", path, "--print_config")[0] == 0
+
+
+def test_models_listing_says_why_a_model_cannot_be_built(run_seqlab, monkeypatch):
+    from seqlab import Model
+    from seqlab.registry import MODELS
+
+    class NeedsWeights(Model):
+        """A model that cannot be built with its defaults."""
+
+        def __init__(self, path: str = ""):
+            raise ValueError("pass the path of its weights.\nmore detail")
+
+    monkeypatch.setattr(MODELS, "items", lambda: iter([("needs_weights", NeedsWeights)]))
+    code, out, err = run_seqlab("models")
+    assert code == 0, err
+    line = out.strip()
+    assert "(ValueError)" in line and "ValueError: pass the path of its weights" in line and "more detail" not in line
+
+
+def test_usage_and_help_are_generated_from_each_commands_flags(run_seqlab):
+    code, out, _ = run_seqlab("--help")
+    assert code == 0
+    for flag in ("--max_new_tokens N", "--grid [RUN:]KEY=v1,v2", "--no_report", "--input FILE", "--trust"):
+        assert flag in out, out
+    code, out, _ = run_seqlab("predict", "--help")
+    assert code == 0 and "--temperature T" in out and "--trainer.max_steps" in out
+    code, out, err = run_seqlab("predict", "--recipe", "x", "--max_new", "3")
+    assert code == 2 and "unknown option --max_new" in err[0], err
+    code, out, err = run_seqlab("sweep", "--recipe", "x", "--seeds", "two")
+    assert code == 2 and err == ["error: seqlab sweep: --seeds expects int, got 'two'; fix its value."], err

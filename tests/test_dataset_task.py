@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from support import LossRecorder, StopAt
 
 import seqlab  # noqa: F401  (imports paddle quietly)
-from seqlab import Callback, SeqlabError, Trainer
+from seqlab import SeqlabError, Trainer
 from seqlab.checkpoint import load_checkpoint
 from seqlab.metrics import IGNORE_INDEX
 from seqlab.model import nn, paddle
@@ -89,23 +90,6 @@ def test_metrics_count_real_tokens_only():
     assert metrics["token_acc"] == pytest.approx((real - 9) / real)  # seed 003's n_correct / n_word
     assert set(metrics) == {"loss", "perplexity", "token_acc"}
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
-
-
-class LossRecorder(Callback):
-    def __init__(self):
-        self.losses = {}
-
-    def on_train_batch_end(self, trainer, task, model, metrics):
-        self.losses[trainer.global_step] = metrics["train/loss"]
-
-
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, task, model, batch):
-        if trainer.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def _fit(tmp_path, name, callbacks, ckpt_path=None, init_seed=0):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from support import live_pids
 from tiny import SEQLAB, TASK
 
 SEQLAB_SCRIPT = Path(sys.executable).parent / "seqlab"  # the console script a user runs
@@ -63,6 +64,14 @@ class RankProbe(Callback):
         out = os.path.join(os.environ["PROBE_DIR"], f"rank{trainer.rank}.json")
         with open(out, "w") as f:
             json.dump({"rows": self.rows, "weights": digest.hexdigest(), "world": trainer.world_size}, f)
+
+
+class StopOnRank1(Callback):
+    """Asks for a stop on rank 1 only, after step 2: every rank must still end at that step."""
+
+    def on_train_batch_end(self, trainer, task, model, metrics):
+        if trainer.rank == 1 and trainer.global_step == 2:
+            trainer.should_stop = True
 '''
 
 
@@ -170,6 +179,7 @@ def writes(audit: Path, rank: str) -> list[str]:
     return [ln for p in audit.glob(f"rank{rank}.*.log") for ln in p.read_text().splitlines()]
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 @pytest.mark.parametrize("name, root", [("rwkv7_2p", "two"), ("mlp_launch", "launch")])
 def test_only_rank_0_writes(runs, name, root):
     out = str(runs.folder / root)
@@ -190,6 +200,7 @@ def test_only_rank_0_writes(runs, name, root):
     assert len(list((runs.folder / root / "dist").glob("report.md"))) == 1
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_both_ranks_train_their_own_rows_and_end_identical(runs):
     from seqlab.tasks.reverse_digits import ReverseDigits
 
@@ -207,6 +218,7 @@ def test_both_ranks_train_their_own_rows_and_end_identical(runs):
     assert rank0["weights"] == rank1["weights"]  # parameters identical across ranks at the end
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 @pytest.mark.parametrize("run, two, one", [("rwkv7", "two", "one"), ("mlp", "launch", "one")])
 def test_one_and_two_processes_follow_the_same_losses(runs, run, two, one):
     a, b = losses(runs.folder / two, run), losses(runs.folder / one, run)
@@ -217,6 +229,7 @@ def test_one_and_two_processes_follow_the_same_losses(runs, run, two, one):
     np.testing.assert_allclose([a[s] for s in steps], [b[s] for s in steps], rtol=1e-5)
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 @pytest.mark.parametrize("resumed", ["two_to_one", "one_to_two"])
 def test_resume_onto_another_process_count_continues_the_curve(runs, resumed):
     straight, other = losses(runs.folder / "one", "rwkv7"), losses(runs.folder / resumed, "rwkv7")
@@ -225,20 +238,10 @@ def test_resume_onto_another_process_count_continues_the_curve(runs, resumed):
 
 
 def _rank_pids(marker: str, rank: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            environ = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if marker in cmdline and f"PADDLE_TRAINER_ID={rank}" in environ:
-            pids.append(int(entry.name))
-    return pids
+    return live_pids(marker, f"PADDLE_TRAINER_ID={rank}")
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_a_killed_rank_ends_the_run_with_a_message_naming_it(tmp_path):
     e = Env(tmp_path)
     cmd = [
@@ -271,6 +274,35 @@ def test_a_killed_rank_ends_the_run_with_a_message_naming_it(tmp_path):
     assert len(lines) == 1 and "rank 1 of 2 was killed by SIGKILL, so every rank was stopped" in lines[0], stderr
     assert _rank_pids(str(e.recipe), "0") == []  # no rank left behind
     print(f"dead rank: the run ended {took:.1f} s after the kill")
+
+
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
+def test_a_stop_asked_by_one_rank_ends_every_rank_at_that_step(tmp_path):
+    """should_stop is reduced across ranks (Lightning's reduce_boolean_decision): a callback that
+    stops rank 1 alone would otherwise leave rank 0 waiting in the next step's all-reduce forever."""
+    from seqlab.checkpoint import load_checkpoint
+
+    e = Env(tmp_path)
+    recipe = yaml.safe_load(e.recipe.read_text())
+    recipe["trainer"]["callbacks"] = [{"class_path": f"ddprobe.{name}"} for name in ("RankProbe", "StopOnRank1")]
+    e.recipe.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cmd = [*SEQLAB, "fit", "--recipe", str(e.recipe), "--runs", "mlp", "--trainer.devices", "2"]
+    cmd += ["--trainer.max_steps", "1000", "--trainer.val_every", "1000", "--trainer.root_dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e.env("stop"), start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+        proc.communicate()
+        pytest.fail("the ranks did not stop together: the run hung")
+    assert proc.returncode == 0, stderr[-4000:]
+    probe = tmp_path / "probe" / "stop"
+    rank0, rank1 = (json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert sorted(rank0["rows"]) == sorted(rank1["rows"]) == ["0", "1"]  # steps 1 and 2 on both ranks
+    assert rank0["weights"] == rank1["weights"]
+    assert load_checkpoint(tmp_path / "runs/dist/mlp/checkpoints/last.safetensors")["step"] == 2
 
 
 def test_of_ranks_ending_together_the_one_that_aborted_is_not_named_the_cause():

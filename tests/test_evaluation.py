@@ -187,22 +187,70 @@ def test_score_runs_eval_mode_without_gradients_in_chunks():
     assert model.training  # restored
 
 
-def test_an_optional_set_the_model_cannot_run_is_nan_with_a_warning(caplog):
-    class Short(Recorder):
-        def forward(self, tokens):
-            if tokens.shape[1] > 4:
-                raise ValueError("max_len is 4")
-            return super().forward(tokens)
+class Short(Recorder):
+    """Declares ``max_len = 4`` and, like the Transformer, raises on longer rows."""
 
-    ok = Batch(np.zeros((2, 4), dtype=np.int64), np.zeros((2, 4), dtype=np.int64))
-    long = Batch(np.zeros((2, 9), dtype=np.int64), np.zeros((2, 9), dtype=np.int64))
+    max_len = 4
+
+    def forward(self, tokens):
+        if tokens.shape[1] > self.max_len:
+            raise ValueError("max_len is 4")
+        return super().forward(tokens)
+
+
+OK = Batch(np.zeros((2, 4), dtype=np.int64), np.zeros((2, 4), dtype=np.int64))
+LONG = Batch(np.zeros((2, 9), dtype=np.int64), np.zeros((2, 9), dtype=np.int64))
+
+
+def test_an_optional_set_longer_than_the_models_max_len_is_nan_with_a_warning(caplog):
     sets = [
-        EvalSet([ok], [CrossEntropy()]),
-        EvalSet([long], [CrossEntropy()], prefix="probe_", optional=True, about="rows of 9 tokens"),
+        EvalSet([OK], [CrossEntropy()]),
+        EvalSet([LONG], [CrossEntropy()], prefix="probe_", optional=True, about="rows of 9 tokens"),
     ]
+    model = Short()
     with caplog.at_level(logging.WARNING):
-        result = score(Short(), sets)
+        result = score(model, sets)
     assert result["loss"] == pytest.approx(math.log(5)) and math.isnan(result["probe_loss"])
     assert "probe set skipped" in caplog.text and "rows of 9 tokens" in caplog.text and "max_len is 4" in caplog.text
+    assert [c[0] for c in model.calls] == [2]  # the long rows never reach the model
     with pytest.raises(ValueError, match="max_len"):  # a set that is not optional fails loudly
-        score(Short(), [EvalSet([long], [CrossEntropy()])])
+        score(Short(), [EvalSet([LONG], [CrossEntropy()])])
+
+
+def test_the_length_check_runs_per_batch_of_a_generator(caplog):
+    def batches():
+        yield OK
+        yield LONG
+
+    with caplog.at_level(logging.WARNING):
+        result = score(Short(), [EvalSet(batches(), [CrossEntropy()], prefix="probe_", optional=True)])
+    assert math.isnan(result["probe_loss"]) and "its rows of 9 tokens" in caplog.text
+
+
+@pytest.mark.parametrize("declares_max_len", [True, False])
+def test_a_model_bug_on_an_optional_set_propagates(declares_max_len):
+    """Only the declared failure (rows beyond ``max_len``) gives NaN: a bug must not read as "n/a"."""
+
+    class Buggy(Recorder):
+        def forward(self, tokens):
+            raise RuntimeError("index 9 is out of bounds")  # a model bug, on rows it should read
+
+    model = Buggy()
+    if declares_max_len:
+        model.max_len = 16
+    optional = EvalSet([LONG], [CrossEntropy()], prefix="probe_", optional=True, about="rows of 9 tokens")
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        score(model, [optional])
+
+
+def test_a_model_without_max_len_that_fails_on_long_rows_is_not_hidden():
+    """Without a declared ``max_len`` the rows are not known to be too long, so the error shows."""
+
+    class Undeclared(Recorder):
+        def forward(self, tokens):
+            if tokens.shape[1] > 4:
+                raise ValueError("cannot read 9 tokens")
+            return super().forward(tokens)
+
+    with pytest.raises(ValueError, match="cannot read"):
+        score(Undeclared(), [EvalSet([LONG], [CrossEntropy()], prefix="probe_", optional=True)])

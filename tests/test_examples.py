@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import SEQLAB
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "examples" / "plugin_gru"
-SEQLAB = [sys.executable, "-m", "seqlab.cli"]
 # Few steps, small batches: the point is that every example runs end to end.
 QUICK = ["--trainer.max_steps", "4", "--trainer.val_every", "2", "--task.init_args.batch_size", "4"]
 
@@ -69,6 +69,11 @@ def _can_build_offline() -> str | None:
     return None
 
 
+# Under pytest-xdist (`make test`: --dist loadgroup) the tests that use the plugin run in one
+# worker: two workers would install it at once, or one would uninstall it under the other.
+SAME_WORKER = pytest.mark.xdist_group("gru_plugin")
+
+
 @pytest.fixture(scope="module")
 def gru_plugin():
     if _installed():
@@ -103,6 +108,7 @@ def gru_plugin():
         )
 
 
+@SAME_WORKER
 def test_plugin_is_listed_and_passes_its_own_tests(gru_plugin):
     listed = run([*SEQLAB, "models"]).stdout
     assert any(line.split()[:2] == ["gru", "30,972"] for line in listed.splitlines()), listed
@@ -110,6 +116,7 @@ def test_plugin_is_listed_and_passes_its_own_tests(gru_plugin):
     run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", PLUGIN / "tests"])
 
 
+@SAME_WORKER
 def test_plugin_recipe_trains(gru_plugin, tmp_path):
     fit("examples/plugin_gru/recipe.yaml", tmp_path, *QUICK)
     metrics = read_metrics(tmp_path / "gru_reverse_digits" / "gru" / "metrics.json")
@@ -117,6 +124,7 @@ def test_plugin_recipe_trains(gru_plugin, tmp_path):
     assert metrics["state_size"] == 2 * 52
 
 
+@SAME_WORKER
 def test_compare_with_gru_is_the_cpu_recipe_plus_gru(gru_plugin):
     ours = yaml.safe_load((PLUGIN / "compare_with_gru.yaml").read_text())
     seed = yaml.safe_load((REPO / "recipes" / "reverse_digits_cpu.yaml").read_text())

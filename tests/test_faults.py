@@ -16,6 +16,7 @@ from queue import Empty, Queue
 import numpy as np
 import pytest
 import yaml
+from support import live_pids
 from tiny import MLP, RWKV7, SEQLAB, TASK
 
 from seqlab.callbacks.visualdl_logger import read_records
@@ -24,7 +25,6 @@ from seqlab.callbacks.visualdl_logger import read_records
 FAULTKIT = '''
 import time
 from seqlab import Callback
-from seqlab.tasks.reverse_digits import ReverseDigits
 
 
 class SlowSteps(Callback):
@@ -71,22 +71,6 @@ class CrashMidWrite(Callback):
 
         safetensors.numpy.save_file = half_then_die
 
-
-class NaNLossAt(ReverseDigits):
-    """Digit reversal whose loss is NaN at the given (1-based) steps."""
-
-    def __init__(self, nan_steps: list[int] = [5], **kwargs):
-        super().__init__(**kwargs)
-        self.nan_steps = set(nan_steps)
-        self._step = 0
-
-    def train_batch(self, step):
-        self._step = step + 1
-        return super().train_batch(step)
-
-    def loss(self, logits, batch):
-        loss = super().loss(logits, batch)
-        return loss * float("nan") if self._step in self.nan_steps else loss
 '''
 
 MODELS = {"mlp": MLP["model"], "rwkv7": RWKV7["model"]}
@@ -112,10 +96,14 @@ def write_recipe(tmp_path: Path, runs: dict, task=TASK, slow: float = 0.05, **tr
     return path
 
 
+TESTS = Path(__file__).resolve().parent  # on the children's path: recipes name support.NaNLossAt
+
+
 def env():
     # One thread: a resumed run must use the thread count of the run it continues (C++ ops
     # split their reductions by thread).
-    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore", SEQLAB_NUM_THREADS="1")
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore", SEQLAB_NUM_THREADS="1", PYTHONPATH=path)
 
 
 class Seqlab:
@@ -178,7 +166,8 @@ def vdl_points(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model, kills", [("mlp", 3), ("rwkv7", 5)])
+# rwkv7-5: seven processes, ~40 s here: `make test-slow` (CI runs it); the MLP case stays in `make test`.
+@pytest.mark.parametrize("model, kills", [("mlp", 3), pytest.param("rwkv7", 5, marks=pytest.mark.slow)])
 def test_kill9_at_random_steps_then_resume_is_bit_identical(tmp_path, model, kills):
     """kill -9 at random steps (between checkpoints too), resume each time with --ckpt_path last."""
     recipe = write_recipe(tmp_path, {model: {"model": MODELS[model]}})
@@ -262,22 +251,7 @@ def test_ctrl_c_exits_130_and_a_second_one_aborts_the_save(tmp_path):
     assert not (tmp_path / "b/faults/mlp/checkpoints/last.safetensors").exists()
 
 
-def _seqlab_processes(marker: str) -> list[int]:
-    """PIDs of live processes whose command line mentions ``marker`` (zombies excluded)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
+@pytest.mark.slow  # a parent and two training children per case, ~15 s for both: `make test-slow`
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_parallel_parent_signal_reaches_every_child(tmp_path, how):
     """--parallel: SIGTERM is forwarded and waited for; even a SIGKILLed parent leaves no orphan."""
@@ -296,9 +270,9 @@ def test_parallel_parent_signal_reaches_every_child(tmp_path, how):
         job.proc.send_signal(signal.SIGKILL)
         job.proc.wait(timeout=30)
     deadline = time.monotonic() + 30
-    while _seqlab_processes(str(recipe)) and time.monotonic() < deadline:
+    while live_pids(str(recipe)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _seqlab_processes(str(recipe)) == []  # no child left training
+    assert live_pids(str(recipe)) == []  # no child left training
     from seqlab.checkpoint import load_checkpoint
 
     for run in ("one", "two"):  # each child finished its step and saved before exiting
@@ -306,7 +280,7 @@ def test_parallel_parent_signal_reaches_every_child(tmp_path, how):
 
 
 def test_nonfinite_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp_path):
-    task = {"class_path": "faultkit.NaNLossAt", "init_args": {**TASK["init_args"], "nan_steps": [7]}}
+    task = {"class_path": "support.NaNLossAt", "init_args": {**TASK["init_args"], "nan_steps": [7]}}
     recipe = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, task=task, slow=0.0)
     result = fit("--recipe", recipe, "--trainer.root_dir", tmp_path / "runs")
     assert result.returncode == 1, result.stderr

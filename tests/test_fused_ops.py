@@ -112,6 +112,28 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
         squared_relu(x, use_cpp=True)
 
 
+def test_a_failed_build_fails_the_op_tests_in_ci_and_skips_them_elsewhere(monkeypatch):
+    """The models fall back silently, so a skipped fused-path test in CI would hide a broken build."""
+    import support
+
+    from seqlab.ops import _build
+
+    def broken():
+        raise OpBuildError("simulated compiler failure")
+
+    monkeypatch.setattr(_build, "load_cpu_ops", broken)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the C\\+\\+ ops failed to build: simulated"):
+        support.require_cpu_ops()
+    for value in ("", "false", "0"):
+        monkeypatch.setenv("CI", value)
+        with pytest.raises(pytest.skip.Exception, match="cannot be built here"):
+            support.require_cpu_ops()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        support.require_cpu_ops()
+
+
 # ------------------------------------------------------------------ RWKV-7 TimeMix block ops
 
 from seqlab.ops.fused import (  # noqa: E402

@@ -9,6 +9,7 @@ import seqlab  # noqa: F401
 from seqlab.model import paddle
 from seqlab.models.lstm import LSTM
 from seqlab.models.mlp import MLP
+from seqlab.registry import MODELS
 
 
 def tokens(B, T, seed=0):
@@ -81,4 +82,4 @@ def test_signature_is_the_configuration(cls):
         assert p.annotation is not inspect.Parameter.empty and p.default is not inspect.Parameter.empty
         assert f"{p.name}:" in cls.__doc__
     assert cls.summary() == cls.__doc__.strip().splitlines()[0]
-    assert cls.registry_name == cls.__name__.lower()
+    assert MODELS.name_of(cls) == cls.__name__.lower()

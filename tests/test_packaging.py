@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,12 @@ def test_a_wheel_outside_the_repo_runs_a_packaged_recipe(tmp_path):
     )
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("seqlab-*.whl")
+    # Every built-in is found through the wheel's entry points, as an installed plugin is.
+    with zipfile.ZipFile(wheel) as archive:
+        (listing,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        points = archive.read(listing).decode()
+    for line in ("[seqlab.models]", "mlp = seqlab.models.mlp:MLP", "[seqlab.tasks]", "[seqlab.callbacks]"):
+        assert line in points, points
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
         capture_output=True,

@@ -74,7 +74,7 @@ def test_a_running_child_gets_the_core_a_finished_one_freed(tmp_path, capfd):
         )
     )
     jobs = [("long", ["long"]), ("short", ["short"])]
-    run_in_children(jobs, parallel=2, resume="-", command=[sys.executable, str(probe)], cores=2)
+    run_in_children(jobs, parallel=2, resume="-", command=[sys.executable, str(probe)], cores=2, echo=sys.stdout.write)
     out = capfd.readouterr().out
     assert "[short] short job on 1 thread" in out, out
     assert "[long ] long job saw [1, 2]" in out, out

@@ -2,8 +2,6 @@
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import paddle
@@ -61,29 +59,21 @@ def test_default_precision_records_no_request(tmp_path):
     assert metrics["precision"] == "32-true" and "precision_requested" not in metrics
 
 
-def test_cli_rejects_a_typo_in_precision(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seqlab.cli",
-            "fit",
-            "--recipe",
-            "recipes/reverse_digits_cpu.yaml",
-            "--runs",
-            "mlp",
-            "--trainer.precision",
-            "bf16",
-            "--trainer.root_dir",
-            tmp_path / "r",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
+def test_cli_rejects_a_typo_in_precision(tmp_path, monkeypatch, run_seqlab):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    code, _, err = run_seqlab(
+        "fit",
+        "--recipe",
+        "recipes/reverse_digits_cpu.yaml",
+        "--runs",
+        "mlp",
+        "--trainer.precision",
+        "bf16",
+        "--trainer.root_dir",
+        tmp_path / "r",
     )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert code == 2
+    assert err == [
         "error: recipe 'recipes/reverse_digits_cpu.yaml', run 'mlp': trainer.precision expects one of "
         "'32-true', 'bf16-mixed', '16-mixed', got 'bf16'; fix its value."
     ]

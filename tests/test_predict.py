@@ -148,3 +148,15 @@ def test_prompts_file_sampling_and_bad_input(trained, tmp_path):
         assert result.returncode == 2, result.stderr
         lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_the_task_judges_a_continuation_and_the_base_task_judges_none():
+    from seqlab.task import Task
+    from seqlab.tasks.reverse_digits import ReverseDigits
+    from seqlab.tasks.reverse_digits_padded import ReverseDigitsPadded
+
+    for task in (ReverseDigits(**RECIPE["task"]["init_args"]), ReverseDigitsPadded()):
+        assert task.judge("12345,", "54321#9") == "right"
+        assert task.judge("12345,", "54320#") == "wrong (the reversal is 54321#)"
+        assert task.judge("12345,54", "321#") is None  # ends mid-answer: nothing to judge
+    assert Task.judge(Task(), "any", "thing") is None

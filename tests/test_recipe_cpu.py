@@ -7,10 +7,10 @@ budget (1,300 steps of 32 rows). The full four-model recipe is what `make demo` 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tiny import SEQLAB
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,9 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_rwkv7_learns_digit_reversal_in_the_cpu_budget(tmp_path):
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "seqlab.cli",
+            *SEQLAB,
             "fit",
             "--recipe",
             ROOT / "recipes/reverse_digits_cpu.yaml",

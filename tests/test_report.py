@@ -316,3 +316,35 @@ def test_runs_that_declared_nothing_get_a_column_per_metric(tmp_path):
     header, *rows = _table_rows(md)
     assert header[-2:] == ["acc", "loss"] and [r[0] for r in rows] == ["b (mlp)", "a (mlp)"]
     assert rows[0][-2:] == ["0.5000", "1.0000"] and "sorted by loss" in md
+
+
+def test_committed_cpu_report_is_reproduced(tmp_path):
+    """docs/results/reverse_digits_cpu, rebuilt from its own report.json and samples, comes out the same.
+
+    The run folders are not committed, so they are written back from what the report shows: a
+    change to the report's layout or wording that would make the committed one stale fails here.
+    """
+    committed = ROOT / "docs" / "results" / "reverse_digits_cpu"
+    md, summary = (committed / "report.md").read_text(), json.loads((committed / "report.json").read_text())
+    config = yaml.safe_load((ROOT / "recipes" / "reverse_digits_cpu.yaml").read_text())["task"]["init_args"]
+    spec = ReverseDigits(**config).report_spec().to_dict()
+    root = tmp_path / summary["experiment"]
+    for row in summary["runs"]:
+        run = root / row["run"]
+        run.mkdir(parents=True)
+        # report.json writes NaN as null; metrics.json keeps it (that is what "n/a ¹" shows).
+        metrics = {k: float("nan") if v is None and k in spec["metrics"] else v for k, v in row.items()}
+        metrics.update(experiment=summary["experiment"], report=spec, protocol="best")
+        (run / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if v is not None}))
+        samples = md.split(f"### {row['run']}\n", 1)[1].split("\n```\n")[1]
+        (run / "samples.txt").write_text(samples + "\n")
+        (run / "metrics.csv").write_text("step,loss\n1,2.4\n2,2.3\n")  # loss.png itself is not compared
+    paths = write_report(root)
+
+    def undated(text: str) -> str:
+        return re.sub(r"Generated [0-9T:+-]+\.", "Generated GENERATED.", text)
+
+    assert undated(paths[0].read_text()) == undated(md)
+    rebuilt = json.loads((root / "report.json").read_text())
+    assert {**rebuilt, "generated_at": None} == {**summary, "generated_at": None}
+    _check_png(root / "accuracy.png")  # its bytes depend on matplotlib's version, so not compared

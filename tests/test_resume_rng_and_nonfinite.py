@@ -6,8 +6,9 @@ import math
 import numpy as np
 import paddle
 import pytest
+from support import LossRecorder, NaNLossAt, StopAt
 
-import seqlab.checkpoint
+import seqlab.checkpoint.state
 from seqlab import Callback, Model, Trainer
 from seqlab.callbacks import MovingAverageCheckpoint
 from seqlab.optim import AdamW
@@ -29,23 +30,6 @@ class DropoutMLP(Model):
 
     def forward(self, tokens):
         return self.head(self.drop(self.embed(tokens)))
-
-
-class Losses(Callback):
-    def __init__(self):
-        self.by_step = {}
-
-    def on_train_batch_end(self, trainer, task, model, metrics):
-        self.by_step[trainer.global_step] = metrics["train/loss"]
-
-
-class CrashAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, task, model, batch):
-        if trainer.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def task():
@@ -76,43 +60,29 @@ def model(seed=0):
 
 
 def interrupted_then_resumed(tmp_path, name, disturb=False):
-    first, second = Losses(), Losses()
+    first, second = LossRecorder(), LossRecorder()
     with pytest.raises(KeyboardInterrupt):
-        trainer(tmp_path, name, [first, CrashAt(10)]).fit(task(), model())
+        trainer(tmp_path, name, [first, StopAt(10)]).fit(task(), model())
     if disturb:
         paddle.seed(999)  # a different RNG state than the one the checkpoint recorded
     trainer(tmp_path, name, [second]).fit(task(), model(seed=7), ckpt_path="last")
-    return {**first.by_step, **second.by_step}
+    return {**first.losses, **second.losses}
 
 
 def test_dropout_run_resumes_to_the_same_losses(tmp_path):
-    straight = Losses()
+    straight = LossRecorder()
     trainer(tmp_path, "straight", [straight]).fit(task(), model())
-    assert interrupted_then_resumed(tmp_path, "resumed", disturb=True) == straight.by_step
+    assert interrupted_then_resumed(tmp_path, "resumed", disturb=True) == straight.losses
 
 
 def test_without_the_rng_restore_the_dropout_run_differs(tmp_path, monkeypatch):
     """The control: the test above fails when the checkpoint's RNG state is not restored."""
-    straight = Losses()
+    straight = LossRecorder()
     trainer(tmp_path, "straight", [straight]).fit(task(), model())
-    monkeypatch.setattr(seqlab.checkpoint, "restore_rng_state", lambda state: None)
+    monkeypatch.setattr(seqlab.checkpoint.state, "restore_rng_state", lambda state: None)
     resumed = interrupted_then_resumed(tmp_path, "unrestored", disturb=True)
-    assert [resumed[s] for s in range(1, 11)] == [straight.by_step[s] for s in range(1, 11)]
-    assert [resumed[s] for s in range(11, 21)] != [straight.by_step[s] for s in range(11, 21)]
-
-
-class NaNLossAt(ReverseDigits):
-    def __init__(self, nan_steps=(), **kwargs):
-        super().__init__(**kwargs)
-        self.nan_steps, self._step = set(nan_steps), 0
-
-    def train_batch(self, step):
-        self._step = step + 1
-        return super().train_batch(step)
-
-    def loss(self, logits, batch):
-        loss = super().loss(logits, batch)
-        return loss * float("nan") if self._step in self.nan_steps else loss
+    assert [resumed[s] for s in range(1, 11)] == [straight.losses[s] for s in range(1, 11)]
+    assert [resumed[s] for s in range(11, 21)] != [straight.losses[s] for s in range(11, 21)]
 
 
 def nan_task(steps):
@@ -129,7 +99,7 @@ def nan_task(steps):
 
 
 def test_skip_drops_the_update_and_counts_it(tmp_path):
-    losses, best = Losses(), MovingAverageCheckpoint(window=3)
+    losses, best = LossRecorder(), MovingAverageCheckpoint(window=3)
     t = Trainer(
         max_steps=12,
         val_every=0,
@@ -158,7 +128,7 @@ def test_skip_drops_the_update_and_counts_it(tmp_path):
 
     t.callbacks.insert(0, Snapshot())
     t.fit(nan_task([6]), m)
-    assert math.isnan(losses.by_step[6]) and all(math.isfinite(losses.by_step[s]) for s in range(7, 13))
+    assert math.isnan(losses.losses[6]) and all(math.isfinite(losses.losses[s]) for s in range(7, 13))
     summary = json.loads((tmp_path / "nan/skip/metrics.json").read_text())
     assert summary["skipped_steps"] == 1
     assert math.isfinite(best.best_value)  # the NaN never entered the moving average

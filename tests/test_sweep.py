@@ -65,6 +65,7 @@ def test_plan_and_grid_parsing():
         parse_grid(["rwkv8:trainer.optimizer.lr=1"], ["rwkv7"])
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_tiny_sweep_trains_every_point_and_reports_the_best_on_validation(recipe, tmp_path):
     root = tmp_path / "runs"
     result = sweep(recipe, root, "--parallel", "2", "--metric", "loss:min")
@@ -91,6 +92,7 @@ def test_tiny_sweep_trains_every_point_and_reports_the_best_on_validation(recipe
         assert "trial/masked_acc" in {m.name for m in hparams.metricInfos}
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_a_killed_sweep_resumes_where_it_stopped(recipe, tmp_path):
     root = tmp_path / "runs"
     first = root / "tiny/sweep/mlp-lr=1e-3-seed42/metrics.json"

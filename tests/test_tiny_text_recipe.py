@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_tiny_text_recipe_trains_both_models_and_reports_perplexity(tmp_path):
     result = subprocess.run(
         [

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from support import LossRecorder, StopAt
 
 import seqlab
 from seqlab import Callback, Event, SeqlabError, Trainer
@@ -24,27 +25,6 @@ def small_task():
 def small_mlp():
     seed_everything(0)
     return MLP(embed_dim=8, window=4, hidden_dim=16)
-
-
-class LossRecorder(Callback):
-    """Records every step's loss, keyed by step number."""
-
-    def __init__(self):
-        self.losses = {}
-
-    def on_train_batch_end(self, trainer, task, model, metrics):
-        self.losses[trainer.global_step] = metrics["train/loss"]
-
-
-class StopAt(Callback):
-    """Simulates a crash (e.g. a killed job) when `step` optimizer steps are done."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, task, model, batch):
-        if trainer.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def make_trainer(tmp_path, run_name, callbacks, max_steps=60, **kwargs):

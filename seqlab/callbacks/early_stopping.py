@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.callback import Callback
-from seqlab.callbacks._monitoring import check_mode, improves
+from seqlab.callbacks._monitoring import MonitoredMetric, check_mode, improves
 from seqlab.errors import SeqlabError
 
 
@@ -14,18 +14,28 @@ class EarlyStopping(Callback):
 
     An improvement is a change by more than ``min_delta`` in the right direction over the best
     value so far. Stopping sets ``trainer.should_stop``: the Trainer finishes the current step,
-    validates, saves its last checkpoint and tests the best checkpoint as usual.
+    validates, saves its last checkpoint and tests the best checkpoint as usual (in a
+    data-parallel run every rank stops at that step). A ``monitor`` that validation does not
+    report is an error before step 1 (see :mod:`seqlab.callbacks._monitoring`).
 
     Args:
         monitor: a metric of ``on_validation_end``, e.g. ``val/masked_acc`` or ``val/loss``.
         mode: ``max`` (higher is better) or ``min``.
         patience: validations without improvement before stopping.
         min_delta: the smallest change that counts as an improvement.
+        strict: a ``monitor`` validation does not report stops the run before training (else: a warning).
     """
 
     runs_last = True
 
-    def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 3, min_delta: float = 0.0):
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        strict: bool = True,
+    ):
         check_mode("EarlyStopping", mode)
         if patience < 1:
             raise SeqlabError(f"EarlyStopping: patience must be at least 1, got {patience}.")
@@ -33,14 +43,19 @@ class EarlyStopping(Callback):
         self.mode = mode
         self.patience = int(patience)
         self.min_delta = abs(float(min_delta))
+        self.strict = bool(strict)
+        self._metric = MonitoredMetric("EarlyStopping", monitor, strict, at_validation=True)
         self.best_value: float | None = None
         self.bad_validations = 0
         self.stopped_step: int | None = None
 
+    def setup(self, trainer, task, model) -> None:
+        self._metric.setup(trainer, task)
+
     def on_validation_end(self, trainer, task, model, metrics) -> None:
-        if self.monitor not in metrics:
+        value = self._metric.read(metrics)
+        if value is None:
             return
-        value = float(metrics[self.monitor])
         if improves(value, self.best_value, self.mode, self.min_delta):
             self.best_value, self.bad_validations = value, 0
             return

@@ -18,6 +18,8 @@ class GradientClip(Callback):
         max_norm: the largest global gradient norm allowed.
     """
 
+    logged_metrics = ("train/grad_norm",)  # a monitor may watch it (checked before step 1)
+
     def __init__(self, max_norm: float = 1.0):
         if max_norm <= 0:
             raise SeqlabError(f"GradientClip: max_norm must be > 0, got {max_norm}; set a positive max_norm.")

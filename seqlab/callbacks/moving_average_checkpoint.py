@@ -7,7 +7,7 @@ from collections import deque
 from typing import Any
 
 from seqlab.callback import Callback
-from seqlab.callbacks._monitoring import check_mode, improves
+from seqlab.callbacks._monitoring import MonitoredMetric, check_mode, improves
 from seqlab.checkpoint import BEST, checkpoint_file
 from seqlab.errors import SeqlabError
 
@@ -22,12 +22,14 @@ class MovingAverageCheckpoint(Callback):
     ``monitor``, which the final test reports.
 
     A ``train/...`` metric is read at every step, a ``val/...`` metric at every validation (use a
-    small ``window``, e.g. 1, for those).
+    small ``window``, e.g. 1, for those). A ``monitor`` the run does not report is an error
+    before step 1 (see :mod:`seqlab.callbacks._monitoring` for how the names are known).
 
     Args:
         monitor: the metric to watch, e.g. ``train/loss`` or ``val/masked_acc``.
         window: how many recent values are averaged.
         mode: ``min`` (lower is better) or ``max``.
+        strict: a ``monitor`` the run does not report stops it before training (else: a warning).
     """
 
     runs_last = True
@@ -37,6 +39,7 @@ class MovingAverageCheckpoint(Callback):
         monitor: str = "train/loss",
         window: int = 100,
         mode: str = "min",
+        strict: bool = True,
     ):
         check_mode("MovingAverageCheckpoint", mode)
         if window < 1:
@@ -44,6 +47,8 @@ class MovingAverageCheckpoint(Callback):
         self.monitor = monitor
         self.window = int(window)
         self.mode = mode
+        self.strict = bool(strict)
+        self._metric = MonitoredMetric("MovingAverageCheckpoint", monitor, strict, monitor.startswith("val/"))
         self.values: deque[float] = deque(maxlen=self.window)
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -65,22 +70,26 @@ class MovingAverageCheckpoint(Callback):
         self.best_value, self.best_step = avg, int(step)
         return True
 
+    def setup(self, trainer, task, model) -> None:
+        self._metric.setup(trainer, task)
+
     def _observe(self, trainer, metrics: dict[str, float]) -> None:
-        if self.monitor not in metrics:
+        value = self._metric.read(metrics)
+        if value is None:
             return
         # Every rank calls save_checkpoint (it writes on rank 0 and waits for all ranks).
-        if self.update(metrics[self.monitor], trainer.global_step):
+        if self.update(value, trainer.global_step):
             trainer.save_checkpoint(
                 checkpoint_file(trainer.checkpoint_dir, BEST),  # what the final test and --ckpt_path best read
                 meta={"best_step": self.best_step, "best_value": self.best_value, "monitor": self.monitor},
             )
 
     def on_train_batch_end(self, trainer, task, model, metrics) -> None:
-        if not self.monitor.startswith("val/"):
+        if not self._metric.at_validation:
             self._observe(trainer, metrics)
 
     def on_validation_end(self, trainer, task, model, metrics) -> None:
-        if self.monitor.startswith("val/"):
+        if self._metric.at_validation:
             self._observe(trainer, metrics)
 
     def state_dict(self) -> dict[str, Any]:

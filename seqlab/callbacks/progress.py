@@ -21,8 +21,8 @@ class ProgressBar(Callback):
     """Progress of the run: step, loss, lr, throughput in kt/s (thousand tokens/s) and ETA.
 
     On a terminal (stderr is a TTY) it redraws one live line on stderr. Otherwise it prints one
-    plain line every ``trainer.log_every`` steps to **stdout**, so CI logs and ``| tee`` stay
-    readable::
+    plain line every ``trainer.log_every`` steps (and at the last) to **stdout**, so CI logs and
+    ``| tee`` stay readable; ``log_every: 0`` turns these step lines off::
 
         step 50/2000 | loss 1.2345 | lr 3.99e-03 | 45.2 kt/s | eta 3m12s
 
@@ -109,7 +109,7 @@ class ProgressBar(Callback):
             self._write(sys.stderr, "\r\033[K" + self._status(trainer, metrics))
             self._bar_shown = True
             self._inv_rate_sum, self._rate_count = 0.0, 0
-        elif step % max(1, trainer.log_every) == 0 or step == trainer.max_steps:
+        elif trainer.log_every and (step % trainer.log_every == 0 or step == trainer.max_steps):
             self._write(sys.stdout, self._status(trainer, metrics) + "\n")
             self._inv_rate_sum, self._rate_count = 0.0, 0
 

@@ -93,10 +93,11 @@ class RecordFile:
     """A VisualDL record file, written by the calling thread in batches.
 
     ``visualdl.LogWriter`` hands every record to a writer thread through a locked queue. Per step
-    that costs ~50 us per scalar on an idle machine and milliseconds on a busy one (each record
-    wakes the thread and the two trade the GIL). Here records are serialised with VisualDL's own
-    builders (~4 us each), kept in memory and appended to the file every ``flush_secs``, in the
-    format VisualDL reads (``<u64 length><Record protobuf>``, as ``LogWriter`` writes it).
+    that is costly even on an idle machine, and more so on a busy one (each record wakes the
+    thread and the two trade the GIL; ``benchmarks/RESULTS.md``, "Trainer overhead"). Here records
+    are serialised with VisualDL's own builders, kept in memory and appended to the file every
+    ``flush_secs``, in the format VisualDL reads (``<u64 length><Record protobuf>``, as
+    ``LogWriter`` writes it).
     """
 
     def __init__(self, path: Path, display_name: str):
@@ -161,8 +162,8 @@ class VisualDLLogger(Callback):
     had read and so shows the replayed ones twice; restart it to see the clean curve.
 
     Records are written by the training thread itself, in batches (see :class:`RecordFile`): it
-    is an order of magnitude cheaper per step than ``visualdl.LogWriter``'s writer thread. Only
-    rank 0 writes.
+    is much cheaper per step than ``visualdl.LogWriter``'s writer thread (``benchmarks/RESULTS.md``,
+    "Trainer overhead"). Only rank 0 writes.
 
     Args:
         flush_secs: how often records reach the disk (the server shows them ~1 s later).

@@ -9,10 +9,10 @@ built, so names, shapes, initialisation and checkpoints do not depend on the cho
 
 * ``fused_ops=True`` (default): each layer's training forward runs through the C++ LSTM op of
   ``seqlab.ops.lstm`` (one GEMM for the input projection, T small GEMMs + fused gate maths, a
-  hand-written backward through time). On the 2-core AMD CPU we measured, its training step
-  was 2.5-2.7x faster than ``nn.LSTM``'s at 2 threads and 1.14-1.19x at 1 thread, against an ``nn.LSTM``
-  whose MKL uses its AVX2 kernels as seqlab sets it up (2.8-3x against stock MKL's generic
-  kernels; benchmarks/RESULTS.md, "Fused LSTM"). It falls back to ``nn.LSTM`` on GPU or when the
+  hand-written backward through time). On the 2-core AMD CPU we measured, its training step is
+  faster than ``nn.LSTM``'s, whose MKL uses its AVX2 kernels as seqlab sets it up, and more so
+  against stock MKL's generic kernels (``benchmarks/RESULTS.md``: the "Fused LSTM" part of
+  "Summary: 2026-11-29", and "Fused LSTM"). It falls back to ``nn.LSTM`` on GPU or when the
   op cannot be built (one warning).
 * ``fused_ops=False``: Paddle's ``nn.LSTM``. RNN mode (``step()``) always uses it.
 
@@ -35,14 +35,12 @@ import paddle
 
 from seqlab.model import Model
 from seqlab.ops.lstm import lstm_layer
-from seqlab.registry import register_model
 
 nn = paddle.nn
 
 DEFAULT_HIDDEN_SIZES = (128,) * 7
 
 
-@register_model("lstm")
 class LSTM(Model):
     """Stacked LSTM baseline (the seed's 7 x 128 list-configured stack).
 

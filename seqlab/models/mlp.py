@@ -26,12 +26,10 @@ from __future__ import annotations
 import paddle
 
 from seqlab.model import Model
-from seqlab.registry import register_model
 
 nn = paddle.nn
 
 
-@register_model("mlp")
 class MLP(Model):
     """Causal MLP over a fixed window of the last tokens (a floor baseline).
 

@@ -25,10 +25,8 @@ import paddle
 
 from seqlab.model import Model
 from seqlab.models._paddlenlp import PADDLENLP, import_paddlenlp
-from seqlab.registry import register_model
 
 
-@register_model("pnlp_llama")
 class PaddleNLPLlama(Model):
     """PaddleNLP's LlamaForCausalLM: RMSNorm, RoPE, SwiGLU decoder (paddlenlp extra).
 

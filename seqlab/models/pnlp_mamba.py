@@ -12,8 +12,8 @@ One change, on the training path only: PaddleNLP's selective scan without its CU
 (``mamba_ssm_paddle``) is a Python loop that slices step t out of ``[B, I, T, N]`` tensors; on
 CPU the gradient of every slice is a full-size tensor, which makes a training step O(T^2).
 ``fast_scan`` (the default) runs the same recurrence, same formulas, on time-major tensors
-(``unbind`` along T, whose gradient is one concat): 15x faster at B=32, T=128
-(benchmarks/bench_pnlp.py), though still a Python loop over T. ``fast_scan=False`` keeps
+(``unbind`` along T, whose gradient is one concat): much faster (benchmarks/bench_pnlp.py;
+``benchmarks/RESULTS.md``, "PaddleNLP plugins"), though still a Python loop over T. ``fast_scan=False`` keeps
 PaddleNLP's own loop; tests check that both give the same logits and gradients. With PaddleNLP's
 CUDA kernels installed, PaddleNLP uses them either way.
 
@@ -41,12 +41,10 @@ import paddle
 
 from seqlab.model import Model
 from seqlab.models._paddlenlp import PADDLENLP, import_paddlenlp
-from seqlab.registry import register_model
 
 F = paddle.nn.functional
 
 
-@register_model("pnlp_mamba")
 class PaddleNLPMamba(Model):
     """PaddleNLP's MambaForCausalLM: selective state-space RNN (paddlenlp extra).
 
@@ -58,7 +56,7 @@ class PaddleNLPMamba(Model):
         expand: Inner width I = expand * n_embd.
         d_conv: Width of the causal depthwise convolution (PaddleNLP's conv_kernel).
         dt_rank: Rank of the time-step projection; None means ceil(n_embd / 16).
-        fast_scan: Train with the time-major scan (same maths, ~15x faster on CPU); False runs
+        fast_scan: Train with the time-major scan (same maths, much faster on CPU); False runs
             PaddleNLP's own fallback loop.
     """
 
@@ -171,7 +169,8 @@ def _time_major_scan_forward(mixer, x):
     I, N = A.shape
     dt_tm = dt.transpose([1, 0, 2])  # [T, B, I]
     # The two [T, B, I, N] outer products are K=1 matmuls, not broadcast multiplies: Paddle's CPU
-    # gradient of a broadcast multiply is a slow reduction (measured ~1.5x on the whole step).
+    # gradient of a broadcast multiply is a slow reduction (measured on the whole step:
+    # benchmarks/RESULTS.md, "PaddleNLP plugins").
     dtA = paddle.matmul(dt_tm.reshape([T * Bsz, I]).t().unsqueeze(-1), A.unsqueeze(1))  # [I, T*B, N]
     decay = paddle.exp(dtA.reshape([I, T, Bsz, N]).transpose([1, 2, 0, 3]))  # exp(dt A): [T, B, I, N]
     drive = paddle.matmul(

@@ -21,7 +21,8 @@ op with its Paddle form beside it) and the recurrence is ``seqlab.ops.wkv7``. Th
 wires them up, on one of two explicit paths with the same parameters:
 
 * ``fused_ops=True`` (default): the C++ forms, on ``[B*T, C]`` rows, each with a hand-written
-  backward; ~4x faster per training step on CPU (benchmarks/RESULTS.md). RNN mode runs the
+  backward; much faster per training step on CPU (the ``rwkv7 [unfused]`` row of
+  ``benchmarks/RESULTS.md``, "Model training steps"). RNN mode runs the
   whole model's step in one C++ op (``seqlab.ops.fused.rwkv7_step``) when gradients are off.
   Off CPU, or when the C++ build fails, every op falls back to its Paddle form.
 * ``fused_ops=False``: the Paddle forms (``use_cpp=False``), in the same order. The RNN step
@@ -39,7 +40,6 @@ import paddle
 
 from seqlab.model import Model
 from seqlab.ops import fused, wkv7, wkv7_step
-from seqlab.registry import register_model
 
 nn = paddle.nn
 F = paddle.nn.functional
@@ -257,7 +257,6 @@ def _layer_norm(ln, x, use_cpp):
 # ----------------------------------------------------------------------------------------------
 
 
-@register_model("rwkv7")
 class RWKV7(Model):
     """RWKV-7 "Goose" (x070) RNN with WKV7 state; the seed's 2x32 model, 30,732 params.
 
@@ -340,8 +339,8 @@ class RWKV7(Model):
         """
         if self.fused_ops and not paddle.is_grad_enabled() and fused.rwkv7_step_available(state):
             if self._fused_step_args is None:
-                # Cached: collecting the parameters took ~0.1-0.2 ms per token, more than the
-                # op itself at the seed's size. It stays valid because set_state_dict(),
+                # Cached: collecting the parameters on every token took longer than the op
+                # itself at the seed's size. It stays valid because set_state_dict(),
                 # set_value() and the optimizers update these parameter objects in place.
                 self._fused_step_args = (
                     self.step_params(),

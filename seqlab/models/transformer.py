@@ -19,12 +19,10 @@ import paddle
 from seqlab.errors import SeqlabError
 from seqlab.model import Model
 from seqlab.nn import KVCache
-from seqlab.registry import register_model
 
 nn = paddle.nn
 
 
-@register_model("transformer")
 class Transformer(Model):
     """GPT-style Transformer with learned positions (Paddle TransformerEncoder); seed baseline, 30,380 params.
 

@@ -21,7 +21,6 @@ import paddle
 
 from seqlab.model import Model
 from seqlab.nn import KVCache, RMSNorm, RotaryEmbedding, SwiGLU
-from seqlab.registry import register_model
 
 nn = paddle.nn
 F = paddle.nn.functional
@@ -82,7 +81,6 @@ class Block(nn.Layer):
         return x + self.ffn(self.ln2(x))
 
 
-@register_model("transformer_modern")
 class TransformerModern(Model):
     """Decoder-only Transformer with RMSNorm, RoPE and SwiGLU (CS336 style); 30,624 params, any length.
 

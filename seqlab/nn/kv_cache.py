@@ -4,18 +4,19 @@ Per layer, keys and values live in buffers allocated once. Token ``p`` writes it
 value at position ``p`` in place, so a step never concatenates and never copies the cache.
 Attention reads the whole buffer with an additive mask (0 at the filled positions, -1e9
 elsewhere, as the seed's causal mask): reading only the filled prefix would need a slice, and
-slicing the buffer along its position axis copies it (measured here at 32k positions: a
-half-buffer slice plus matmul took ~2x the full masked read). A caller that knows how many
+slicing the buffer along its position axis copies it, and a half-buffer slice plus matmul was
+slower than the full masked read. A caller that knows how many
 tokens it will decode sizes the cache to fit, so the masked tail is short.
 
-Layouts, chosen by measurement (one thread, 4 heads of 64, 32k positions, per layer):
+Layouts, chosen by measurement (one thread, 4 heads of 64, 32k positions, per layer; the
+figures are in ``benchmarks/RESULTS.md``, "Generation: RWKV-7's state against a Transformer's KV
+cache"):
 
-* keys ``[B, H, D, capacity]`` (transposed), so ``q K^T`` is a plain matmul: 1.8 ms, against
-  3.3 ms for ``matmul(q, K, transpose_y=True)`` on ``[B, H, capacity, D]``;
-* values ``[B, H, capacity, D]``: ``softmax(.) V`` as is (3.3 ms; the transposed layout was
-  slower);
-* mask ``[B, H, 1, capacity]``, the shape of the scores: Paddle's CPU add took 1.0 ms to
-  broadcast a ``[1, 1, 1, capacity]`` mask and 0.05 ms for a same-shape one.
+* keys ``[B, H, D, capacity]`` (transposed), so ``q K^T`` is a plain matmul, faster than
+  ``matmul(q, K, transpose_y=True)`` on ``[B, H, capacity, D]``;
+* values ``[B, H, capacity, D]``: ``softmax(.) V`` as is (the transposed layout was slower);
+* mask ``[B, H, 1, capacity]``, the shape of the scores: Paddle's CPU add broadcasts a
+  ``[1, 1, 1, capacity]`` mask far more slowly than it adds a same-shape one.
 """
 
 from __future__ import annotations

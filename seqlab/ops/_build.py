@@ -2,9 +2,11 @@
 
 Why this module exists:
 
-* ``paddle.utils.cpp_extension.load`` JIT-compiles C++/CUDA sources (~15 s the first time, ~1 s
-  from its cache). We key the cache folder on a hash of the sources, the flags, the Paddle and
-  Python versions, so an edited source or a new Paddle never loads a stale library.
+* ``paddle.utils.cpp_extension.load`` JIT-compiles C++/CUDA sources: slowly the first time,
+  quickly from its cache (one extension's build and cached load are timed in
+  ``benchmarks/RESULTS.md``, "Fused LSTM"). We key the cache folder on a hash of the sources, the
+  flags, the Paddle and Python versions, so an edited source or a new Paddle never loads a stale
+  library.
 * Custom op names are global to the process and registering one twice ABORTS the process (no
   Python exception). Each extension is therefore loaded at most once per process and kept in
   ``_LOADED``; a failed build is remembered too, so we do not retry (and re-warn) on every call.

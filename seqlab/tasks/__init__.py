@@ -1,5 +1,6 @@
 """Built-in tasks: what to learn and how to score it.
 
-Each module registers its task with ``@register_task(name)``; the registry imports them lazily,
-so this package imports nothing itself.
+Each is declared as an entry point of the ``seqlab.tasks`` group in seqlab's pyproject;
+``seqlab.registry`` imports a module when its name is first used, so this package imports
+nothing itself.
 """

@@ -28,7 +28,6 @@ from seqlab.data import check_ids, pad_batch, shift
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import EVAL_CHUNK_ROWS, to_numpy
 from seqlab.metrics import CrossEntropy, Perplexity, TokenAccuracy
-from seqlab.registry import register_task
 from seqlab.task import Batch, Task
 
 Dataset = paddle.io.Dataset
@@ -36,7 +35,6 @@ Dataset = paddle.io.Dataset
 _ORDER_STREAM = 0x64617461  # keeps this task's shuffles apart from other random streams
 
 
-@register_task("dataset")
 class DatasetTask(Task):
     """Train on any ``paddle.io.Dataset`` of token sequences; sequences are padded per batch.
 

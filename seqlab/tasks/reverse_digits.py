@@ -22,7 +22,6 @@ import paddle
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import logits
 from seqlab.metrics import CrossEntropy, ExactMatch, MaskedAccuracy, Scored
-from seqlab.registry import register_task
 from seqlab.summary import Chart, Column, ReportSpec
 from seqlab.task import Batch, EvalSet, Task
 
@@ -153,7 +152,6 @@ def expected_continuation(prompt: str) -> str:
     return ("" if comma else ",") + digits[::-1] + "#"
 
 
-@register_task("reverse_digits")
 class ReverseDigits(Task):
     """Reverse a number of up to 60 digits: ``12345,54321#`` (the seed's task).
 
@@ -426,6 +424,14 @@ class ReverseDigits(Task):
         """Whether ``continuation`` begins with the right answer (text after it is ignored)."""
         expected = expected_continuation(prompt)
         return continuation[: len(expected)] == expected
+
+    def judge(self, prompt: str, completion: str) -> str | None:
+        """``right``, or ``wrong (the reversal is 54321#)``; None for a prompt that ends mid-answer."""
+        try:
+            expected = expected_continuation(prompt)
+        except SeqlabError:  # no number to reverse at its end: continued, not judged
+            return None
+        return "right" if self.is_correct_continuation(prompt, completion) else f"wrong (the reversal is {expected})"
 
 
 def _scored_batch(rows: np.ndarray) -> Batch:

@@ -23,7 +23,6 @@ import paddle
 from seqlab.data import pad_batch, shift
 from seqlab.errors import SeqlabError
 from seqlab.metrics import IGNORE_INDEX
-from seqlab.registry import register_task
 from seqlab.summary import ReportSpec
 from seqlab.task import Batch, EvalSet
 from seqlab.tasks.reverse_digits import (
@@ -39,7 +38,6 @@ from seqlab.tasks.reverse_digits import (
 )
 
 
-@register_task("reverse_digits_padded")
 class ReverseDigitsPadded(ReverseDigits):
     """Reverse one number per row, rows padded to the longest in the batch (seed 003's collate).
 

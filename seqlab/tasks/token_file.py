@@ -24,7 +24,6 @@ from seqlab.data import check_ids, open_token_file, read_windows
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import EVAL_CHUNK_ROWS, logits
 from seqlab.metrics import BitsPerByte, CrossEntropy, Perplexity
-from seqlab.registry import register_task
 from seqlab.summary import Chart, Column, ReportSpec
 from seqlab.task import Batch, Task
 
@@ -32,7 +31,6 @@ _TRAIN_STREAM = 0x746F6B6E  # keeps this task's random stream apart from other t
 _SAMPLE_CHECK = 1 << 16  # tokens checked against the vocabulary when the file is opened
 
 
-@register_task("token_file")
 class TokenFile(Task):
     """Next-token prediction on a token file (.bin or .npy), e.g. one made by ``seqlab tokenize``.
 

@@ -1,10 +1,11 @@
 """Fused CPU ops for the RWKV-7 block, each with an exact hand-written backward.
 
 Why: on CPU, Paddle's eager formulas for these run several kernels each and some of their
-gradients are slow (measured in benchmarks/RESULTS.md: the ``[1,1,C]`` broadcast-multiply gradients of the token-shift
-mixes ~330 ms/step at B=256, T=128; ``pow(relu(x), 2)`` ~100 ms; ``F.normalize`` backward
-~41 ms per layer). The C++ kernels live in ``csrc/fused_cpu.cc`` and are built into the same
-extension as the WKV7 op (one JIT build, one load per process).
+gradients are slow: the ``[1,1,C]`` broadcast-multiply gradients of the token-shift mixes,
+``pow(relu(x), 2)`` and ``F.normalize``'s backward (timed against the fused ops in
+``benchmarks/RESULTS.md``, "Fused RWKV-7 block ops" and "RWKV-7 step: profile and fixes"). The
+C++ kernels live in ``csrc/fused_cpu.cc`` and are built into the same extension as the WKV7 op
+(one JIT build, one load per process).
 
 Each function uses the C++ op for CPU tensors and the plain Paddle formula otherwise (GPU
 tensors, ``use_cpp=False``, ``SEQLAB_FUSED=paddle``, or when the op cannot be built: then ONE
@@ -124,7 +125,10 @@ def token_shift_mix(x, mixes, use_cpp: bool | None = None, prev=None):
 
 
 def squared_relu_reference(x):
-    """``relu(x) ** 2``, as a product: ``pow`` is ~50 ms slower per FFN on CPU (FACTS.md)."""
+    """``relu(x) ** 2``, as a product: ``pow`` is slower on CPU.
+
+    Both timed in ``benchmarks/RESULTS.md``, "Fused RWKV-7 block ops".
+    """
     r = F.relu(x)
     return r * r
 
@@ -169,7 +173,8 @@ def l2_normalize_heads_reference(x, head_size: int, eps: float = 1e-12):
     """``x / max(||x||_2, eps)`` over each head's ``head_size`` channels of the last axis.
 
     The seed's ``F.normalize(..., p=2, epsilon=1e-12)`` per head, spelled out because
-    ``F.normalize``'s backward costs ~41 ms per layer on CPU; the values agree to rounding.
+    ``F.normalize``'s backward is slow on CPU (``benchmarks/RESULTS.md``, "Fused RWKV-7 block ops");
+    the values agree to rounding.
     """
     shape = list(x.shape)
     xh = x.reshape(shape[:-1] + [shape[-1] // head_size, head_size])

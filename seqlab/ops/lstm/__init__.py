@@ -1,10 +1,10 @@
 """A fused CPU LSTM layer: ``paddle.nn.LSTM``'s maths and parameters, faster to train.
 
 Why: the seed's 7 x 128 LSTM is the slowest model of the digit-reversal recipe. On the 2-core
-AMD CPU we measured, its training step through this op ran 2.7x faster than through Paddle's
-``nn.LSTM`` at 2 threads and 1.15x at 1 thread, with Paddle's MKL on its AVX2 kernels (as
-seqlab sets it up on AMD CPUs); 2.8-3x against MKL's generic kernels, which stock Paddle runs on
-AMD (benchmarks/RESULTS.md, "Fused LSTM"). The C++ op in
+AMD CPU we measured, its training step through this op is faster than through Paddle's
+``nn.LSTM``, both with Paddle's MKL on its AVX2 kernels (as seqlab sets it up on AMD CPUs) and
+against MKL's generic kernels, which stock Paddle runs on AMD (``benchmarks/RESULTS.md``: the
+"Fused LSTM" part of "Summary: 2026-11-29", and "Fused LSTM"). The C++ op in
 ``csrc/lstm_cpu.cc`` runs one layer as one GEMM for the input projection of all steps, T small
 GEMMs with fused gate maths for the recurrence, and a hand-written backward through time from
 the stored gates, on numpy's bundled OpenBLAS (``_blas.py`` says why that BLAS).

@@ -4,10 +4,10 @@ Why this one: every seqlab install has numpy (a dependency) and numpy's Linux wh
 complete OpenBLAS (``numpy.libs/libscipy_openblas64_-<hash>.so`` since numpy 2,
 ``libopenblas64_p-...so`` before), so a fresh ``pip install`` has a fast GEMM with nothing else to
 install. Paddle's wheel ships MKL 2019 (``paddle/libs/libmklml_intel.so``), but that version
-takes its generic (non-AVX2) code path on AMD CPUs: its sgemm ran 3-5x slower than OpenBLAS on
-the AMD EPYC we measured (benchmarks/RESULTS.md, "Fused LSTM"). ``MKL_DEBUG_CPU_TYPE=5`` lifts
-that, but only when set before Paddle loads MKL and only for MKL <= 2020.0; OpenBLAS needs
-neither and picks its kernels by CPU on both vendors.
+takes its generic (non-AVX2) code path on AMD CPUs: its sgemm ran several times slower than
+OpenBLAS on the AMD EPYC we measured (the GEMM table of ``benchmarks/RESULTS.md``, "Fused LSTM").
+``MKL_DEBUG_CPU_TYPE=5`` lifts that, but only when set before Paddle loads MKL and only for
+MKL <= 2020.0; OpenBLAS needs neither and picks its kernels by CPU on both vendors.
 
 The bundled file name carries a build hash and its symbols a prefix/suffix (``scipy_``, ``64_``
 for 64-bit integers), so we find the file, read its exported symbol names with ctypes, and pass

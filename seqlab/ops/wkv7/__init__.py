@@ -15,7 +15,7 @@ Back ends (all differentiable, all agree with ``reference`` to ~1e-7 relative in
 ``chunked``     pure Paddle, chunks of 16 in WY/DPLR form; runs anywhere; needs w > ~0.004
                 in float32 (RWKV-7 keeps w >= 0.545).
 ``cpp``         C++ custom op, OpenMP over B x H, exact backward from 16-step checkpoints;
-                any w in [0, 1]; float32/float64; JIT-built once (~15 s) into a cache folder.
+                any w in [0, 1]; float32/float64; JIT-built once into a cache folder.
 ``cuda``        CUDA custom op (one block per (b, h), state in registers); built only with a
                 CUDA build of Paddle. NOT RUN ON A GPU yet (none was available): its kernels
                 compile with nvcc (sm_90) and match the oracle in a CPU emulation test.

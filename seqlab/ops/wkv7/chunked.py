@@ -1,6 +1,7 @@
 """WKV7 in chunks of 16 steps with dense Paddle ops (WY / DPLR form): the portable back end.
 
-Runs anywhere Paddle runs, autograd by Paddle, ~3x faster than the Python time loop on CPU.
+Runs anywhere Paddle runs, autograd by Paddle, several times faster than the Python time loop on
+CPU (``benchmarks/RESULTS.md``, "WKV7 recurrence").
 
 Maths. Per (b, h) the state S (N x N, rows i = value, cols j = key) follows::
 

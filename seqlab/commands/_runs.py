@@ -1,0 +1,229 @@
+"""A recipe's selected runs, checked by jsonargparse against the classes' signatures, then built.
+
+Every selected run is parsed before anything runs or is written, so a bad option never leaves
+half an experiment behind. The per-run options of the command line are applied last, to every
+selected run.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+import seqlab.callbacks
+from seqlab.commands._explain import explain
+from seqlab.errors import SeqlabError
+from seqlab.model import Model
+from seqlab.recipe import import_class, load_recipe
+from seqlab.summary import PROTOCOLS
+from seqlab.task import Task
+from seqlab.trainer import Trainer, seed_everything
+
+
+def add_recipe_flags(parser: ArgumentParser, print_config: bool = True) -> None:
+    """The flags of every command that reads a recipe's runs."""
+    parser.add_argument(
+        "--recipe",
+        metavar="FILE|NAME",
+        type=Optional[str],
+        default=None,
+        help="The recipe (YAML), or the name of a packaged one (`seqlab recipes`); a saved "
+        "runs/<experiment>/<run>/config.yaml works too.",
+    )
+    parser.add_argument(
+        "--runs",
+        metavar="a,b",
+        type=Optional[str],
+        default=None,
+        help="Only these runs of the recipe, e.g. rwkv7,lstm.",
+    )
+    parser.add_argument(
+        "--protocol",
+        metavar="NAME",
+        type=Optional[str],
+        default=None,
+        help="Which weights each run's final test uses, as the recipe's `protocols:` declares it: "
+        + "; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items())
+        + ". Default: the recipe's `protocol`, else best.",
+    )
+    if print_config:
+        parser.add_argument("--print_config", action="store_true", help="Print the resolved recipe and exit.")
+
+
+def add_parallel_flag(parser: ArgumentParser) -> None:
+    """``--parallel N``: runs trained at once, in child processes."""
+    parser.add_argument(
+        "--parallel",
+        metavar="N",
+        type=Optional[int],
+        default=None,
+        help="Train N runs at once, in child processes, one thread each (default: the recipe's `parallel`, else 1).",
+    )
+
+
+def build_run_parser(command: str) -> ArgumentParser:
+    """The jsonargparse parser of one run: task, model, trainer and the checkpoint to use."""
+    # jsonargparse resolves a short class_path (`GradientClip`) only among imported subclasses.
+    seqlab.callbacks.import_all()
+    parser = ArgumentParser(
+        prog=f"seqlab {command}",
+        usage=f"seqlab {command} [flags above] [--task.* --model.* --trainer.* --ckpt_path X]",
+        description="Per-run options: they override the recipe's settings of every selected run "
+        "(e.g. --trainer.max_steps 50, --model.init_args.n_layer 4).",
+        exit_on_error=False,
+        allow_abbrev=False,  # otherwise --trainer.max_step is silently taken as max_steps
+        print_config=None,  # --print_config is the command's flag (the resolved recipe)
+    )
+    # How the CLI hands the run's merged recipe to the parser; not a flag users pass.
+    parser.add_argument("--config", action=ActionConfigFile, help="(internal) the run's merged recipe settings.")
+    parser.add_subclass_arguments(Task, "task", required=True, help="The task to learn.")
+    parser.add_subclass_arguments(Model, "model", required=True, help="The model to train.")
+    # `config` is what the CLI itself resolves and passes; it is not an option.
+    parser.add_class_arguments(Trainer, "trainer", help="Loop, optimizer and callbacks.", skip={"config"})
+    parser.add_argument(
+        "--ckpt_path",
+        type=Optional[str],
+        default=None,
+        help="fit: checkpoint to resume from (last, best or a path). validate/test/predict: checkpoint "
+        "to load (default: validate uses last; test and predict the weights the run's fit was tested on).",
+    )
+    return parser
+
+
+@dataclass
+class RunSpec:
+    """One run of a recipe, parsed and checked, not yet instantiated."""
+
+    name: str
+    config: Namespace
+    parser: ArgumentParser
+    protocol: str = "best"
+
+
+@dataclass
+class Runs:
+    """The selected runs of a recipe, each parsed with the command line's per-run options."""
+
+    experiment: str
+    recipe: str
+    protocol: str
+    parallel: int
+    specs: list[RunSpec]
+    overrides: list[str]
+
+
+def parse_runs(command: str, args: Namespace, overrides: list[str]) -> Runs:
+    """Parse every selected run of ``args.recipe`` (with ``overrides``) without side effects."""
+    if not args.recipe:
+        raise SeqlabError(
+            f"seqlab {command} needs --recipe FILE, e.g. `seqlab {command} --recipe recipes/reverse_digits_cpu.yaml`."
+        )
+    recipe = load_recipe(args.recipe)
+    add_to_path(Path(args.recipe).resolve().parent)  # user classes may live beside the recipe
+    selected = recipe.select(args.runs)
+    protocol = recipe.protocol(args.protocol)
+    specs = []
+    for run in selected:
+        where = f"recipe '{args.recipe}', run '{run}'"
+        merged = recipe.run_dict(run, protocol)
+        parser = build_run_parser(command)
+        try:
+            config = parser.parse_args(["--config", yaml.safe_dump(merged, sort_keys=False), *overrides])
+        except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
+            raise explain(exc, where, command) from None
+        specs.append(RunSpec(run, _with_default_callbacks(parser, config, where, command), parser, protocol))
+    parallel = recipe.parallel(getattr(args, "parallel", None))
+    return Runs(recipe.name, str(args.recipe), protocol, parallel, specs, list(overrides))
+
+
+def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: str, command: str) -> Namespace:
+    """Write the default callbacks into the config, so the saved config shows what was used."""
+    if not config.trainer.default_callbacks:
+        return config
+    from seqlab.callbacks import missing_defaults
+
+    given = [import_class(cb.class_path) for cb in (config.trainer.callbacks or [])]
+    data = yaml.safe_load(parser.dump(config))
+    callbacks = list(data["trainer"].get("callbacks") or [])
+    for cb in missing_defaults(given):
+        callbacks.append({"class_path": f"{type(cb).__module__}.{type(cb).__qualname__}"})
+    data["trainer"]["callbacks"] = callbacks
+    data["trainer"]["default_callbacks"] = False
+    data.pop("config", None)
+    try:
+        return parser.parse_args(["--config", yaml.safe_dump(data, sort_keys=False)])
+    except Exception as exc:
+        raise explain(exc, where, command) from None
+
+
+def dump_config(spec: RunSpec) -> str:
+    """The run's resolved settings as YAML: itself a recipe of this one run."""
+    data = yaml.safe_load(spec.parser.dump(spec.config))
+    data.pop("config", None)
+    data.pop("ckpt_path", None)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def print_recipe(runs: Runs) -> int:
+    """``--print_config``: the resolved recipe, which is itself a recipe, on stdout."""
+    recipe = {
+        "name": runs.experiment,
+        "protocol": runs.protocol,
+        "runs": {s.name: yaml.safe_load(dump_config(s)) for s in runs.specs},
+    }
+    sys.stdout.write(yaml.safe_dump(recipe, sort_keys=False))
+    return 0
+
+
+def instantiate(spec: RunSpec) -> tuple[Task, Model, Trainer]:
+    """Build the run's task, model and trainer, turning a rejected setting into one sentence."""
+    where = f"run '{spec.name}'"
+    config = spec.config.as_dict()
+    seed_everything(config["trainer"]["seed"])  # before the model is built: its init is seeded
+    task = _build(config["task"], f"{where}, task")
+    model = _build(config["model"], f"{where}, model")
+    settings = dict(config["trainer"])
+    settings["optimizer"] = _build(
+        {"class_path": "seqlab.optim.AdamW", "init_args": settings.get("optimizer") or {}},
+        f"{where}, trainer.optimizer",
+    )
+    settings["callbacks"] = [_build(cb, f"{where}, callback") for cb in settings.get("callbacks") or []]
+    resolved = {**yaml.safe_load(dump_config(spec)), "protocol": spec.protocol}
+    try:
+        trainer = Trainer(**settings, config=resolved)
+    except SeqlabError as exc:
+        raise SeqlabError(f"{where}: {exc}") from None
+    return task, model, trainer
+
+
+def _build(section: dict[str, Any], where: str):
+    """``{class_path, init_args}`` -> an instance; its own error, or one sentence from a bad value.
+
+    jsonargparse already checked the types; what is left are a class's own rules (``n_embd``
+    must divide into heads, ``lr`` must be positive...), raised from its ``__init__``.
+    """
+    cls = import_class(section["class_path"])
+    kwargs = {
+        k: _build(v, where) if isinstance(v, dict) and "class_path" in v else v
+        for k, v in (section.get("init_args") or {}).items()
+    }
+    try:
+        return cls(**kwargs)
+    except SeqlabError as exc:
+        raise SeqlabError(f"{where}: {exc}") from None
+    except (ValueError, TypeError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise SeqlabError(f"{where}: {cls.__name__} rejected its settings: {first}; fix its init_args.") from None
+
+
+def add_to_path(folder: Path) -> None:
+    # A recipe may name its own classes by class_path (examples/custom_task.yaml names
+    # `custom_task.SortDigits`, a file beside it). `python script.py` finds such modules beside
+    # the script; seqlab does the same for the recipe's folder and the working directory.
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
