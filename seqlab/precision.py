@@ -17,6 +17,7 @@ import contextlib
 import logging
 from typing import Any
 
+import numpy as np
 import paddle
 
 from seqlab.errors import SeqlabError
@@ -105,3 +106,33 @@ class Precision:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+#: What ``GradScaler.state_dict()`` holds (an enabled scaler; a disabled one gives ``{}``).
+_SCALER_INTS = ("incr_every_n_steps", "decr_every_n_nan_or_inf", "incr_count", "decr_count")
+_SCALER_KEYS = {"scale", "incr_ratio", "decr_ratio", "use_dynamic_loss_scaling", *_SCALER_INTS}
+
+
+def precision_state_problem(state: Any) -> str | None:
+    """What makes ``state`` (a checkpoint's ``precision`` entry) unloadable by :meth:`Precision.load_state_dict`,
+    phrased to follow "a precision state that", or None when it is ``{}`` or a loss scaler's state."""
+    if not isinstance(state, dict):
+        return "is not a dict"
+    if not state:
+        return None
+    if set(state) != _SCALER_KEYS:
+        return f"has the keys {sorted(state)}, not a loss scaler's {sorted(_SCALER_KEYS)}"
+    scale = state["scale"]
+    if not (
+        isinstance(scale, np.ndarray) and scale.dtype == np.float32 and scale.size == 1 and np.isfinite(scale).all()
+    ):
+        return "has a scale that is not one finite float32"
+    for key in _SCALER_INTS:
+        if not (isinstance(state[key], (int, float)) and not isinstance(state[key], bool) and state[key] >= 0):
+            return f"has {key} = {state[key]!r}, not a non-negative count"
+    for key in ("incr_ratio", "decr_ratio"):
+        if not (isinstance(state[key], (int, float)) and not isinstance(state[key], bool) and state[key] > 0):
+            return f"has {key} = {state[key]!r}, not a positive number"
+    if not isinstance(state["use_dynamic_loss_scaling"], bool):
+        return "has use_dynamic_loss_scaling that is not true or false"
+    return None

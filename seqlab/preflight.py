@@ -121,15 +121,50 @@ def check_test_set(task, run: str) -> None:
         raise SeqlabError(f"run '{run}': {exc}") from None
 
 
+def check_run_names(trainer) -> None:
+    """The experiment and run names are plain names, so the run folder stays under ``root_dir``."""
+    from seqlab.io import check_name
+
+    check_name(trainer.experiment, "trainer.experiment")
+    check_name(trainer.run_name, "trainer.run_name")
+
+
+def check_writable_run_dir(run_dir: Path) -> None:
+    """An existing run folder (and its checkpoints/) can be written: made read-only (no write
+    permission bit, which even root's writes would ignore), or on a read-only mount, is refused."""
+    import stat
+
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        problem = None
+        if not folder.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            problem = "is read-only"
+        else:
+            try:
+                os.rmdir(tempfile.mkdtemp(prefix=".seqlab-probe-", dir=folder))
+            except OSError as exc:
+                problem = f"is not writable ({exc.strerror})"
+        if problem:
+            raise SeqlabError(
+                f"run folder '{folder}' {problem}; make it writable (chmod u+w), or pass another "
+                "--trainer.root_dir (or --trainer.run_name) for this run."
+            )
+
+
 def check_run_folder(trainer, ckpt_path):
     """The folder can be made, and the run either resumes a compatible checkpoint or starts
     fresh without mixing with an earlier run's files. Returns ``(path, checkpoint)`` or ``(None, None)``.
     """
-    from seqlab.checkpoint import check_compatible, claim_run_dir, load_checkpoint, resolve_ckpt_path
+    from seqlab.checkpoint import check_compatible, load_checkpoint, resolve_ckpt_path
+    from seqlab.checkpoint.run_dir import check_claim, check_run_dir_free
     from seqlab.registry import MODELS, TASKS
 
+    check_run_names(trainer)
     if trainer.is_global_zero:  # only rank 0 writes files, so only it needs to be able to
         check_root_dir(trainer.root_dir)
+        check_run_dir_free(trainer.run_dir)  # no other fit is writing this folder
+        check_writable_run_dir(trainer.run_dir)
     path = resolve_ckpt_path(ckpt_path, trainer.checkpoint_dir, resume=True)
     ckpt = load_checkpoint(path) if path is not None else None
     if ckpt is not None:
@@ -141,6 +176,6 @@ def check_run_folder(trainer, ckpt_path):
             trainer.model.state_dict(),
             config=trainer.config,
         )
-    elif not trainer.overwrite:
-        claim_run_dir(trainer.run_dir, overwrite=False)  # raises if an earlier run is there
+    else:
+        check_claim(trainer.run_dir, trainer.overwrite)  # an earlier run is there, or not seqlab's to delete
     return path, ckpt

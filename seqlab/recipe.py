@@ -36,6 +36,8 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from typing import Any
 import yaml
 
 from seqlab.errors import SeqlabError
+from seqlab.io import check_name
 from seqlab.registry import MODELS, TASKS
 from seqlab.summary import PROTOCOLS
 
@@ -83,6 +86,11 @@ class Recipe:
         selected = [r.strip() for r in str(names).split(",") if r.strip()]
         if not selected:
             raise SeqlabError(f"--runs names no run; pass some of: {', '.join(self.runs)}.")
+        twice = sorted({r for r in selected if selected.count(r) > 1})
+        if twice:
+            raise SeqlabError(
+                f"--runs names run '{twice[0]}' twice, and two fits of one run would write one folder; name each run once."
+            )
         for run in selected:
             if run not in self.runs:
                 close = difflib.get_close_matches(run, list(self.runs), n=1)
@@ -189,6 +197,9 @@ def load_recipe(path: str) -> Recipe:
         runs = {run_name: {}}
     if not isinstance(runs, dict) or not runs:
         raise SeqlabError(f"recipe '{path}': 'runs' must map run names to their settings.")
+    check_name(name, f"recipe '{path}': the experiment name (`name:`, else trainer.experiment)")
+    for run in runs:
+        check_name(run, f"recipe '{path}': run name")
     _expect_mapping(data.get("trainer"), f"recipe '{path}'", "trainer")
     for run, overrides in runs.items():
         _expect_mapping(overrides, f"recipe '{path}'", f"runs.{run}")
@@ -256,6 +267,39 @@ def _prepare_run_dict(experiment: str, run: str, merged: dict[str, Any], where: 
         model_args["vocab_size"] = task_vocab
     merged["trainer"] = {**(merged.get("trainer") or {}), "experiment": experiment, "run_name": run}
     return merged
+
+
+def class_paths(section: Any) -> list[str]:
+    """Every ``class_path`` value in ``section`` (a run's settings), at any depth."""
+    if isinstance(section, dict):
+        found = [str(section["class_path"])] if isinstance(section.get("class_path"), str) else []
+        return found + [p for value in section.values() for p in class_paths(value)]
+    if isinstance(section, list):
+        return [p for value in section for p in class_paths(value)]
+    return []
+
+
+def needs_folder(folder: Path, paths: list[str]) -> bool:
+    """Some dotted class path's top module is not importable, but lives in ``folder``
+    (``custom_task.SortDigits`` beside its recipe)."""
+    for path in paths:
+        top = path.split(".", 1)[0]
+        if "." not in path or not top.isidentifier():
+            continue
+        if (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file():
+            try:
+                if importlib.util.find_spec(top) is None:
+                    return True
+            except (ImportError, ValueError):
+                return True
+    return False
+
+
+def add_to_path(folder: Path) -> None:
+    """Put ``folder`` on ``sys.path`` after the installed packages (appended), so its modules are
+    found by name but a stray ``matplotlib.py`` in it never shadows the real package."""
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
 
 def import_class(class_path: str) -> type:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -135,7 +136,9 @@ class Trainer:
 
     def fit(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
         """Train ``model`` on ``task`` (resuming from ``ckpt_path``: ``last``, ``best`` or a file),
-        then test the ``test_checkpoint`` weights (best, else last; or last); returns the test metrics."""
+        then test the ``test_checkpoint`` weights (best, else last; or last); returns the test metrics.
+        A resume keeps the run's decisions (:func:`seqlab.checkpoint.check_resume`): a run a callback
+        stopped (``should_stop`` is saved) ends at once, and another seed or LR schedule is refused."""
         self._reset_progress()
         try:
             with GracefulStop() as self._signals:
@@ -162,6 +165,8 @@ class Trainer:
         finally:
             self._prepared = None  # a second fit sets up (and builds its optimizer) afresh
             self.dispatch(Event.TEARDOWN, safe=True)
+            if self.is_global_zero:  # the run folder's lock (taken at its first write) ends with the fit
+                checkpoint.release_run_dir(self.run_dir)
 
     def validate(self, task: Task, model: Model, ckpt_path: str | None = None) -> dict[str, float]:
         """Evaluate a checkpoint of this run (default: ``last``) on the held-out set; writes nothing."""
@@ -293,6 +298,8 @@ class Trainer:
             self.dispatch(Event.SETUP)
         except SeqlabError as exc:
             raise SeqlabError(f"run '{self.run_name}': {exc}") from None
+        if ckpt is not None:  # the resume keeps the run's decisions (seed, schedule, callbacks, folder)
+            checkpoint.check_resume(self, ckpt, resume_from)
         check_forward(task, model, self.run_name)  # one row through the model, on real data
         check_test_set(task, self.run_name)  # so a run cannot train for hours, then fail its test
         return Setup(task, model, ckpt_path, resume_from, ckpt)
@@ -300,6 +307,7 @@ class Trainer:
     def _reset_progress(self) -> None:
         """A Trainer can fit again: progress comes from the checkpoint, never from a previous fit."""
         self.global_step, self.should_stop, self.last_val_metrics = 0, False, {}
+        self.run_id = uuid.uuid4().hex  # names this run in its checkpoints; a resume takes the saved one
         self.counters = {"train_time_s": 0.0, "train_tokens": 0, "wall_time_s": 0.0, "skipped_steps": 0}
         self._session_start = time.perf_counter()
         self._step_metrics: dict[str, float] = {}

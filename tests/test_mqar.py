@@ -153,6 +153,10 @@ def test_the_cpu_recipe_fits_each_model_for_a_few_steps(run_seqlab, tmp_path):
         "2",
         "--task.init_args.num_train_examples",
         "2000",
+        "--task.init_args.num_val_examples",
+        "64",
+        "--task.init_args.num_test_examples",
+        "64",
         "--trainer.root_dir",
         tmp_path,
     )

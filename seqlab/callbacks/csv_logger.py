@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from seqlab.callback import Callback
-from seqlab.io import atomic_write_bytes
+from seqlab.io import atomic_write_bytes, check_name
 
 TRAIN_COLUMNS = ["step", "loss", "lr", "grad_norm", "tokens_per_s"]
 
@@ -41,7 +41,7 @@ class CSVLogger(Callback):
     """
 
     def __init__(self, filename: str = "metrics.csv", flush_secs: float = 2.0):
-        self.filename = filename
+        self.filename = check_name(filename, "CSVLogger's filename")
         self.flush_secs = float(flush_secs)
         self.path: Path | None = None
         self.columns: list[str] = list(TRAIN_COLUMNS)

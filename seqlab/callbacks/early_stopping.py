@@ -18,6 +18,9 @@ class EarlyStopping(Callback):
     data-parallel run every rank stops at that step). A ``monitor`` that validation does not
     report is an error before step 1 (see :mod:`seqlab.callbacks._monitoring`).
 
+    The stop is part of the run: the Trainer saves ``should_stop``, so a stopped run resumed with
+    ``--ckpt_path last`` ends at once (no further steps) and is tested as before.
+
     Args:
         monitor: a metric of ``on_validation_end``, e.g. ``val/masked_acc`` or ``val/loss``.
         mode: ``max`` (higher is better) or ``min``.
@@ -66,13 +69,38 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "monitor": self.monitor,
+            "mode": self.mode,
             "best_value": self.best_value,
             "bad_validations": self.bad_validations,
             "stopped_step": self.stopped_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            self.best_value = state.get("best_value")
-            self.bad_validations = int(state.get("bad_validations", 0))
-            self.stopped_step = state.get("stopped_step")
+        """Restore a saved state; one made with another ``monitor`` or ``mode`` is refused (its best
+        value measures something else). ``patience`` and ``min_delta`` may change."""
+        if not state:
+            return
+        for key in ("monitor", "mode"):
+            if key in state and state[key] != getattr(self, key):
+                raise SeqlabError(
+                    f"EarlyStopping: the checkpoint's run monitored with {key} {state[key]!r}, but this "
+                    f"run sets {getattr(self, key)!r}; resume with {key}: {state[key]!r} or start a new run."
+                )
+        best, bad, stopped = state.get("best_value"), state.get("bad_validations", 0), state.get("stopped_step")
+        if not (
+            (best is None or (isinstance(best, (int, float)) and not isinstance(best, bool)))
+            and _is_count(bad)
+            and (stopped is None or _is_count(stopped))
+        ):
+            raise SeqlabError(
+                "EarlyStopping: its saved state is malformed (best_value must be a number or null, "
+                "bad_validations a count, stopped_step a step or null); the file is corrupt: pass another --ckpt_path."
+            )
+        self.best_value = None if best is None else float(best)
+        self.bad_validations = int(bad)
+        self.stopped_step = None if stopped is None else int(stopped)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -69,11 +69,31 @@ class CosineWarmupLR(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # The checkpoint is restored after setup, so the scheduler exists by now.
         if state and self.scheduler is not None:
+            problem = _state_problem(state, self.scheduler.state_dict())
+            if problem:
+                raise SeqlabError(
+                    f"CosineWarmupLR: its saved scheduler state {problem}; the checkpoint was saved with "
+                    "another schedule (warmup) or is corrupt: resume with the checkpoint's schedule or start a new run."
+                )
             with warnings.catch_warnings():
                 # LinearWarmup keeps its inner scheduler's state under an extra key, which the
                 # base class reports as "unused" before LinearWarmup reads it.
                 warnings.filterwarnings("ignore", message="There are some unused values")
                 self.scheduler.set_state_dict(state)
+
+
+def _state_problem(saved: dict[str, Any], fresh: dict[str, Any]) -> str | None:
+    """How a saved scheduler state differs in form from this scheduler's own (same keys, numbers where it has numbers)."""
+    if set(saved) != set(fresh):
+        return f"has the keys {sorted(saved)}, where this schedule has {sorted(fresh)}"
+    for key, value in fresh.items():
+        if isinstance(value, dict):
+            inner = _state_problem(saved[key], value) if isinstance(saved[key], dict) else "is not a dict"
+            if inner:
+                return f"at '{key}' {inner}"
+        elif isinstance(saved[key], bool) or not isinstance(saved[key], (int, float)):
+            return f"has {key} = {saved[key]!r}, not a number"
+    return None
 
 
 class ConstantLR(Callback):

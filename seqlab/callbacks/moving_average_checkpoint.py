@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from typing import Any
@@ -10,6 +11,8 @@ from seqlab.callback import Callback
 from seqlab.callbacks._monitoring import MonitoredMetric, check_mode, improves
 from seqlab.checkpoint import BEST, checkpoint_file
 from seqlab.errors import SeqlabError
+
+log = logging.getLogger(__name__)
 
 
 class MovingAverageCheckpoint(Callback):
@@ -24,6 +27,10 @@ class MovingAverageCheckpoint(Callback):
     A ``train/...`` metric is read at every step, a ``val/...`` metric at every validation (use a
     small ``window``, e.g. 1, for those). A ``monitor`` the run does not report is an error
     before step 1 (see :mod:`seqlab.callbacks._monitoring` for how the names are known).
+
+    On resume the saved ``monitor`` and ``mode`` must be this callback's: another is refused
+    before step 1 (the saved best was chosen by the old rule), so change them only in a new run.
+    Another ``window`` is a warning.
 
     Args:
         monitor: the metric to watch, e.g. ``train/loss`` or ``val/masked_acc``.
@@ -95,16 +102,52 @@ class MovingAverageCheckpoint(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "monitor": self.monitor,
+            "mode": self.mode,
+            "window": self.window,
             "values": list(self.values),
             "best_value": self.best_value,
             "best_step": self.best_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a saved state; one that was not made with this ``monitor`` and ``mode`` is refused.
+
+        The saved average and best value measure the saved metric in the saved direction:
+        continuing them under another would keep (or skip) a best checkpoint for the wrong reason.
+        Another ``window`` is a warning (the same metric, averaged over more or fewer steps). A
+        checkpoint written before ``mode`` was saved is checked on ``monitor`` alone.
+        """
         if not state:
             return
-        self.values = deque((float(v) for v in state.get("values", [])), maxlen=self.window)
-        best = state.get("best_value")
+        for key in ("monitor", "mode"):
+            if key in state and state[key] != getattr(self, key):
+                raise SeqlabError(
+                    f"MovingAverageCheckpoint: the checkpoint's best was chosen with {key} "
+                    f"{state[key]!r}, but this run sets {getattr(self, key)!r}; resume with "
+                    f"{key}: {state[key]!r} or start a new run."
+                )
+        if state.get("window", self.window) != self.window:
+            log.warning(
+                "MovingAverageCheckpoint: the checkpoint's averages were over window %s, this run's are over "
+                "%d; its last values and its best average carry over as the bar to beat.",
+                state["window"],
+                self.window,
+            )
+        values, best, step = state.get("values", []), state.get("best_value"), state.get("best_step")
+        if not (
+            isinstance(values, list)
+            and all(_is_number(v) for v in values)
+            and (best is None or _is_number(best))
+            and (step is None or (isinstance(step, int) and not isinstance(step, bool) and step >= 0))
+        ):
+            raise SeqlabError(
+                "MovingAverageCheckpoint: its saved state is malformed (values must be numbers, "
+                "best_value a number or null, best_step a step or null); the file is corrupt: pass another --ckpt_path."
+            )
+        self.values = deque((float(v) for v in values), maxlen=self.window)
         self.best_value = None if best is None else float(best)
-        step = state.get("best_step")
         self.best_step = None if step is None else int(step)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from seqlab.callback import Callback
-from seqlab.io import atomic_write_text
+from seqlab.io import atomic_write_text, check_name
 from seqlab.ops.settings import run_settings
 
 
@@ -20,7 +20,7 @@ class SaveConfig(Callback):
     """
 
     def __init__(self, filename: str = "config.yaml"):
-        self.filename = filename
+        self.filename = check_name(filename, "SaveConfig's filename")
 
     def on_fit_start(self, trainer, task, model) -> None:
         if trainer.is_global_zero and trainer.config:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from seqlab.callback import Callback
 from seqlab.evaluation import inference_mode
-from seqlab.io import atomic_write_text
+from seqlab.io import atomic_write_text, check_name
 
 
 class SaveSamples(Callback):
@@ -20,7 +20,7 @@ class SaveSamples(Callback):
 
     def __init__(self, num_samples: int = 2, filename: str = "samples.txt"):
         self.num_samples = int(num_samples)
-        self.filename = filename
+        self.filename = check_name(filename, "SaveSamples's filename")
 
     def on_test_end(self, trainer, task, model, metrics) -> None:
         if not trainer.is_global_zero:

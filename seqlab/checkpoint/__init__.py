@@ -7,7 +7,8 @@ One module per job, each importing only those above it in this list:
 - :mod:`~seqlab.checkpoint.optimizer_state`: the optimizer's state keyed by structural names;
 - :mod:`~seqlab.checkpoint.run_dir`: run folders and the ``last``/``best`` aliases;
 - :mod:`~seqlab.checkpoint.legacy`: converting a trusted format-1 pickle;
-- :mod:`~seqlab.checkpoint.state`: what a Trainer's checkpoint holds, and :func:`check_compatible`;
+- :mod:`~seqlab.checkpoint.state`: what a Trainer's checkpoint holds, :func:`check_compatible` and
+  :func:`check_resume` (what a resume must keep);
 - :mod:`~seqlab.checkpoint.tested`: :func:`load_tested_weights`, the one way evaluation loads weights.
 
 Every name below is importable from ``seqlab.checkpoint`` itself.
@@ -23,6 +24,7 @@ from seqlab.checkpoint.format import (
     SUFFIX,
     atomic_save,
     load_checkpoint,
+    read_metadata,
     split_tensors,
 )
 from seqlab.checkpoint.legacy import convert_legacy_checkpoint
@@ -35,10 +37,17 @@ from seqlab.checkpoint.run_dir import (
     checkpoint_file,
     claim_run_dir,
     prepare_run_dir,
+    release_run_dir,
     resolve_ckpt_path,
     tested_weights,
 )
-from seqlab.checkpoint.state import check_compatible, restore_trainer, trainer_checkpoint, weights_checkpoint
+from seqlab.checkpoint.state import (
+    check_compatible,
+    check_resume,
+    restore_trainer,
+    trainer_checkpoint,
+    weights_checkpoint,
+)
 from seqlab.checkpoint.tested import TestedWeights, load_tested_weights
 
 # Re-exported, and looked up here by restore_trainer, so that replacing
@@ -61,6 +70,7 @@ __all__ = [
     "best_or_last",
     "capture_rng_state",
     "check_compatible",
+    "check_resume",
     "checkpoint_file",
     "claim_run_dir",
     "convert_legacy_checkpoint",
@@ -69,6 +79,8 @@ __all__ = [
     "load_tested_weights",
     "optimizer_state",
     "prepare_run_dir",
+    "release_run_dir",
+    "read_metadata",
     "resolve_ckpt_path",
     "restore_rng_state",
     "restore_trainer",

@@ -48,6 +48,7 @@ import safetensors.numpy
 
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_write
+from seqlab.precision import precision_state_problem
 from seqlab.rng import check_rng_state
 
 FORMAT_VERSION = 2
@@ -283,16 +284,55 @@ def _check_schema(ckpt: dict[str, Any], path: Path) -> None:
         raise _fail(
             path, "has an 'optimizer' entry that is not {accumulators: {parameter: {name: tensor}}, other: {...}}"
         )
-    for key in ("callbacks", "task", "trainer", "config", "meta"):
+    for key in ("callbacks", "task", "trainer", "config", "meta", "precision"):
         if key in ckpt and not isinstance(ckpt[key], dict):
             raise _fail(path, f"has a '{key}' entry that is not a dict")
-    for key in ("train_time_s", "train_tokens", "wall_time_s"):
-        if key in ckpt.get("trainer", {}) and not _is_number(ckpt["trainer"][key]):
-            raise _fail(path, f"has trainer.{key} = {ckpt['trainer'][key]!r}, not a number")
+    problem = _trainer_problem(ckpt.get("trainer", {})) or _sections_problem(ckpt)
+    if problem:
+        raise _fail(path, problem)
     for key in ("model_name", "task_name"):
         if ckpt.get(key) is not None and not isinstance(ckpt[key], str):
             raise _fail(path, f"has a {key} that is not a string")
     check_rng_state(ckpt["rng"], f"checkpoint '{path}'")
+
+
+def _trainer_problem(trainer: dict[str, Any]) -> str | None:
+    """What is wrong with the Trainer's own section (counters, last metrics, decisions), if anything."""
+    for key in ("train_time_s", "wall_time_s", "train_tokens"):
+        if key in trainer and not (_is_number(trainer[key]) and trainer[key] >= 0):
+            return f"has trainer.{key} = {trainer[key]!r}, not a non-negative number"
+    for key in ("skipped_steps",):
+        if key in trainer and not (_is_int(trainer[key]) and trainer[key] >= 0):
+            return f"has trainer.{key} = {trainer[key]!r}, not a non-negative integer"
+    metrics = trainer.get("last_val_metrics", {})
+    if not (isinstance(metrics, dict) and all(_is_number(v) for v in metrics.values())):
+        return f"has trainer.last_val_metrics = {metrics!r}, not a dict of metric names to numbers"
+    if not isinstance(trainer.get("should_stop", False), bool):
+        return f"has trainer.should_stop = {trainer['should_stop']!r}, not true or false"
+    if not isinstance(trainer.get("run_id", ""), str):
+        return f"has trainer.run_id = {trainer['run_id']!r}, not a string"
+    return None
+
+
+def _sections_problem(ckpt: dict[str, Any]) -> str | None:
+    """What is wrong with the callback states, the precision state or the saved config, if anything."""
+    for key, state in ckpt.get("callbacks", {}).items():
+        if not isinstance(state, dict):
+            return f"has a state for callback '{key}' that is not a dict"
+    problem = precision_state_problem(ckpt.get("precision", {}))
+    if problem:
+        return f"has a precision state that {problem}"
+    config = ckpt.get("config", {})
+    for section in ("model", "task", "trainer"):
+        value = config.get(section, {})
+        if not isinstance(value, dict):
+            return f"has config.{section} = {value!r}, not a mapping"
+        if not isinstance(value.get("init_args", {}), dict):
+            return f"has config.{section}.init_args that is not a mapping"
+    seed = config.get("trainer", {}).get("seed", 0)
+    if not _is_int(seed):
+        return f"has config.trainer.seed = {seed!r}, not an integer"
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -337,3 +377,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except RecursionError:
         raise _fail(path, "has metadata nested too deeply") from None
     return ckpt
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's JSON document alone (tensors left ``null``), read from its header; ``{}`` when
+    the file is not a readable seqlab checkpoint. For cheap questions such as which run wrote it."""
+    try:
+        metadata = _read_header(Path(path)).get("__metadata__")
+        document = json.loads(metadata[METADATA_KEY])
+    except (OSError, SeqlabError, ValueError, RecursionError, TypeError, KeyError):
+        return {}
+    return document if isinstance(document, dict) else {}

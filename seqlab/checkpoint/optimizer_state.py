@@ -46,3 +46,22 @@ def load_optimizer_state(optimizer, model, state: dict[str, Any]) -> None:
         # scheduler reports as "unused" before LinearWarmup reads it.
         warnings.filterwarnings("ignore", message="There are some unused values")
         optimizer.set_state_dict(restored)
+
+
+def expected_accumulators(optimizer) -> set[str] | None:
+    """The accumulators Paddle's Adam/AdamW keeps per parameter (``moment1``, ``moment2``,
+    ``beta1_pow_acc``, ``beta2_pow_acc``, and ``moment2_max`` with amsgrad), without the ``_N``
+    index Paddle appends; None for an optimizer that does not declare them."""
+    attrs = ("_moment1_acc_str", "_moment2_acc_str", "_beta1_pow_acc_str", "_beta2_pow_acc_str")
+    names = [getattr(optimizer, attr, None) for attr in attrs]
+    if not all(isinstance(name, str) for name in names):
+        return None
+    if getattr(optimizer, "_amsgrad", False) and isinstance(getattr(optimizer, "_moment2_acc_max_str", None), str):
+        names.append(optimizer._moment2_acc_max_str)
+    return set(names)
+
+
+def accumulator_name(suffix: str) -> str:
+    """``_moment1_0`` -> ``moment1``: a saved suffix without its leading ``_`` and Paddle's ``_N`` index."""
+    head, _, index = suffix[1:].rpartition("_")
+    return head if index.isdigit() and head else suffix[1:]

@@ -7,6 +7,7 @@ selected run.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 import seqlab.callbacks
 from seqlab.commands._explain import explain
 from seqlab.errors import SeqlabError
+from seqlab.io import check_name
 from seqlab.model import Model
-from seqlab.recipe import import_class, load_recipe
+from seqlab.recipe import add_to_path, class_paths, import_class, load_recipe, needs_folder
 from seqlab.summary import PROTOCOLS
 from seqlab.task import Task
 from seqlab.trainer import Trainer, seed_everything
@@ -124,7 +126,12 @@ def parse_runs(command: str, args: Namespace, overrides: list[str]) -> Runs:
             f"seqlab {command} needs --recipe FILE, e.g. `seqlab {command} --recipe recipes/reverse_digits_cpu.yaml`."
         )
     recipe = load_recipe(args.recipe)
-    add_to_path(Path(args.recipe).resolve().parent)  # user classes may live beside the recipe
+    # User classes may live beside the recipe (examples/custom_task.yaml names
+    # `custom_task.SortDigits`); its folder goes on sys.path only then, after the installed packages.
+    folder = Path(args.recipe).resolve().parent
+    named = class_paths(recipe.shared) + class_paths(recipe.runs) + _dotted_names(overrides)
+    if needs_folder(folder, named):
+        add_to_path(folder)
     selected = recipe.select(args.runs)
     protocol = recipe.protocol(args.protocol)
     specs = []
@@ -137,8 +144,37 @@ def parse_runs(command: str, args: Namespace, overrides: list[str]) -> Runs:
         except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
             raise explain(exc, where, command) from None
         specs.append(RunSpec(run, _with_default_callbacks(parser, config, where, command), parser, protocol))
+    _check_run_folders(specs, str(args.recipe))
     parallel = recipe.parallel(getattr(args, "parallel", None))
     return Runs(recipe.name, str(args.recipe), protocol, parallel, specs, list(overrides))
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def _dotted_names(overrides: list[str]) -> list[str]:
+    """What in the command line's options could be a dotted class path (``--model custom.GRU``)."""
+    values = [part for arg in overrides for part in str(arg).split("=", 1)]
+    return [v for v in values if _DOTTED.fullmatch(v)]
+
+
+def _check_run_folders(specs: list[RunSpec], recipe: str) -> None:
+    """Each run's folder names stay inside ``root_dir``, and no two runs share a folder."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for spec in specs:
+        trainer = spec.config.trainer
+        where = f"recipe '{recipe}', run '{spec.name}': trainer"
+        check_name(trainer.experiment, f"{where}.experiment")
+        if trainer.run_name is not None:
+            check_name(trainer.run_name, f"{where}.run_name")
+        folder = (str(Path(trainer.root_dir).absolute()), str(trainer.experiment), str(trainer.run_name or spec.name))
+        if folder in seen:
+            raise SeqlabError(
+                f"recipe '{recipe}': runs '{seen[folder]}' and '{spec.name}' both have run_name "
+                f"'{folder[2]}', so both would write one run folder; give each run its own "
+                "trainer.run_name (a --trainer.run_name on the command line applies to every selected run)."
+            )
+        seen[folder] = spec.name
 
 
 def _with_default_callbacks(parser: ArgumentParser, config: Namespace, where: str, command: str) -> Namespace:
@@ -219,11 +255,3 @@ def _build(section: dict[str, Any], where: str):
     except (ValueError, TypeError, AssertionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
         raise SeqlabError(f"{where}: {cls.__name__} rejected its settings: {first}; fix its init_args.") from None
-
-
-def add_to_path(folder: Path) -> None:
-    # A recipe may name its own classes by class_path (examples/custom_task.yaml names
-    # `custom_task.SortDigits`, a file beside it). `python script.py` finds such modules beside
-    # the script; seqlab does the same for the recipe's folder and the working directory.
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
