@@ -31,6 +31,20 @@ _FAILED = re.compile(r"Container rank (\d+) status failed .*? code (-?\d+) log (
 _NOISE = re.compile(r"No ccache found|warnings\.warn\(warning_message\)")
 _ENTRY = "from seqlab.cli import main\nraise SystemExit(main())\n"
 
+# The launcher runs in a session of its own (so a Ctrl-C reaches it only through seqlab), which
+# also means nothing ends it when seqlab dies. This wrapper asks the kernel for SIGTERM to the
+# launcher when its parent (seqlab) dies, then execs it: the launcher then stops every rank, as
+# it does for any SIGTERM. The kernel keeps the request across exec. If seqlab died before the
+# request took effect, the wrapper exits instead of starting orphans.
+_WITH_PARENT_DEATH_SIGNAL = (
+    "import ctypes, os, signal, sys\n"
+    "parent = int(sys.argv[1])\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != parent:\n"
+    "    sys.exit(143)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
 
 class RankFailed(SeqlabError):
     """A rank of a multi-process run failed, and the launcher stopped the others."""
@@ -125,6 +139,8 @@ class RankWatcher:
 
 def launch_command(nproc: int, argv: list[str], log_dir: Path, entry: Path) -> list[str]:
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir", str(log_dir)]
+    if sys.platform.startswith("linux"):  # ends with seqlab, even when seqlab is killed with -9
+        cmd = [sys.executable, "-c", _WITH_PARENT_DEATH_SIGNAL, str(os.getpid()), *cmd]
     if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
         cmd += ["--devices", ",".join(str(i) for i in range(nproc))]
     return [*cmd, str(entry), *argv]

@@ -137,6 +137,8 @@ def run_in_children(
                 thread = threading.Thread(target=pump, args=(label, proc.stdout), daemon=True)
                 thread.start()
                 running.append((label, proc, thread))
+                if received:  # the signal came while this child was starting, before forward saw it
+                    proc.send_signal(received[0])
             for item in list(running):
                 label, proc, thread = item
                 if proc.poll() is not None:

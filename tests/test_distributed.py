@@ -277,6 +277,31 @@ def test_a_killed_rank_ends_the_run_with_a_message_naming_it(tmp_path):
 
 
 @pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
+def test_no_rank_outlives_a_parent_killed_with_sigkill(tmp_path):
+    # The launcher runs in its own session; before it asked for a parent-death signal, it and
+    # both ranks went on training as orphans after `kill -9` of seqlab.
+    e = Env(tmp_path)
+    cmd = [*SEQLAB, "fit", "--recipe", str(e.recipe), "--runs", "mlp", "--trainer.devices", "2"]
+    cmd += ["--trainer.max_steps", "100000", "--trainer.root_dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e.env("orphans"))
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "runs/dist/mlp/metrics.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ranks = _rank_pids(str(e.recipe), "0") + _rank_pids(str(e.recipe), "1")
+    assert len(ranks) == 2, "both ranks are training"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = time.monotonic()
+    while live_pids(str(e.recipe)) and time.monotonic() - killed < 30:
+        time.sleep(0.2)
+    left = live_pids(str(e.recipe))
+    for pid in left:  # leave nothing behind for the next test, whatever the verdict
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"{len(left)} processes outlived their parent"
+    print(f"parent killed: every rank ended {time.monotonic() - killed:.1f} s later")
+
+
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_a_stop_asked_by_one_rank_ends_every_rank_at_that_step(tmp_path):
     """should_stop is reduced across ranks (Lightning's reduce_boolean_decision): a callback that
     stops rank 1 alone would otherwise leave rank 0 waiting in the next step's all-reduce forever."""

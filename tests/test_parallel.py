@@ -79,3 +79,29 @@ def test_a_running_child_gets_the_core_a_finished_one_freed(tmp_path, capfd):
     assert "[short] short job on 1 thread" in out, out
     assert "[long ] long job saw [1, 2]" in out, out
     assert "[long ] seqlab: the C++ ops now run on 2 threads (cores freed by finished runs)" in out, out
+
+
+def test_a_signal_while_a_child_starts_still_reaches_it(monkeypatch):
+    """SIGTERM delivered between a child's start and its registration (the race of issue 23):
+    the child must get it too, not train on as one the parent forgot. The signal is real; the
+    only injection is its timing, right after the real ``Popen`` returns."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from seqlab.interrupts import TrainingInterrupted
+
+    real_popen = subprocess.Popen
+
+    def popen_then_signal(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # its Python handler runs before running.append
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_signal)
+    child = [sys.executable, "-c", "import time; time.sleep(60)"]  # SIGTERM's default action ends it
+    started = time.monotonic()
+    with pytest.raises(TrainingInterrupted):
+        run_in_children([("sleeper", [])], 1, "resume", command=child, cores=1, echo=lambda line: None)
+    assert time.monotonic() - started < 20  # it ended on the signal, not after its 60 s
