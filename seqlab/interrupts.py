@@ -57,11 +57,16 @@ class TrainingInterrupted(SeqlabError):
 class GracefulStop:
     """Context manager: while active, SIGTERM/SIGINT/SIGHUP set :attr:`signum` instead of killing.
 
-    Outside the main thread (where Python cannot install handlers) it does nothing.
+    ``escalating``: the signals whose second arrival aborts at once. A rank started by
+    ``paddle.distributed.launch`` passes ``(SIGINT,)``: the launcher stops its ranks by sending
+    SIGTERM up to three times, 0.2 s apart (its ``ProcessContext.terminate``), so a repeated
+    SIGTERM there is the same request, not a user's "abort now". Outside the main thread (where
+    Python cannot install handlers) it does nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, escalating: tuple[int, ...] = ESCALATING) -> None:
         self.signum: int | None = None
+        self.escalating = tuple(escalating)
         self._previous: dict[int, object] = {}
 
     @property
@@ -70,7 +75,7 @@ class GracefulStop:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
-            if signum not in ESCALATING:
+            if signum not in self.escalating:
                 return
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without saving")
         self.signum = signum

@@ -8,6 +8,7 @@ gives the event order."""
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from seqlab.checkpoint import LAST, checkpoint_file
 from seqlab.distributed import DataParallelContext
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import evaluate
-from seqlab.interrupts import GracefulStop, TrainingInterrupted
+from seqlab.interrupts import ESCALATING, GracefulStop, TrainingInterrupted
 from seqlab.model import Model
 from seqlab.nonfinite import update_is_finite
 from seqlab.optim import AdamW
@@ -141,7 +142,9 @@ class Trainer:
         stopped (``should_stop`` is saved) ends at once, and another seed or LR schedule is refused."""
         self._reset_progress()
         try:
-            with GracefulStop() as self._signals:
+            # Under paddle.distributed.launch a repeated SIGTERM is the launcher's retry, not an abort.
+            escalating = (signal.SIGINT,) if self.world_size > 1 else ESCALATING
+            with GracefulStop(escalating) as self._signals:
                 ready = self._prepared
                 setup = ready if ready and ready.is_for(task, model, ckpt_path) else self._setup(task, model, ckpt_path)
                 seed_everything(self.seed)

@@ -66,6 +66,18 @@ class RankProbe(Callback):
             json.dump({"rows": self.rows, "weights": digest.hexdigest(), "world": trainer.world_size}, f)
 
 
+class SlowSteps(Callback):
+    """Makes each step last longer than the launcher's 0.2 s between its SIGTERMs."""
+
+    def __init__(self, seconds: float = 0.4):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, task, model, metrics):
+        import time
+
+        time.sleep(self.seconds)
+
+
 class StopOnRank1(Callback):
     """Asks for a stop on rank 1 only, after step 2: every rank must still end at that step."""
 
@@ -274,6 +286,63 @@ def test_a_killed_rank_ends_the_run_with_a_message_naming_it(tmp_path):
     assert len(lines) == 1 and "rank 1 of 2 was killed by SIGKILL, so every rank was stopped" in lines[0], stderr
     assert _rank_pids(str(e.recipe), "0") == []  # no rank left behind
     print(f"dead rank: the run ended {took:.1f} s after the kill")
+
+
+def _losses(csv_path: Path) -> dict[int, str]:
+    with open(csv_path) as f:
+        return {int(row["step"]): row["loss"] for row in csv.DictReader(f)}
+
+
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
+def test_sigterm_to_a_data_parallel_run_saves_once_and_resumes_exactly(tmp_path):
+    # paddle.distributed.launch stops its ranks with SIGTERM up to 3 times, 0.2 s apart. A rank
+    # used to take the second one as "abort without saving", while seqlab said every rank saved.
+    e = Env(tmp_path)
+    recipe = yaml.safe_load(e.recipe.read_text())
+    recipe["trainer"].update(max_steps=30, save_every=1000, val_every=10)
+    recipe["trainer"]["callbacks"][0]["init_args"]["max_steps"] = 30
+    recipe["trainer"]["callbacks"].append({"class_path": "ddprobe.SlowSteps", "init_args": {"seconds": 0.4}})
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    args = [*SEQLAB, "fit", "--recipe", str(path), "--runs", "mlp", "--trainer.devices", "2", "--no_report"]
+    straight = subprocess.run(
+        [*args, "--trainer.root_dir", str(tmp_path / "straight")],
+        capture_output=True,
+        text=True,
+        env=e.env("straight"),
+        timeout=300,
+    )
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path / "stopped" / "dist" / "mlp"
+    proc = subprocess.Popen(
+        [*args, "--trainer.root_dir", str(tmp_path / "stopped")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=e.env("stopped"),
+    )
+    deadline = time.monotonic() + 180
+    while (
+        time.monotonic() < deadline and len(_losses(run / "metrics.csv") if (run / "metrics.csv").exists() else {}) < 3
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "every rank saved" in stderr
+    from seqlab.checkpoint import load_checkpoint
+
+    stopped_at = int(load_checkpoint(run / "checkpoints" / "last.safetensors")["step"])
+    assert 3 <= stopped_at < 30
+    resumed = subprocess.run(
+        [*args, "--trainer.root_dir", str(tmp_path / "stopped"), "--ckpt_path", "last"],
+        capture_output=True,
+        text=True,
+        env=e.env("resumed"),
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert _losses(run / "metrics.csv") == _losses(tmp_path / "straight" / "dist" / "mlp" / "metrics.csv")
 
 
 @pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
