@@ -175,6 +175,7 @@ def test_without_paddle_one_sentence_and_exit_2(code):
     assert len(lines) == 1 and "pip install 'seqlab[cpu]'" in lines[0] and "paddlepaddle-gpu" in lines[0]
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_refits_never_mix_with_an_earlier_run(recipe, tmp_path):
     root = tmp_path / "runs"
     assert run("fit", "--recipe", recipe, "--runs", "mlp", "--trainer.root_dir", root).returncode == 0

@@ -166,8 +166,9 @@ def vdl_points(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# rwkv7-5: seven processes, ~40 s here: `make test-slow` (CI runs it); the MLP case stays in `make test`.
-@pytest.mark.parametrize("model, kills", [("mlp", 3), pytest.param("rwkv7", 5, marks=pytest.mark.slow)])
+# Four to seven processes each (~18 s for the MLP, ~40 s for RWKV-7 here): `make test-slow` (CI runs it).
+@pytest.mark.slow
+@pytest.mark.parametrize("model, kills", [("mlp", 3), ("rwkv7", 5)])
 def test_kill9_at_random_steps_then_resume_is_bit_identical(tmp_path, model, kills):
     """kill -9 at random steps (between checkpoints too), resume each time with --ckpt_path last."""
     recipe = write_recipe(tmp_path, {model: {"model": MODELS[model]}})
@@ -197,6 +198,7 @@ def test_kill9_at_random_steps_then_resume_is_bit_identical(tmp_path, model, kil
     assert [s for s, _ in vdl_points(killed_dir, "train/loss")] == list(range(1, 41))
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_sigterm_finishes_the_step_saves_and_prints_the_resume_command(tmp_path):
     recipe = write_recipe(tmp_path, {"mlp": {"model": MODELS["mlp"]}}, max_steps=2000, save_every=1000)
     root = tmp_path / "runs"
@@ -294,6 +296,7 @@ def test_nonfinite_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp
     assert all(np.isfinite(v).all() for v in ckpt["model"].values())  # loaded as numpy arrays
 
 
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_a_crash_in_the_middle_of_a_checkpoint_write_loses_nothing(tmp_path):
     """Killed with half of last.safetensors.tmp written: the previous last and best still load,
     the half file is never taken for a checkpoint, and the resume continues from the previous last."""
