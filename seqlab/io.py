@@ -103,10 +103,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def check_name(value: object, key: str) -> str:
-    """``value`` is one plain name (a run, an experiment, a file in a run folder): not empty, not
-    absolute, no ``..`` and no path separator, so what it names stays inside its folder."""
+def check_name(value: object, key: str, nested: bool = False) -> str:
+    """``value`` is one plain name (a run, a file in a run folder): not empty, not absolute, no
+    ``..`` and no path separator, so what it names stays inside its folder.
+
+    ``nested``: ``/``-separated plain names are allowed (an experiment: a sweep's points live in
+    the experiment ``<recipe>/sweep``); absolute paths and ``..`` still are not.
+    """
     name = str(value)
+    if nested and not os.path.isabs(name) and "\\" not in name:
+        for part in name.split("/"):
+            check_name(part, key)
+        return name
     bad = None
     if not name.strip() or name == ".":
         bad = "is not a name"

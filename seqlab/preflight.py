@@ -125,7 +125,7 @@ def check_run_names(trainer) -> None:
     """The experiment and run names are plain names, so the run folder stays under ``root_dir``."""
     from seqlab.io import check_name
 
-    check_name(trainer.experiment, "trainer.experiment")
+    check_name(trainer.experiment, "trainer.experiment", nested=True)
     check_name(trainer.run_name, "trainer.run_name")
 
 

@@ -197,7 +197,7 @@ def load_recipe(path: str) -> Recipe:
         runs = {run_name: {}}
     if not isinstance(runs, dict) or not runs:
         raise SeqlabError(f"recipe '{path}': 'runs' must map run names to their settings.")
-    check_name(name, f"recipe '{path}': the experiment name (`name:`, else trainer.experiment)")
+    check_name(name, f"recipe '{path}': the experiment name (`name:`, else trainer.experiment)", nested=True)
     for run in runs:
         check_name(run, f"recipe '{path}': run name")
     _expect_mapping(data.get("trainer"), f"recipe '{path}'", "trainer")

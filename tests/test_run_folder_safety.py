@@ -269,3 +269,15 @@ def test_a_read_only_run_folder_is_refused_before_step_1(tiny_run, tmp_path, run
         read_only.chmod(mode)
     assert code == 2 and len(err) == 1 and "read-only" in err[0] and str(read_only) in err[0], err
     assert files_under(root) == before
+
+
+def test_an_experiment_may_nest_plain_names_as_a_sweep_does():
+    from seqlab.errors import SeqlabError
+    from seqlab.io import check_name
+
+    assert check_name("reverse_digits_cpu/sweep", "trainer.experiment", nested=True) == "reverse_digits_cpu/sweep"
+    for bad in ("/abs/sweep", "a/../b", "a//b", ".."):
+        with pytest.raises(SeqlabError):
+            check_name(bad, "trainer.experiment", nested=True)
+    with pytest.raises(SeqlabError, match="path separator"):
+        check_name("a/b", "run name")  # a run is one folder

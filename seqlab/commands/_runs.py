@@ -164,7 +164,7 @@ def _check_run_folders(specs: list[RunSpec], recipe: str) -> None:
     for spec in specs:
         trainer = spec.config.trainer
         where = f"recipe '{recipe}', run '{spec.name}': trainer"
-        check_name(trainer.experiment, f"{where}.experiment")
+        check_name(trainer.experiment, f"{where}.experiment", nested=True)
         if trainer.run_name is not None:
             check_name(trainer.run_name, f"{where}.run_name")
         folder = (str(Path(trainer.root_dir).absolute()), str(trainer.experiment), str(trainer.run_name or spec.name))
