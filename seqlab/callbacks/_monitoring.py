@@ -37,6 +37,27 @@ def check_mode(owner: str, mode: str) -> str:
     return mode
 
 
+def check_saved_rule(owner: str, what: str, state: dict, monitor: str, mode: str) -> None:
+    """Refuse a saved state made under another ``monitor`` or ``mode``: its best value measures
+    another metric, or in the other direction. ``what`` names the saved decision in the sentence."""
+    for key, ours in (("monitor", monitor), ("mode", mode)):
+        if key in state and state[key] != ours:
+            raise SeqlabError(
+                f"{owner}: the checkpoint's {what} with {key} {state[key]!r}, but this run sets {ours!r}; "
+                f"resume with {key}: {state[key]!r} or start a new run."
+            )
+
+
+def is_number(value) -> bool:
+    """A saved number (int or float, not bool): what a callback's state may hold as a value."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_count(value) -> bool:
+    """A saved count or step: a non-negative int, not bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
     """Whether ``value`` beats ``best`` by more than ``min_delta`` (NaN never does)."""
     if math.isnan(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqlab.callback import Callback
-from seqlab.callbacks._monitoring import MonitoredMetric, check_mode, improves
+from seqlab.callbacks._monitoring import MonitoredMetric, check_mode, check_saved_rule, improves, is_count, is_number
 from seqlab.errors import SeqlabError
 
 
@@ -81,18 +81,9 @@ class EarlyStopping(Callback):
         value measures something else). ``patience`` and ``min_delta`` may change."""
         if not state:
             return
-        for key in ("monitor", "mode"):
-            if key in state and state[key] != getattr(self, key):
-                raise SeqlabError(
-                    f"EarlyStopping: the checkpoint's run monitored with {key} {state[key]!r}, but this "
-                    f"run sets {getattr(self, key)!r}; resume with {key}: {state[key]!r} or start a new run."
-                )
+        check_saved_rule("EarlyStopping", "run monitored", state, self.monitor, self.mode)
         best, bad, stopped = state.get("best_value"), state.get("bad_validations", 0), state.get("stopped_step")
-        if not (
-            (best is None or (isinstance(best, (int, float)) and not isinstance(best, bool)))
-            and _is_count(bad)
-            and (stopped is None or _is_count(stopped))
-        ):
+        if not ((best is None or is_number(best)) and is_count(bad) and (stopped is None or is_count(stopped))):
             raise SeqlabError(
                 "EarlyStopping: its saved state is malformed (best_value must be a number or null, "
                 "bad_validations a count, stopped_step a step or null); the file is corrupt: pass another --ckpt_path."
@@ -100,7 +91,3 @@ class EarlyStopping(Callback):
         self.best_value = None if best is None else float(best)
         self.bad_validations = int(bad)
         self.stopped_step = None if stopped is None else int(stopped)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from seqlab.callback import Callback
-from seqlab.callbacks._monitoring import MonitoredMetric, check_mode, improves
+from seqlab.callbacks._monitoring import MonitoredMetric, check_mode, check_saved_rule, improves, is_count, is_number
 from seqlab.checkpoint import BEST, checkpoint_file
 from seqlab.errors import SeqlabError
 
@@ -119,13 +119,7 @@ class MovingAverageCheckpoint(Callback):
         """
         if not state:
             return
-        for key in ("monitor", "mode"):
-            if key in state and state[key] != getattr(self, key):
-                raise SeqlabError(
-                    f"MovingAverageCheckpoint: the checkpoint's best was chosen with {key} "
-                    f"{state[key]!r}, but this run sets {getattr(self, key)!r}; resume with "
-                    f"{key}: {state[key]!r} or start a new run."
-                )
+        check_saved_rule("MovingAverageCheckpoint", "best was chosen", state, self.monitor, self.mode)
         if state.get("window", self.window) != self.window:
             log.warning(
                 "MovingAverageCheckpoint: the checkpoint's averages were over window %s, this run's are over "
@@ -136,9 +130,9 @@ class MovingAverageCheckpoint(Callback):
         values, best, step = state.get("values", []), state.get("best_value"), state.get("best_step")
         if not (
             isinstance(values, list)
-            and all(_is_number(v) for v in values)
-            and (best is None or _is_number(best))
-            and (step is None or (isinstance(step, int) and not isinstance(step, bool) and step >= 0))
+            and all(is_number(v) for v in values)
+            and (best is None or is_number(best))
+            and (step is None or is_count(step))
         ):
             raise SeqlabError(
                 "MovingAverageCheckpoint: its saved state is malformed (values must be numbers, "
@@ -147,7 +141,3 @@ class MovingAverageCheckpoint(Callback):
         self.values = deque((float(v) for v in values), maxlen=self.window)
         self.best_value = None if best is None else float(best)
         self.best_step = None if step is None else int(step)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
