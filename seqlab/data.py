@@ -112,3 +112,20 @@ def read_windows(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndar
     Slicing a memmap reads just the pages under each window.
     """
     return np.stack([np.asarray(tokens[s : s + length]) for s in starts]).astype(np.int64)
+
+
+def epoch_positions(step: int, batch_size: int, num_items: int, order) -> np.ndarray:
+    """The items of training step ``step`` when data is an endless run of epochs.
+
+    Epoch ``e`` visits every item once, in ``order(e)`` (a permutation of ``range(num_items)``);
+    step ``s`` takes positions ``s * batch_size .. (s + 1) * batch_size - 1`` of that run, so a
+    batch is a function of (seed, step) alone and a resumed run continues at the same place.
+    ``order`` is called once per epoch the step touches.
+    """
+    positions = step * batch_size + np.arange(batch_size)
+    epochs, offsets = positions // num_items, positions % num_items
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        here = epochs == epoch
+        out[here] = np.asarray(order(int(epoch)))[offsets[here]]
+    return out

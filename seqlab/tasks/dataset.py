@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import paddle
 
-from seqlab.data import check_ids, pad_batch, shift
+from seqlab.data import check_ids, epoch_positions, pad_batch, shift
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import EVAL_CHUNK_ROWS, to_numpy
 from seqlab.metrics import CrossEntropy, Perplexity, TokenAccuracy
@@ -78,10 +78,7 @@ class DatasetTask(Task):
     # ----------------------------------------------------------------- data
     def indices(self, step: int) -> np.ndarray:
         """Items of the batch of ``step``: positions ``step * batch_size ...`` of the epochs' orders."""
-        n = len(self.train)
-        positions = step * self.batch_size + np.arange(self.batch_size)
-        epochs, offsets = positions // n, positions % n
-        return np.array([self._order(int(e))[o] for e, o in zip(epochs, offsets)])
+        return epoch_positions(step, self.batch_size, len(self.train), self._order)
 
     def _order(self, epoch: int) -> np.ndarray:
         n = len(self.train)

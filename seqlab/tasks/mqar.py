@@ -32,6 +32,7 @@ import logging
 import numpy as np
 import paddle
 
+from seqlab.data import epoch_positions
 from seqlab.errors import SeqlabError
 from seqlab.metrics import IGNORE_INDEX, CrossEntropy, TokenAccuracy
 from seqlab.task import Batch, Task
@@ -242,14 +243,11 @@ class MQAR(Task):
     def indices(self, step: int) -> np.ndarray:
         """Training rows of ``step``: positions ``step * batch_size ...`` of the epochs' orders."""
         n = self.num_train_examples
-        positions = step * self.batch_size + np.arange(self.batch_size)
-        epochs, offsets = positions // n, positions % n
-        out = np.empty(self.batch_size, dtype=np.int64)
-        for epoch in np.unique(epochs):
-            order = np.random.default_rng([_STREAM, self.seed % (1 << 63), _ORDER, int(epoch)]).permutation(n)
-            here = epochs == epoch
-            out[here] = order[offsets[here]]
-        return out
+
+        def order(epoch: int) -> np.ndarray:
+            return np.random.default_rng([_STREAM, self.seed % (1 << 63), _ORDER, epoch]).permutation(n)
+
+        return epoch_positions(step, self.batch_size, n, order)
 
     def train_batch(self, step: int) -> Batch:
         inputs, targets = self.dataset("train")
