@@ -8,7 +8,6 @@ import shlex
 import paddle
 from jsonargparse import ArgumentParser
 
-from seqlab.checkpoint.run_dir import release_run_dir
 from seqlab.commands import Command, Invocation, echo
 from seqlab.commands._runs import Runs, add_parallel_flag, add_recipe_flags, instantiate, parse_runs, print_recipe
 from seqlab.distributed import launched
@@ -26,13 +25,6 @@ def flags(parser: ArgumentParser) -> None:
 
 
 def fit(call: Invocation) -> int:
-    try:
-        return _fit(call)
-    finally:
-        release_run_dir()  # each run's folder stayed locked from its first write until here
-
-
-def _fit(call: Invocation) -> int:
     runs = parse_runs(call.name, call.args, call.overrides)
     if call.args.print_config:
         return print_recipe(runs)
