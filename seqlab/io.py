@@ -6,13 +6,15 @@ so two writers never write into one temporary file), fsynced, renamed over the t
 (``os.replace`` is atomic on POSIX and Windows), and the folder is fsynced so that the rename
 itself survives a power cut. If anything fails before the rename, the temporary file is removed
 and the previous file is untouched; what a killed writer left (its pid no longer runs) is removed
-by the next write of the same file.
+by the next write of the same file. A write that fails because the disk is full (or a file-size
+limit, ``ulimit -f``, is reached) becomes one sentence naming the folder (:class:`DiskFull`).
 
 It also holds :func:`check_name`, the rule for names that become paths under a folder.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -22,6 +24,43 @@ from pathlib import Path
 from seqlab.errors import SeqlabError
 
 TMP_SUFFIX = ".tmp"
+
+# ENOSPC (no space left), EFBIG (a file-size limit: RLIMIT_FSIZE, with SIGXFSZ ignored as Python
+# does), EDQUOT (a quota). Rust writers (safetensors) report them as "... (os error N)".
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+class DiskFull(SeqlabError):
+    """A write failed because the disk is full or a file-size limit was reached."""
+
+
+def disk_full_reason(exc: BaseException | None) -> str | None:
+    """The system's words (e.g. "No space left on device") when ``exc``, or an exception it was
+    raised from, is a full disk, a quota or a file-size limit; None otherwise."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return os.strerror(exc.errno)
+        found = _OS_ERROR.search(str(exc)) if not isinstance(exc, OSError) else None
+        if found and int(found.group(1)) in _DISK_FULL:
+            return os.strerror(int(found.group(1)))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full(exc: BaseException, folder: str | os.PathLike) -> DiskFull | None:
+    """``exc`` as one sentence naming ``folder`` when it is a full disk (else None; a
+    :class:`SeqlabError` already says what happened and is left as it is)."""
+    reason = None if isinstance(exc, SeqlabError) else disk_full_reason(exc)
+    if reason is None:
+        return None
+    return DiskFull(
+        f"could not write in {folder}: disk full or file-size limit ({reason}); every file there "
+        "was written whole or not at all, and the last checkpoint written is intact. Free some space "
+        "(or raise the limit), then resume with --ckpt_path last."
+    )
 
 
 def temp_name(path: Path) -> Path:
@@ -40,6 +79,23 @@ def _remove_dead_leftovers(path: Path) -> None:
         match = pattern.match(leftover.name)
         if match and not _pid_alive(int(match.group(1))):
             leftover.unlink(missing_ok=True)
+
+
+def remove_dead_temp_files(folder: Path) -> list[Path]:
+    """Every temporary file in ``folder`` whose writer's process is gone is removed (what a
+    kill -9 mid-write left of any file, also one that is never written again); returns them."""
+    pattern = re.compile(r".+\.(\d+)\.[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
+    removed = []
+    try:
+        candidates = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for leftover in candidates:
+        match = pattern.match(leftover.name)
+        if match and leftover.is_file() and not _pid_alive(int(match.group(1))):
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
 
 
 def _pid_alive(pid: int) -> bool:
@@ -71,8 +127,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        reason = None if isinstance(exc, SeqlabError) else disk_full_reason(exc)
+        if reason is not None:
+            raise DiskFull(
+                f"could not write {path.name} in {path.parent}: disk full or file-size limit ({reason}); "
+                f"the previous {path.name}, if any, is intact and nothing half-written was left. Free some "
+                "space (or raise the limit), then run again (a training run: resume with --ckpt_path last)."
+            ) from exc
         raise
     _fsync_dir(path.parent)
     _remove_dead_leftovers(path)

@@ -79,6 +79,8 @@ def check_forward(task, model, run: str) -> None:
     try:
         with inference_mode(model):
             logits = model(batch.inputs[:1])
+    except SeqlabError:
+        raise  # already one sentence: a model's own check, or a signal (TrainingInterrupted) mid-forward
     except Exception as exc:  # noqa: BLE001  (Paddle raises many kinds; the message is the point)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SeqlabError(f"run '{run}': the model cannot read the task's rows: {first}") from None

@@ -27,6 +27,7 @@ from seqlab.distributed import DataParallelContext
 from seqlab.errors import SeqlabError
 from seqlab.evaluation import evaluate
 from seqlab.interrupts import ESCALATING, GracefulStop, TrainingInterrupted
+from seqlab.io import disk_full
 from seqlab.model import Model
 from seqlab.nonfinite import update_is_finite
 from seqlab.optim import AdamW
@@ -164,6 +165,9 @@ class Trainer:
             return metrics
         except BaseException as exc:
             self.dispatch(Event.ON_EXCEPTION, exc, safe=True)
+            full = disk_full(exc, self.run_dir)  # a logger's append, too: one sentence, exit 2
+            if full is not None:
+                raise full from exc
             raise
         finally:
             self._prepared = None  # a second fit sets up (and builds its optimizer) afresh

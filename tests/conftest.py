@@ -6,10 +6,36 @@ import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
 import seqlab  # noqa: F401  (first: it sets Paddle's environment, e.g. MKL's AVX2 switch, before any test imports paddle)
+
+_SESSION_TMP = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """pytest's own temporary folders leave /tmp too: each session gets a folder of its own (two
+    sessions at once never share one) under ``SEQLAB_TEST_TMP`` (default ``~/.cache/seqlab/pytest``),
+    removed at the end unless a test failed. An explicit ``--basetemp`` is left alone; xdist's
+    workers get theirs inside the controller's."""
+    if config.option.basetemp or hasattr(config, "workerinput"):
+        return
+    root = Path(os.environ.get("SEQLAB_TEST_TMP") or Path.home() / ".cache" / "seqlab" / "pytest")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix="session-", dir=root)
+    except OSError:
+        return  # pytest's default place, then
+    config.option.basetemp = folder
+    config.stash[_SESSION_TMP] = folder
+
+
+def pytest_sessionfinish(session, exitstatus):
+    folder = session.config.stash.get(_SESSION_TMP, None)
+    if folder and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -116,7 +116,7 @@ def test_cosine_warmup_lr_state_resumes_mid_warmup(tmp_path):
     resumed = CosineWarmupLR(warmup_steps=10, max_steps=40)
     resumed.setup(resumed_trainer, None, None)
     resumed.load_state_dict(state)
-    assert lrs_used(resumed, resumed_trainer, 20) == pytest.approx(rest, rel=1e-12)
+    assert lrs_used(resumed, resumed_trainer, 20) == rest  # resume is exact
     assert first[0] == 0.0
 
 
@@ -358,22 +358,23 @@ def test_csv_columns_and_rows_after_fit(uninterrupted):
 def test_state_survives_resume(uninterrupted, resumed):
     _, whole, whole_rec, whole_metrics = uninterrupted
     root, again, again_rec, again_metrics = resumed
-    # The resumed session ran steps 21..30 with exactly the lr and loss of the uninterrupted run.
+    # The resumed session ran steps 21..30 with exactly the lr and loss of the uninterrupted run:
+    # resume is exact, so everything below is compared with ==.
     assert sorted(again_rec.seen) == list(range(21, MAX_STEPS + 1))
-    for step, (lr, loss) in again_rec.seen.items():
-        assert lr == pytest.approx(whole_rec.seen[step][0], rel=1e-9)
-        assert loss == pytest.approx(whole_rec.seen[step][1], rel=1e-5)
+    assert again_rec.seen == {step: whole_rec.seen[step] for step in again_rec.seen}
     states_whole, states_again = stateful(whole), stateful(again)
     assert set(states_whole) >= {"CosineWarmupLR", "MovingAverageCheckpoint"}
     assert states_again.keys() == states_whole.keys()
     lr_w, lr_a = states_whole["CosineWarmupLR"], states_again["CosineWarmupLR"]
     assert lr_a["last_epoch"] == lr_w["last_epoch"] == MAX_STEPS
-    assert lr_a["last_lr"] == pytest.approx(lr_w["last_lr"], rel=1e-9)
+    assert lr_a["last_lr"] == lr_w["last_lr"]
     mac_w, mac_a = states_whole["MovingAverageCheckpoint"], states_again["MovingAverageCheckpoint"]
     assert mac_a["best_step"] == mac_w["best_step"]
-    assert mac_a["best_value"] == pytest.approx(mac_w["best_value"], rel=1e-5)
-    np.testing.assert_allclose(mac_a["values"], mac_w["values"], rtol=1e-5)
-    assert again_metrics == pytest.approx(whole_metrics, rel=1e-4, nan_ok=True)
+    assert mac_a["best_value"] == mac_w["best_value"] and list(mac_a["values"]) == list(mac_w["values"])
+    assert again_metrics.keys() == whole_metrics.keys()
+    assert all(
+        a == b or (a != a and b != b) for a, b in zip(again_metrics.values(), whole_metrics.values())
+    )  # NaN == NaN
 
 
 def test_csv_after_resume_has_each_step_once(uninterrupted, resumed):
@@ -382,8 +383,7 @@ def test_csv_after_resume_has_each_step_once(uninterrupted, resumed):
     assert [int(r["step"]) for r in rows] == list(range(1, MAX_STEPS + 1))
     _, whole_rows = read_csv(uninterrupted[0] / "exp" / "mlp" / "metrics.csv")
     for a, b in zip(rows, whole_rows):
-        assert float(a["lr"]) == pytest.approx(float(b["lr"]), rel=1e-6)
-        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
+        assert (a["lr"], a["loss"]) == (b["lr"], b["loss"])
 
 
 def test_visualdl_records_after_resume_are_continuous(resumed):

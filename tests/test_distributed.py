@@ -78,6 +78,24 @@ class SlowSteps(Callback):
         time.sleep(self.seconds)
 
 
+class HangOnRank1(Callback):
+    """Rank 1 hangs for real after step ``step`` (outside any collective, as a stuck data loader
+    or a deadlocked op would), noting the moment in PROBE_DIR/hang.json."""
+
+    def __init__(self, step: int = 3):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, task, model, metrics):
+        import time
+
+        if trainer.rank == 1 and trainer.global_step == self.step:
+            out = os.path.join(os.environ["PROBE_DIR"], "hang.json")
+            with open(out, "w") as f:
+                json.dump({"step": trainer.global_step, "at": time.time(), "pid": os.getpid()}, f)
+            while True:
+                time.sleep(3600)
+
+
 class StopOnRank1(Callback):
     """Asks for a stop on rank 1 only, after step 2: every rank must still end at that step."""
 
@@ -397,6 +415,91 @@ def test_a_stop_asked_by_one_rank_ends_every_rank_at_that_step(tmp_path):
     assert sorted(rank0["rows"]) == sorted(rank1["rows"]) == ["0", "1"]  # steps 1 and 2 on both ranks
     assert rank0["weights"] == rank1["weights"]
     assert load_checkpoint(tmp_path / "runs/dist/mlp/checkpoints/last.safetensors")["step"] == 2
+
+
+@pytest.mark.slow  # two ranks and a real hang: ~25 s with seqlab's limit, ~50 s with gloo's (CI runs it)
+@pytest.mark.parametrize("limit", ["4", None], ids=["SEQLAB_COLLECTIVE_TIMEOUT", "gloo-timeout"])
+def test_a_hung_rank_ends_the_run_within_the_timeout_with_a_line_naming_it(tmp_path, limit):
+    """Rank 1 hangs after step 3 while rank 0 goes on into the next collective. With
+    SEQLAB_COLLECTIVE_TIMEOUT=4 seqlab stops both ranks itself after 4 s without progress; unset
+    (30 minutes), Paddle's gloo timeout (fixed at 30 s on CPU) ends rank 0 first. Either way the
+    one error line names rank 1, not rank 0 (whose collective is what failed), and no process
+    of the run is left."""
+    from seqlab.checkpoint import load_checkpoint
+
+    e = Env(tmp_path)
+    recipe = yaml.safe_load(e.recipe.read_text())
+    recipe["trainer"]["callbacks"] = [{"class_path": "ddprobe.HangOnRank1", "init_args": {"step": 3}}]
+    e.recipe.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cmd = [*SEQLAB, "fit", "--recipe", str(e.recipe), "--runs", "mlp", "--trainer.devices", "2", "--no_report"]
+    cmd += ["--trainer.max_steps", "1000", "--trainer.val_every", "1000", "--trainer.save_every", "2"]
+    cmd += ["--trainer.root_dir", str(tmp_path / "runs")]
+    env = e.env("hang")
+    env.pop("SEQLAB_COLLECTIVE_TIMEOUT", None)
+    env.pop("PADDLE_PG_TIMEOUT", None)
+    if limit:
+        env["SEQLAB_COLLECTIVE_TIMEOUT"] = limit
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in live_pids(str(e.recipe)):
+            os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the hung rank was never noticed: the run waited forever")
+    ended = time.time()
+    hang = json.loads((tmp_path / "probe" / "hang" / "hang.json").read_text())
+    took = ended - hang["at"]
+    left = live_pids(str(e.recipe))
+    for pid in left:  # leave nothing behind for the next test, whatever the verdict
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"{len(left)} processes of the run outlived it"
+    assert proc.returncode == 1, stderr[-4000:]
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: rank 1 of 2 hung: "), stderr[-4000:]
+    assert "workerlog.1" in lines[0] and lines[0].endswith("--ckpt_path last"), lines[0]
+    if limit:
+        assert "SEQLAB_COLLECTIVE_TIMEOUT=4" in lines[0], lines[0]
+        assert 4 <= took < 25, took  # seqlab's limit, well before gloo's 30 s
+    else:
+        assert "rank 0 timed out waiting for it" in lines[0], lines[0]
+        assert 25 <= took < 90, took
+    # The last checkpoint (step 2) is intact: nothing was written after the hang.
+    assert load_checkpoint(tmp_path / "runs/dist/mlp/checkpoints/last.safetensors")["step"] == 2
+    print(f"hung rank ({limit or 'gloo'}): the run ended {took:.1f} s after the hang")
+
+
+def test_the_rank_behind_is_named_and_a_bad_timeout_is_one_sentence():
+    from seqlab.errors import SeqlabError
+    from seqlab.launch import DEFAULT_TIMEOUT_S, behind, collective_timeout
+
+    assert behind({0: 11, 1: 10}) == [1]
+    assert behind({0: 7, 1: 9, 2: 7, 3: 9}) == [0, 2]
+    assert behind({0: 5, 1: 5}) == []  # nobody is behind: no rank can be blamed
+    assert collective_timeout({}) == DEFAULT_TIMEOUT_S == 1800.0
+    assert collective_timeout({"PADDLE_PG_TIMEOUT": "120000"}) == 120.0  # Paddle's setting, in ms
+    assert collective_timeout({"SEQLAB_COLLECTIVE_TIMEOUT": "7.5", "PADDLE_PG_TIMEOUT": "120000"}) == 7.5
+    for bad in ("soon", "0", "-3", "inf"):
+        with pytest.raises(SeqlabError, match="SEQLAB_COLLECTIVE_TIMEOUT"):
+            collective_timeout({"SEQLAB_COLLECTIVE_TIMEOUT": bad})
+
+
+def test_the_heartbeat_counts_on_across_trainers_of_one_process(tmp_path):
+    """A recipe's runs are Trainers of one process: the second one's count goes on from the
+    first's, so a rank that ran more runs is never taken for one that fell behind."""
+    from seqlab.distributed import Heartbeat, heartbeat_file, read_heartbeat
+
+    first, second = Heartbeat(1, str(tmp_path)), Heartbeat(1, str(tmp_path))
+    assert read_heartbeat(heartbeat_file(tmp_path, 1)) is None
+    for _ in range(3):
+        first.beat()
+    second.beat()
+    assert read_heartbeat(heartbeat_file(tmp_path, 1)) == 4
+    Heartbeat(0, "").beat()  # no folder: nothing written, nothing raised
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank1.beat"]
 
 
 def test_of_ranks_ending_together_the_one_that_aborted_is_not_named_the_cause():

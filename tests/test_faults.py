@@ -46,15 +46,20 @@ class SlowSave(Callback):
 
 
 class CrashMidWrite(Callback):
-    """At step ``step``, the process dies (SIGKILL) with half the checkpoint file written."""
+    """At step ``step``, the process dies (SIGKILL) with half the checkpoint file written; with
+    ``once`` (a file's path), only the first time: that file marks that it happened."""
 
-    def __init__(self, step: int = 10):
+    def __init__(self, step: int = 10, once: str = ""):
         self.step = step
+        self.once = once
 
     def on_save_checkpoint(self, trainer, task, model, checkpoint):
-        if trainer.global_step != self.step:
-            return
         import os, signal, tempfile
+
+        if trainer.global_step != self.step or (self.once and os.path.exists(self.once)):
+            return
+        if self.once:
+            open(self.once, "w").close()
         import safetensors.numpy
         real = safetensors.numpy.save_file
 
@@ -170,19 +175,30 @@ def vdl_points(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("model, kills", [("mlp", 3), ("rwkv7", 5)])
 def test_kill9_at_random_steps_then_resume_is_bit_identical(tmp_path, model, kills):
-    """kill -9 at random steps (between checkpoints too), resume each time with --ckpt_path last."""
-    recipe = write_recipe(tmp_path, {model: {"model": MODELS[model]}})
+    """kill -9 at random steps (between checkpoints too), resume each time with --ckpt_path last.
+    The moving-average best checkpoint (window 3 on train/loss) exists before the later kills, so
+    its saved state crosses the resumes too: it ends equal to the uninterrupted run's."""
+    callbacks = [
+        {"class_path": "faultkit.SlowSteps", "init_args": {"seconds": 0.05}},
+        {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}},
+        {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 3}},
+    ]
+    recipe = write_recipe(tmp_path, {model: {"model": MODELS[model]}}, callbacks=callbacks)
     straight = fit("--recipe", recipe, "--trainer.root_dir", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr
 
     root = tmp_path / "killed"
     steps = sorted(random.Random(kills).sample(range(2, 37), kills))
+    steps[-1] = max(steps[-1], 14)  # the last kill comes after a best checkpoint was written
+    had_best = []
     for i, step in enumerate(steps):
         resume = ["--ckpt_path", "last"] if i else []
         job = Seqlab("fit", "--recipe", recipe, "--trainer.root_dir", root, *resume)
         job.wait_for_step(step)
         job.proc.send_signal(signal.SIGKILL)
         assert job.proc.wait(timeout=30) == -signal.SIGKILL
+        had_best.append((root / "faults" / model / "checkpoints/best.safetensors").exists())
+    assert had_best[-1], "a best checkpoint was there before the last kill"
     done = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last")
     assert done.returncode == 0, done.stderr
 
@@ -196,6 +212,22 @@ def test_kill9_at_random_steps_then_resume_is_bit_identical(tmp_path, model, kil
     assert [r.get("val_loss") for r in rows_b] == [r.get("val_loss") for r in rows_a]
     assert vdl_points(killed_dir, "train/loss") == vdl_points(straight_dir, "train/loss")
     assert [s for s, _ in vdl_points(killed_dir, "train/loss")] == list(range(1, 41))
+    assert_same_checkpoints(killed_dir / "checkpoints", straight_dir / "checkpoints")
+
+
+def assert_same_checkpoints(a: Path, b: Path) -> None:
+    """The last and best checkpoints of two runs hold the same step, weights, optimizer state
+    and callback states (the moving average's values and best among them), compared exactly."""
+    from seqlab.checkpoint import load_checkpoint
+
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())  # no temp file
+    for name in ("last.safetensors", "best.safetensors"):
+        x, y = load_checkpoint(a / name), load_checkpoint(b / name)
+        assert x["step"] == y["step"], name
+        assert x["callbacks"] == y["callbacks"], name  # plain numbers: == is exact
+        assert x.get("meta") == y.get("meta"), name
+        for key in y["model"]:
+            assert np.array_equal(x["model"][key], y["model"][key]), (name, key)
 
 
 @pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
@@ -299,7 +331,8 @@ def test_nonfinite_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(tmp
 @pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
 def test_a_crash_in_the_middle_of_a_checkpoint_write_loses_nothing(tmp_path):
     """Killed with half of last.safetensors.tmp written: the previous last and best still load,
-    the half file is never taken for a checkpoint, and the resume continues from the previous last."""
+    the half file is never taken for a checkpoint, and the resume, with the same callbacks,
+    continues from the previous last to the uninterrupted run's losses and checkpoints."""
     from seqlab.checkpoint import load_checkpoint
 
     recipe = write_recipe(
@@ -309,7 +342,7 @@ def test_a_crash_in_the_middle_of_a_checkpoint_write_loses_nothing(tmp_path):
         save_every=4,
         max_steps=16,
         callbacks=[
-            {"class_path": "faultkit.CrashMidWrite", "init_args": {"step": 12}},
+            {"class_path": "faultkit.CrashMidWrite", "init_args": {"step": 12, "once": str(tmp_path / "crashed")}},
             {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 2}},
         ],
     )
@@ -323,8 +356,97 @@ def test_a_crash_in_the_middle_of_a_checkpoint_write_loses_nothing(tmp_path):
     assert partial, "the half-written file is there"
     refused = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", partial[0])
     assert refused.returncode == 2 and refused.stderr.startswith("error: "), refused.stderr
-    resumed = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last", "--trainer.callbacks", "[]")
+    # The same recipe, callbacks and all (CrashMidWrite has crashed once and now does nothing).
+    straight = fit("--recipe", recipe, "--trainer.root_dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    resumed = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed mlp from" in resumed.stderr and "at step 8" in resumed.stderr, resumed.stderr
+    assert "callback" not in resumed.stderr.lower(), resumed.stderr  # no "changed callbacks" warning
     _, rows = csv_rows(root / "faults/mlp")
+    _, straight_rows = csv_rows(tmp_path / "straight/faults/mlp")
     assert [int(r["step"]) for r in rows] == list(range(1, 17))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in straight_rows]  # exact reprs
+    assert_same_checkpoints(ckpts, tmp_path / "straight/faults/mlp/checkpoints")  # the half file is gone
+
+
+# ~6 processes, ~40 s here: `make test-slow` (CI runs it)
+@pytest.mark.slow
+def test_kill9_at_a_random_moment_mid_step_or_mid_save_then_resume_is_bit_identical(tmp_path):
+    """No sleep to aim at: the child trains flat out and writes `last` after every step (and
+    `best` often), and SIGKILL comes after a random delay, so it lands inside a step or inside a
+    checkpoint write, wherever the child happens to be. Each time, every checkpoint file left
+    loads, and the run resumes from it; in the end the losses and checkpoints are the
+    uninterrupted run's, and no temporary file is left."""
+    from seqlab.checkpoint import load_checkpoint
+
+    callbacks = [
+        {"class_path": "GradientClip", "init_args": {"max_norm": 1.0}},
+        {"class_path": "MovingAverageCheckpoint", "init_args": {"window": 1}},
+    ]
+    recipe = write_recipe(
+        tmp_path,
+        {"mlp": {"model": MODELS["mlp"]}},
+        slow=0.0,
+        max_steps=300,
+        save_every=1,
+        val_every=100,
+        callbacks=callbacks,
+    )
+    straight = fit("--recipe", recipe, "--trainer.root_dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    root = tmp_path / "killed"
+    ckpts = root / "faults/mlp/checkpoints"
+    draw = random.Random()
+    seed = draw.randrange(2**32)
+    draw.seed(seed)
+    kills = []
+    for i in range(4):
+        resume = ["--ckpt_path", "last"] if i else []
+        job = Seqlab("fit", "--recipe", recipe, "--trainer.root_dir", root, *resume)
+        # From step 2 on, step 1's checkpoint is whole: it trains and saves after every step.
+        first = job.wait_for(lambda line: _step_of(line) >= 2)
+        time.sleep(draw.uniform(0.05, 1.0))
+        job.proc.send_signal(signal.SIGKILL)
+        code = job.proc.wait(timeout=30)
+        if code != -signal.SIGKILL:  # finished before the kill: the draw was too late
+            break
+        names = sorted(p.name for p in ckpts.iterdir())
+        kills.append((_step_of(first), load_checkpoint(ckpts / "last.safetensors")["step"], names))
+        for name in names:  # whatever is there: a whole checkpoint, or a temp file never taken for one
+            if not name.endswith(".tmp"):
+                assert load_checkpoint(ckpts / name)["step"] >= 1, (seed, name)
+    assert len(kills) >= 2, (seed, kills)
+    assert kills[-1][1] < 300, (seed, kills)
+    done = fit("--recipe", recipe, "--trainer.root_dir", root, "--ckpt_path", "last")
+    assert done.returncode == 0, (seed, done.stderr)
+    _, rows = csv_rows(root / "faults/mlp")
+    _, straight_rows = csv_rows(tmp_path / "straight/faults/mlp")
+    assert [int(r["step"]) for r in rows] == list(range(1, 301)), seed
+    assert [r["loss"] for r in rows] == [r["loss"] for r in straight_rows], seed
+    assert_same_checkpoints(ckpts, tmp_path / "straight/faults/mlp/checkpoints")
+    print(f"random kills (seed {seed}): (first step seen, last saved step, files) {kills}")
+
+
+def test_a_signal_during_the_first_forward_is_reported_as_the_signal(tmp_path):
+    """A SIGINT that lands in preflight's first forward pass stays a TrainingInterrupted (exit 130,
+    "stopped by SIGINT"), not "the model cannot read the task's rows"."""
+    import signal
+
+    import paddle
+
+    from seqlab.interrupts import TrainingInterrupted
+    from seqlab.preflight import check_forward
+    from seqlab.tasks.reverse_digits import ReverseDigits
+
+    class Interrupted(paddle.nn.Layer):
+        vocab_size = 14
+
+        def forward(self, tokens):
+            raise TrainingInterrupted(
+                signal.SIGINT, "stopped by SIGINT outside training; nothing was left half-written."
+            )
+
+    task = ReverseDigits(digit_max=8, seq_len=33, batch_size=2, eval_samples=4, probe_samples=1)
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGINT"):
+        check_forward(task, Interrupted(), "mlp")

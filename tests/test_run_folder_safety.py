@@ -181,6 +181,25 @@ def test_names_from_a_recipe_that_would_leave_root_dir_are_refused(tmp_path, run
     assert files_under(tmp_path) == ["recipe", "recipe/tiny.yaml"]
 
 
+def test_a_resume_removes_what_dead_writers_left_of_files_never_written_again(tiny_run, tmp_path, run_seqlab):
+    """A kill -9 during a write of `best` leaves its temp file; if `best` is not written again,
+    only the resume's start, which removes dead writers' temp files, leaves checkpoints/ clean."""
+    recipe, finished = tiny_run
+    root = tmp_path / "runs"
+    shutil.copytree(finished, root)
+    checkpoints = root / "tiny/mlp/checkpoints"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = checkpoints / f"best.safetensors.{dead.pid}.0badcafe.tmp"
+    live = checkpoints / f"best.safetensors.{os.getppid()}.0badcafe.tmp"  # a live writer's is kept
+    stale.write_text("half")
+    live.write_text("half")
+    args = ("fit", "--recipe", recipe, "--trainer.root_dir", root, "--no_report", "--ckpt_path", "last")
+    code, _, err = run_seqlab(*args, "--trainer.max_steps", 7)
+    assert code == 0, err
+    assert not stale.exists() and live.exists()
+
+
 def test_overwrite_deletes_only_a_run_folder_seqlab_marked(tiny_run, tmp_path, run_seqlab):
     recipe, finished = tiny_run
     root = tmp_path / "runs"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from seqlab.checkpoint.format import CONVERT_COMMAND, LEGACY_SUFFIX, SUFFIX
 from seqlab.errors import SeqlabError
+from seqlab.io import remove_dead_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def checkpoint_file(directory: str | os.PathLike, alias: str) -> Path:
 
 def prepare_run_dir(run_dir: Path, fresh: bool, overwrite: bool) -> None:
     """Before a fit writes: lock the folder (:func:`lock_run_dir`), a fresh run claims it (see
-    :func:`claim_run_dir`), mark a folder seqlab made, make checkpoints/."""
+    :func:`claim_run_dir`), mark a folder seqlab made, make checkpoints/ and remove what writers
+    killed mid-write left there (a best checkpoint, say, that is not written again)."""
     run_dir = Path(run_dir)
     made = _is_empty(run_dir)  # seqlab makes it now (an empty folder holds nothing to lose)
     lock_run_dir(run_dir)
@@ -46,6 +48,7 @@ def prepare_run_dir(run_dir: Path, fresh: bool, overwrite: bool) -> None:
     if made:
         (run_dir / MARKER_FILE).write_text("a run folder seqlab created; --trainer.overwrite may empty it\n")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    remove_dead_temp_files(run_dir / "checkpoints")
 
 
 def check_claim(run_dir: Path, overwrite: bool) -> None:

@@ -8,6 +8,7 @@ task or configuration is refused with the mismatch named before anything is chan
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -273,7 +274,8 @@ def _check_callback_states(callbacks, states: dict[str, Any], path) -> None:
         except Exception:
             continue  # a callback that cannot be copied is checked when it is restored
         try:
-            trial.load_state_dict(state)
+            with _quiet():  # its warnings (e.g. another window) come once, from the real restore
+                trial.load_state_dict(state)
         except SeqlabError as exc:
             raise SeqlabError(f"checkpoint '{path}': {exc}") from None
         except Exception as exc:
@@ -282,6 +284,17 @@ def _check_callback_states(callbacks, states: dict[str, Any], path) -> None:
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); the file is "
                 "corrupt or was written by another version of the callback: pass another --ckpt_path."
             ) from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Warnings and lower are dropped for the duration (a trial load repeats the real one)."""
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.WARNING))
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def _check_run_folder(trainer, ckpt: dict[str, Any], path: Path) -> None:
