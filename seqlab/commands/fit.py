@@ -9,7 +9,16 @@ import paddle
 from jsonargparse import ArgumentParser
 
 from seqlab.commands import Command, Invocation, echo
-from seqlab.commands._runs import Runs, add_parallel_flag, add_recipe_flags, instantiate, parse_runs, print_recipe
+from seqlab.commands._runs import (
+    Runs,
+    add_executor_flags,
+    add_parallel_flag,
+    add_recipe_flags,
+    check_executor_flags,
+    instantiate,
+    parse_runs,
+    print_recipe,
+)
 from seqlab.distributed import launched
 from seqlab.errors import SeqlabError
 from seqlab.interrupts import TrainingInterrupted
@@ -21,10 +30,12 @@ log = logging.getLogger("seqlab")
 def flags(parser: ArgumentParser) -> None:
     add_recipe_flags(parser)
     add_parallel_flag(parser)
+    add_executor_flags(parser)
     parser.add_argument("--no_report", action="store_true", help="Skip report.md and the plots after the runs.")
 
 
 def fit(call: Invocation) -> int:
+    check_executor_flags(call.args)
     runs = parse_runs(call.name, call.args, call.overrides)
     if call.args.print_config:
         return print_recipe(runs)
@@ -35,12 +46,20 @@ def fit(call: Invocation) -> int:
         trainer.preflight(task, model, spec.config.ckpt_path)
     root = built[0][3].root_dir / runs.experiment
     devices = _devices(runs)
+    if devices > 1 and call.args.executor == "ray":
+        raise SeqlabError(
+            f"--executor ray runs each run as one Ray task on --ray_num_cpus CPUs; it does not launch "
+            f"--trainer.devices {devices} data-parallel ranks. Use one of the two: drop --executor ray, "
+            "or set --trainer.devices 1."
+        )
     if devices > 1 and not launched():
         from seqlab.launch import run_launched
 
         return run_launched(devices, ["fit", *call.argv], resume_command(call.argv), echo=echo)
-    if runs.parallel > 1 and len(built) > 1:
-        _fit_in_parallel(runs, call.argv)
+    if call.args.executor == "ray":  # asked for by name: even one run goes to the cluster
+        _fit_in_parallel(runs, call.argv, call.args, [trainer.run_dir for _, _, _, trainer in built])
+    elif runs.parallel > 1 and len(built) > 1:
+        _fit_in_parallel(runs, call.argv, call.args)
     else:
         for spec, task, model, trainer in built:
             log.info(
@@ -111,7 +130,15 @@ def child_command(runs: Runs, run: str) -> list[str]:
     return ["fit", "--recipe", runs.recipe, "--runs", run, "--no_report", "--protocol", runs.protocol, *runs.overrides]
 
 
-def _fit_in_parallel(runs: Runs, argv: list[str]) -> None:
-    """One child process per run (``seqlab fit --runs <run>``), ``runs.parallel`` at a time."""
+def _fit_in_parallel(runs: Runs, argv: list[str], args, folders: list | None = None) -> None:
+    """One child process per run (``seqlab fit --runs <run>``), ``runs.parallel`` at a time; or,
+    with ``--executor ray``, one Ray task per run (``folders``: the run folders, whose results
+    come home from the workers)."""
     jobs = [(spec.name, child_command(runs, spec.name)) for spec in runs.specs]
-    run_in_children(jobs, runs.parallel, resume_command(argv), echo=echo)
+    if args.executor == "ray":
+        from seqlab.ray_executor import run_on_ray
+
+        at = [(label, command, folder) for (label, command), folder in zip(jobs, folders)]
+        run_on_ray(at, resume_command(argv), args.ray_address, args.ray_num_cpus, echo=echo)
+    else:
+        run_in_children(jobs, runs.parallel, resume_command(argv), echo=echo)
