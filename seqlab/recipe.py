@@ -20,7 +20,10 @@ One run's settings are the shared part deep-merged with the run's own, then with
 protocol's overrides for it (the recipe's ``protocols.<name>``, then the run's). A protocol is
 a name of :data:`seqlab.summary.PROTOCOLS`, which the report explains; ``best`` needs no
 overrides (the Trainer tests on the best checkpoint by default), any other protocol must be
-declared for every run it is chosen for. ``parallel``, ``protocol`` and ``settings`` are
+declared for every run it is chosen for, except ``uniform``: it needs no declaration, and after
+any declared overrides it gives every run the same optimizer rules (:func:`uniform_rules`:
+AdamW, decay 0.1 on the matrices only, clipping at 1.0, cosine with warmup, the best checkpoint;
+each run keeps its own ``lr``). ``parallel``, ``protocol`` and ``settings`` are
 recipe-level keys: inside a run they are an error naming where they belong.
 
 A saved ``runs/<experiment>/<run>/config.yaml`` is a recipe of one run (no ``runs`` key): its
@@ -46,11 +49,18 @@ import yaml
 
 from seqlab.errors import SeqlabError
 from seqlab.io import check_name
+from seqlab.optim import UNIFORM_CLIP, UNIFORM_DESCRIPTION, UNIFORM_MIN_LR, UNIFORM_OPTIMIZER, UNIFORM_WARMUP
 from seqlab.registry import MODELS, TASKS
 from seqlab.summary import PROTOCOLS
 
 RUN_KEYS = ("task", "model", "trainer", "ckpt_path")
 DEFAULT_PROTOCOL = "best"
+UNIFORM = "uniform"
+#: Every protocol a recipe may choose: the two of :data:`seqlab.summary.PROTOCOLS`, which say which
+#: weights are tested, and ``uniform``, which also sets every run's optimizer rules (see below).
+KNOWN_PROTOCOLS = {**PROTOCOLS, UNIFORM: UNIFORM_DESCRIPTION}
+# The callbacks ``uniform`` replaces: seqlab's LR schedules and gradient clipping, by any of their names.
+_RULE_CALLBACKS = {"GradientClip", "ConstantLR", "CosineWarmupLR", "gradient_clip", "constant_lr", "cosine_warmup_lr"}
 # Keys of the recipe as a whole, and where each belongs when a run names it.
 _RECIPE_KEYS = {
     "parallel": "it is the recipe's (runs trained at once): move it to the recipe's top level or pass --parallel N",
@@ -101,10 +111,10 @@ class Recipe:
     def protocol(self, given: str | None) -> str:
         """``--protocol`` if given, else the recipe's ``protocol``, else ``best``; a known name."""
         protocol = given or self.shared.get("protocol") or DEFAULT_PROTOCOL
-        if protocol not in PROTOCOLS:
+        if protocol not in KNOWN_PROTOCOLS:
             raise SeqlabError(
                 f"protocol {protocol!r} is not known; use one of: "
-                + "; ".join(f"'{k}' ({v})" for k, v in PROTOCOLS.items())
+                + "; ".join(f"'{k}' ({v})" for k, v in KNOWN_PROTOCOLS.items())
                 + "."
             )
         return protocol
@@ -129,21 +139,62 @@ class Recipe:
         protocols = merged.pop("protocols", None) or {}
         _expect_mapping(protocols, where, "protocols")
         for name, overrides in protocols.items():
-            if name not in PROTOCOLS:
+            if name not in KNOWN_PROTOCOLS:
                 raise SeqlabError(
-                    f"{where}: protocols.{name} is not a known protocol; declare some of: {', '.join(PROTOCOLS)}."
+                    f"{where}: protocols.{name} is not a known protocol; declare some of: {', '.join(KNOWN_PROTOCOLS)}."
                 )
             _expect_mapping(overrides, where, f"protocols.{name}")
             _no_recipe_keys(overrides or {}, f"recipe '{self.path}'", f"protocols.{name}")
         if protocol in protocols:
             merged = deep_merge(merged, protocols[protocol] or {})
-        elif protocol != DEFAULT_PROTOCOL and not (self.single_run and protocol == self.shared.get("protocol")):
+        elif protocol not in (DEFAULT_PROTOCOL, UNIFORM) and not (
+            self.single_run and protocol == self.shared.get("protocol")
+        ):
             raise SeqlabError(
                 f"{where}: protocol '{protocol}' is not declared for this run; say what it means under "
                 f"`protocols: {{{protocol}: ...}}` in the recipe or the run (see recipes/reverse_digits.yaml), "
                 "or choose --protocol best."
             )
+        if protocol == UNIFORM:  # after the declared overrides: they may set an lr, never the rules
+            merged = uniform_rules(merged, where)
         return _prepare_run_dict(self.name, run, merged, where)
+
+
+def uniform_rules(merged: dict[str, Any], where: str) -> dict[str, Any]:
+    """One run's settings under ``protocol: uniform``: the same optimizer rules as every other run.
+
+    The run keeps its own ``lr`` (the knob a sweep tunes per model) and every callback that is not
+    an LR schedule or gradient clipping; its optimizer settings become :data:`UNIFORM_OPTIMIZER`
+    (AdamW, decay 0.1 on the matrices only), its schedule and clipping become
+    ``GradientClip(max_norm=1.0)`` then ``CosineWarmupLR(warmup_steps=0.05, min_lr=1e-6)``, and it
+    is tested on its best checkpoint. The schedule comes last in the run's callbacks, so an
+    override ``--trainer.callbacks.init_args.warmup_steps 0.1`` changes its warmup (jsonargparse
+    sets an ``init_args`` key on the list's last callback); ``seqlab sweep`` takes it as an
+    override (one sweep, i.e. one ``--trainer.experiment``, per value), not yet as a ``--grid`` key,
+    since its check of grid values parses the run with the default callbacks appended.
+    """
+    merged = copy.deepcopy(merged)
+    trainer = merged.setdefault("trainer", {}) or {}
+    merged["trainer"] = trainer
+    optimizer = trainer.get("optimizer") or {}
+    _expect_mapping(optimizer, where, "trainer.optimizer")
+    trainer["optimizer"] = {**optimizer, **copy.deepcopy(UNIFORM_OPTIMIZER)}
+    callbacks = trainer.get("callbacks") or []
+    if not isinstance(callbacks, list):
+        raise SeqlabError(f"{where}: 'trainer.callbacks' must be a list, got {type(callbacks).__name__}.")
+    kept = [c for c in callbacks if _callback_name(c) not in _RULE_CALLBACKS]
+    trainer["callbacks"] = [
+        *kept,
+        {"class_path": "GradientClip", "init_args": {"max_norm": UNIFORM_CLIP}},
+        {"class_path": "CosineWarmupLR", "init_args": {"warmup_steps": UNIFORM_WARMUP, "min_lr": UNIFORM_MIN_LR}},
+    ]
+    trainer["test_checkpoint"] = "best"
+    return merged
+
+
+def _callback_name(callback: Any) -> str:
+    path = callback if isinstance(callback, str) else (callback or {}).get("class_path", "")
+    return str(path).rsplit(".", 1)[-1]
 
 
 def packaged_recipes() -> dict[str, Path]:

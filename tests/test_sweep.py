@@ -178,3 +178,30 @@ def test_a_metric_named_without_a_direction_takes_its_own():
         assert not higher_is_better(name), name
     for name in ("masked_acc", "exact_acc", "val100_masked_acc", "my_metric"):
         assert higher_is_better(name), name
+
+
+@pytest.mark.slow  # several processes or a whole recipe: `make test-slow` (CI runs it)
+def test_test_seeds_train_the_winner_at_new_seeds_reported_apart(recipe, tmp_path):
+    root = tmp_path / "runs"
+    args = ["--runs", "mlp", "--grid", "trainer.optimizer.lr=1e-3,3e-3", "--seeds", "2", "--test_seeds", "1"]
+    result = subprocess.run(
+        [*SEQLAB, "sweep", "--recipe", str(recipe), *args, "--prior_points", "mlp=5", "--trainer.root_dir", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = root / "tiny" / "sweep"
+    manifest = json.loads((folder / "sweep.json").read_text())
+    results = json.loads((folder / "results.json").read_text())
+    [model] = results["models"]
+    winner = model["settings"]["trainer.optimizer.lr"]
+    assert manifest["held_out"] == [f"mlp-lr={winner}-seed44"]  # base 42 + 2 selection seeds
+    assert (folder / f"mlp-lr={winner}-seed44" / "metrics.json").is_file()
+    assert not list(folder.glob("mlp-lr=*-seed45"))
+    assert model["selection_seeds"] == [42, 43] and model["test_seeds"] == [44]
+    assert model["tuning_budget"] == {"points_in_this_sweep": 4, "prior_points": 5, "total": 9}
+    held = json.loads((folder / f"mlp-lr={winner}-seed44" / "metrics.json").read_text())
+    assert model["test"]["masked_acc"]["values"] == [held["masked_acc"]]
+    assert "44 (held out)" in (folder / "report.md").read_text()

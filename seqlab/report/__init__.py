@@ -23,6 +23,8 @@ The package is split by job: :mod:`~seqlab.report.runs` reads the run folders,
 :mod:`~seqlab.report.spec` decides what to show and in which order, :mod:`~seqlab.report.markdown`
 writes report.md's text and :mod:`~seqlab.report.plots` draws the PNGs (Agg canvas, no ``pyplot``,
 so importing the report in a notebook changes nothing there). This module ties them together.
+:mod:`~seqlab.report.stats` holds the small-sample statistics the sweep report uses (Student t
+intervals, Welch's test; pure Python, no SciPy).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import re
 from typing import Optional
 
 from seqlab import text
+from seqlab.optim import UNIFORM_DESCRIPTION
 from seqlab.report.runs import RunData
 from seqlab.summary import PROTOCOLS, ReportSpec
 
@@ -114,9 +115,7 @@ def render_markdown(
     notes += [f"{footnotes[c.key]} {c.nan_note}" for c in spec.columns if c.key in footnotes]
     protocols = sorted({r.summary.protocol for r in finished if r.summary.protocol})
     if protocols:
-        notes.append(
-            "Tested weights, protocol " + "; ".join(f"`{p}`: {PROTOCOLS.get(p, 'unknown')}" for p in protocols) + "."
-        )
+        notes.append("Tested weights, protocol " + "; ".join(f"`{p}`: {_protocol_text(p)}" for p in protocols) + ".")
     for note in notes:
         lines += [note, ""]
     if unfinished:
@@ -136,3 +135,8 @@ def render_markdown(
         else:
             lines += ["(no samples.txt)", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _protocol_text(name: str) -> str:
+    """What a protocol means; ``uniform`` (the same optimizer rules for every run) is seqlab.optim's."""
+    return {**PROTOCOLS, "uniform": UNIFORM_DESCRIPTION}.get(name, "unknown")

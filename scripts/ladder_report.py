@@ -1,0 +1,165 @@
+"""The budget ladder's table and plot: test accuracy against training tokens and wall-clock seconds.
+
+Reads the rungs that scripts/reverse_digits_ladder.sh leaves, ``LADDER/x<k>/sweep/<point>/``
+(each point's ``metrics.json`` and ``config.yaml``; the sweep's ``sweep.json`` names its points),
+and writes into ``LADDER``:
+
+- ``ladder.md``: per model and rung, the training tokens, the seeds, the test metric's mean,
+  sample std and Student t 95% interval (seqlab.report.stats), and the mean wall time per run;
+- ``ladder.png``: the metric against training tokens (left) and wall-clock seconds on this
+  machine (right), one line per model, the intervals as error bars;
+- ``ladder.json``: every figure above and the per-seed values behind it.
+
+    .venv/bin/python scripts/ladder_report.py runs/reverse_digits_cpu_ladder/uniform [--metric masked_acc]
+
+Training tokens are steps x batch_size x (seq_len - 1), from each point's resolved config (the
+figure the recipe's "5.3M tokens" counts); a point without a config falls back to
+tokens_per_s x train_time_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+from seqlab.io import atomic_write_text
+from seqlab.report import save_figure
+from seqlab.report.stats import INTERVAL_METHOD, mean_interval
+from seqlab.summary import RunSummary
+
+RUNG = re.compile(r"x(\d+(?:\.\d+)?)")
+
+
+def training_tokens(point: Path, summary: RunSummary) -> float | None:
+    config = point / "config.yaml"
+    if config.is_file():
+        data = yaml.safe_load(config.read_text()) or {}
+        task = (data.get("task") or {}).get("init_args") or {}
+        if task.get("batch_size") and task.get("seq_len"):
+            return float(summary.steps * int(task["batch_size"]) * (int(task["seq_len"]) - 1))
+    if summary.tokens_per_s and summary.train_time_s:
+        return summary.tokens_per_s * summary.train_time_s
+    return None
+
+
+def collect(ladder: Path, metric: str) -> list[dict]:
+    """One row per (model, rung): its finished points' tokens, wall times and test ``metric``."""
+    rows = []
+    rungs = sorted(
+        (p for p in ladder.iterdir() if p.is_dir() and RUNG.fullmatch(p.name)), key=lambda p: float(p.name[1:])
+    )
+    for rung in rungs:
+        manifest = rung / "sweep" / "sweep.json"
+        if not manifest.is_file():
+            continue
+        by_run: dict[str, list[tuple[int, Path, RunSummary]]] = {}
+        for name, info in json.loads(manifest.read_text())["points"].items():
+            path = rung / "sweep" / name
+            if (path / RunSummary.FILENAME).is_file():
+                by_run.setdefault(info["run"], []).append(
+                    (int(info["seed"]), path, RunSummary.read(path / RunSummary.FILENAME))
+                )
+        for run, points in by_run.items():
+            points.sort(key=lambda p: p[0])
+            values = [s.test.get(metric) for _, _, s in points]
+            values = [float(v) for v in values if isinstance(v, (int, float)) and v == v]
+            tokens = [training_tokens(path, s) for _, path, s in points]
+            walls = [s.wall_time_s for _, _, s in points if s.wall_time_s is not None]
+            iv = mean_interval(values)
+            rows.append(
+                {
+                    "run": run,
+                    "rung": float(rung.name[1:]),
+                    "seeds": [seed for seed, _, _ in points],
+                    "tokens": statistics.fmean(t for t in tokens if t is not None) if any(tokens) else None,
+                    "wall_time_s": walls,
+                    "mean_wall_time_s": statistics.fmean(walls) if walls else None,
+                    metric: None if iv is None else {**iv.to_dict(), "values": values},
+                }
+            )
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:.2f}"
+
+
+def write(ladder: Path, metric: str) -> list[Path]:
+    rows = collect(ladder, metric)
+    if not rows:
+        raise SystemExit(f"{ladder}: no finished rung (x<k>/sweep/ with metrics.json files); run the ladder first.")
+    lines = [
+        f"# Budget ladder: {ladder}",
+        "",
+        f"Test `{metric}` per model and rung (a multiple of the recipe's training tokens). Mean, sample "
+        f"std (n-1) and 95% interval ({INTERVAL_METHOD}), in percent; wall time is the mean per run on "
+        "this machine.",
+        "",
+        f"| model | rung | training tokens | seeds | {metric}: mean | sample std | 95% interval (t) | wall time per run (s) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["run"], r["rung"])):
+        iv = r[metric] or {}
+        lo, hi = (iv.get("ci") or [None, None])[:2]
+        interval = "—" if lo is None else f"[{_pct(lo)}, {_pct(hi)}]"
+        tokens = "—" if r["tokens"] is None else f"{r['tokens'] / 1e6:.1f}M"
+        wall = "—" if r["mean_wall_time_s"] is None else f"{r['mean_wall_time_s']:.0f}"
+        lines.append(
+            f"| {r['run']} | {r['rung']:g}x | {tokens} | {', '.join(map(str, r['seeds']))} | "
+            f"{_pct(iv.get('mean'))} | {_pct(iv.get('sample_std'))} | {interval} | {wall} |"
+        )
+    lines += ["", "![accuracy against training tokens and wall-clock seconds](ladder.png)", ""]
+    atomic_write_text(ladder / "ladder.md", "\n".join(lines))
+    atomic_write_text(
+        ladder / "ladder.json",
+        json.dumps({"metric": metric, "interval_method": INTERVAL_METHOD, "rows": rows}, indent=2) + "\n",
+    )
+    _plot(rows, metric, ladder / "ladder.png")
+    return [ladder / "ladder.md", ladder / "ladder.json", ladder / "ladder.png"]
+
+
+def _plot(rows: list[dict], metric: str, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for run in dict.fromkeys(r["run"] for r in rows):
+        mine = sorted((r for r in rows if r["run"] == run and r[metric]), key=lambda r: r["rung"])
+        for ax, x_key in zip(axes, ("tokens", "mean_wall_time_s")):
+            pts = [r for r in mine if r[x_key] is not None]
+            if not pts:
+                continue
+            ys = [r[metric]["mean"] for r in pts]
+            err = [
+                [m - (r[metric]["ci"][0] if r[metric]["ci"][0] is not None else m) for m, r in zip(ys, pts)],
+                [(r[metric]["ci"][1] if r[metric]["ci"][1] is not None else m) - m for m, r in zip(ys, pts)],
+            ]
+            ax.errorbar([r[x_key] for r in pts], ys, yerr=err, marker="o", capsize=4, linewidth=2, label=run)
+    for ax, label in zip(axes, ("training tokens", "wall-clock seconds per run (this machine)")):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, linestyle="--", alpha=0.5)
+    axes[0].set_ylabel(f"test {metric} (mean, 95% t interval)")
+    axes[0].legend()
+    fig.suptitle(f"Budget ladder: test {metric} against training budget")
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("ladder", type=Path, help="the ladder's folder, e.g. runs/reverse_digits_cpu_ladder/uniform")
+    parser.add_argument("--metric", default="masked_acc", help="the test metric to plot (default masked_acc)")
+    args = parser.parse_args(argv)
+    for path in write(args.ladder, args.metric):
+        sys.stdout.write(f"{path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

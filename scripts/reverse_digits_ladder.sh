@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The budget ladder of issue 26: each model at its chosen setting, trained on 1x, 4x and 16x the
+# CPU recipe's tokens (the LSTM 1x and 4x), 3 seeds each. Each rung is its own sweep,
+# runs/<EXPERIMENT>/x<k>/sweep; a sweep run again trains only the points that are missing, so this
+# script resumes (run it again after an interruption, or rung by rung: RUNGS="16").
+#     LRS="rwkv7=6e-3 transformer=3.2e-2 lstm=4e-3 mlp=4e-3" bash scripts/reverse_digits_ladder.sh
+#     .venv/bin/python scripts/ladder_report.py runs/reverse_digits_cpu_ladder/uniform
+# Settings (environment):
+#   LRS         RUN=LR pairs: each model's chosen rate (from the sweep's report); the models run
+#   PROTOCOL    uniform (default: the same optimizer rules for all) or best (the seed's rules)
+#   RUNGS       token multiples (default "1 4 16"); LSTM_RUNGS those the LSTM takes (default "1 4")
+#   SEEDS       seeds per rung (default 3: the recipe's seed, +1, +2)
+#   BASE_STEPS  the recipe's steps at 1x (default 1300: recipes/reverse_digits_cpu.yaml)
+#   RECIPE, EXPERIMENT, PARALLEL, SEQLAB, and EXTRA (more options for every sweep)
+# Validation and checkpoints keep the recipe's interval, so a 16x run validates 64 times.
+set -euo pipefail
+SEQLAB=${SEQLAB:-.venv/bin/seqlab}
+RECIPE=${RECIPE:-recipes/reverse_digits_cpu.yaml}
+PROTOCOL=${PROTOCOL:-uniform}
+EXPERIMENT=${EXPERIMENT:-reverse_digits_cpu_ladder/$PROTOCOL}
+RUNGS=${RUNGS:-"1 4 16"}
+LSTM_RUNGS=${LSTM_RUNGS:-"1 4"}
+SEEDS=${SEEDS:-3}
+BASE_STEPS=${BASE_STEPS:-1300}
+PARALLEL=${PARALLEL:-2}
+if [ -z "${LRS:-}" ]; then
+  echo "set LRS to each model's chosen rate, e.g. LRS='rwkv7=6e-3 transformer=3.2e-2 lstm=4e-3 mlp=4e-3'" >&2
+  exit 2
+fi
+read -r -a extra <<< "${EXTRA:-}"
+read -r -a seqlab <<< "$SEQLAB"
+for k in $RUNGS; do
+  runs=() grid=()
+  for pair in $LRS; do
+    run=${pair%%=*} lr=${pair#*=}
+    if [ "$run" = lstm ] && [[ " $LSTM_RUNGS " != *" $k "* ]]; then continue; fi
+    runs+=("$run") grid+=(--grid "$run:trainer.optimizer.lr=$lr")
+  done
+  [ ${#runs[@]} -gt 0 ] || continue
+  start=$(date +%s)
+  status=0
+  "${seqlab[@]}" sweep --recipe "$RECIPE" --protocol "$PROTOCOL" --parallel "$PARALLEL" \
+    --runs "$(IFS=,; echo "${runs[*]}")" --seeds "$SEEDS" "${grid[@]}" \
+    --trainer.experiment "$EXPERIMENT/x$k" --trainer.max_steps $((BASE_STEPS * k)) \
+    "${extra[@]}" || status=$?
+  echo "ladder rung x$k (${runs[*]}): $(( $(date +%s) - start )) s (exit $status)"
+  [ "$status" = 0 ] || failed=1  # the other rungs still run; the script exits 1 at the end
+done
+exit "${failed:-0}"

@@ -1,0 +1,110 @@
+"""The budget ladder: scripts/reverse_digits_ladder.sh on the tiny recipe (one sweep per rung), and
+scripts/ladder_report.py's table, plot and ladder.json from the rungs' files."""
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny import LSTM, MLP, tiny_recipe
+
+from seqlab.summary import RunSummary
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import ladder_report  # noqa: E402
+
+
+def _point(sweep, name, run, seed, steps, acc, wall):
+    (sweep / name).mkdir(parents=True)
+    summary = RunSummary(
+        run=name,
+        experiment="l",
+        model=run,
+        params=1,
+        steps=steps,
+        tested_checkpoint="best",
+        tested_step=steps,
+        wall_time_s=wall,
+        test={"masked_acc": acc},
+    )
+    (sweep / name / RunSummary.FILENAME).write_text(summary.to_json())
+    (sweep / name / "config.yaml").write_text(
+        yaml.safe_dump({"task": {"init_args": {"batch_size": 32, "seq_len": 129}}})
+    )
+    return {"run": run, "settings": {}, "seed": seed}
+
+
+def test_ladder_report_from_files(tmp_path):
+    values = {"1": [0.30, 0.40, 0.35], "4": [0.80, 0.90, 0.85]}
+    for k, accs in values.items():
+        sweep = tmp_path / f"x{k}" / "sweep"
+        points = {
+            f"transformer-seed{42 + i}": _point(
+                sweep, f"transformer-seed{42 + i}", "transformer", 42 + i, 1300 * int(k), a, 100.0 * int(k) + i
+            )
+            for i, a in enumerate(accs)
+        }
+        (sweep / "sweep.json").write_text(json.dumps({"grids": {}, "points": points}))
+    (tmp_path / "x16").mkdir()  # a rung not started yet: left out, no error
+    ladder_report.main([str(tmp_path)])
+    rows = json.loads((tmp_path / "ladder.json").read_text())["rows"]
+    assert [(r["run"], r["rung"]) for r in rows] == [("transformer", 1.0), ("transformer", 4.0)]
+    one, four = rows
+    assert one["tokens"] == 1300 * 32 * 128 and four["tokens"] == 4 * 1300 * 32 * 128  # 5.3M, 21.3M
+    assert one["masked_acc"]["mean"] == pytest.approx(0.35)
+    assert one["masked_acc"]["sample_std"] == pytest.approx(statistics.stdev([0.30, 0.40, 0.35]))
+    half = 4.302652729749752 * 0.05 / math.sqrt(3)  # t(0.975, 2) x s / sqrt(n), s = 0.05
+    assert one["masked_acc"]["ci"] == [pytest.approx(0.35 - half), pytest.approx(0.35 + half)]
+    assert four["mean_wall_time_s"] == pytest.approx(401.0)
+    table = (tmp_path / "ladder.md").read_text()
+    assert "| transformer | 4x | 21.3M | 42, 43, 44 | 85.00 | 5.00 |" in table
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow  # several processes: `make test-slow` (CI runs it)
+def test_the_ladder_script_runs_one_sweep_per_rung(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe({"mlp": MLP, "lstm": LSTM})))
+    env = dict(
+        os.environ,
+        PYTHONWARNINGS="ignore",
+        SEQLAB=f"{sys.executable} -m seqlab.cli",
+        RECIPE=str(recipe),
+        LRS="mlp=3e-3 lstm=2e-3",
+        RUNGS="1 2",
+        LSTM_RUNGS="1",
+        SEEDS="2",
+        BASE_STEPS="6",
+        EXPERIMENT="tiny_ladder",
+        EXTRA=f"--trainer.root_dir {tmp_path / 'runs'}",
+    )
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts/reverse_digits_ladder.sh")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ladder rung x2 (mlp): " in result.stdout
+    ladder = tmp_path / "runs" / "tiny_ladder"
+    done = sorted(p.parent.relative_to(ladder).as_posix() for p in ladder.glob("x*/sweep/*/metrics.json"))
+    assert done == [
+        "x1/sweep/lstm-lr=2e-3-seed42",
+        "x1/sweep/lstm-lr=2e-3-seed43",
+        "x1/sweep/mlp-lr=3e-3-seed42",
+        "x1/sweep/mlp-lr=3e-3-seed43",
+        "x2/sweep/mlp-lr=3e-3-seed42",
+        "x2/sweep/mlp-lr=3e-3-seed43",
+    ]
+    metrics = json.loads((ladder / "x2/sweep/mlp-lr=3e-3-seed43/metrics.json").read_text())
+    assert metrics["steps"] == 12 and metrics["protocol"] == "uniform"  # 2 x BASE_STEPS, the default protocol
+    ladder_report.main([str(ladder)])
+    rows = json.loads((ladder / "ladder.json").read_text())["rows"]
+    assert {(r["run"], r["rung"], r["tokens"]) for r in rows} == {
+        ("lstm", 1.0, 6 * 8 * 32),
+        ("mlp", 1.0, 6 * 8 * 32),
+        ("mlp", 2.0, 12 * 8 * 32),
+    }

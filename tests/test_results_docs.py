@@ -1,0 +1,161 @@
+"""The committed results' prose and tables agree with their raw files.
+
+Recomputes the README's "Results" table and the tables of docs/results/reverse_digits_cpu/README.md
+from the committed docs/results/reverse_digits_cpu/report.json (the demo run) and
+docs/results/reverse_digits_cpu_sweep/results.json (every sweep point's test figures), and fails
+when a printed figure differs from the one the files give (issue 26: every figure checked)."""
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from seqlab.report.stats import welch_test
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = json.loads((ROOT / "docs/results/reverse_digits_cpu/report.json").read_text())
+SWEEP = json.loads((ROOT / "docs/results/reverse_digits_cpu_sweep/results.json").read_text())
+MODELS = ("rwkv7", "mlp", "transformer", "lstm")
+T_975_2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # Student t, 2 df, 0.975 quantile: (2p-1)/sqrt(2p(1-p))
+
+
+def demo(run):
+    return next(r for r in DEMO["runs"] if r["run"] == run)
+
+
+def winner(run):
+    [s] = [s for s in SWEEP["settings"] if s["run"] == run and s["best"]]
+    assert s["seeds"] == [42, 43, 44]
+    return s
+
+
+def pct(x):
+    return f"{x * 100:.2f}%"
+
+
+def mean_std(values):
+    return f"{statistics.fmean(values) * 100:.2f}% ± {statistics.stdev(values) * 100:.2f}"
+
+
+def interval(values):
+    m, s = statistics.fmean(values), statistics.stdev(values)
+    half = T_975_2 * s / math.sqrt(len(values))
+    return f"[{(m - half) * 100:.2f}, {(m + half) * 100:.2f}]"
+
+
+def table_rows(text, first_header):
+    """{model: [cells]} of the markdown table whose header starts with ``first_header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+        rows[cells[0].split(" ")[0]] = cells
+    return rows
+
+
+def results_section():
+    readme = (ROOT / "README.md").read_text()
+    return readme[readme.index("## Results\n") : readme.index("## Use it\n")]
+
+
+def test_the_readme_results_table_is_the_raw_files():
+    rows = table_rows(results_section(), "| model | params |")
+    assert set(rows) == set(MODELS)
+    for run in MODELS:
+        d, w = demo(run), winner(run)
+        test = w["test"]
+        expected = [
+            f"{d['params']:,}",
+            f"{d['state_size']:,}",
+            f"{round(d['tokens_per_s']):,}",
+            pct(d["masked_acc"]),
+            mean_std(test["masked_acc"]),
+            interval(test["masked_acc"]),
+            mean_std(test["exact_acc"]),
+        ]
+        assert rows[run][1:8] == expected, run
+        probe = rows[run][8]
+        assert probe == (mean_std(test["probe_masked_acc"]) if test["probe_masked_acc"] else probe)
+        if not test["probe_masked_acc"]:
+            assert probe.startswith("n/a")
+        # The demo is the sweep's seed-42 point, to the last digit.
+        for metric in ("masked_acc", "exact_acc", "val100_masked_acc"):
+            assert test[metric][0] == d[metric], (run, metric)
+
+
+def test_the_readme_prose_figures_are_the_raw_files():
+    text = " ".join(results_section().split())
+    held = {run: statistics.fmean(winner(run)["test"]["masked_acc"][1:]) for run in MODELS}
+    assert (
+        f"RWKV-7 {pct(held['rwkv7'])}, MLP {pct(held['mlp'])}, Transformer {pct(held['transformer'])}, "
+        f"LSTM {pct(held['lstm'])}" in text
+    )
+    rwkv, trans = winner("rwkv7")["test"]["masked_acc"], winner("transformer")["test"]["masked_acc"]
+    assert f"Welch's p is {welch_test(rwkv, trans).p:.2g} over seeds 42-44" in text
+    assert f"and {welch_test(rwkv[1:], trans[1:]).p:.2g} over seeds 43-44 alone" in text
+    assert welch_test(rwkv, winner("mlp")["test"]["masked_acc"]).p < 0.001
+    assert welch_test(rwkv, winner("lstm")["test"]["masked_acc"]).p < 0.0001
+    lo = [min(winner(r)["test"]["masked_acc"]) for r in ("rwkv7", "transformer", "lstm")]
+    hi = [max(winner(r)["test"]["masked_acc"]) for r in ("rwkv7", "transformer", "lstm")]
+    assert (round(lo[0] * 100), round(hi[0] * 100)) == (91, 94)  # "91-94% per digit"
+    assert f"from {round(lo[1] * 100)}% to {round(hi[1] * 100)}%" in text  # the Transformer's spread
+    assert f"({round(lo[2] * 100)}-{round(hi[2] * 100)}% on three seeds)" in text  # the LSTM's
+    exact = winner("rwkv7")["test"]["exact_acc"]
+    assert f"({round(min(exact) * 100)}-{round(max(exact) * 100)}%)" in text
+    assert demo("rwkv7")["probe_exact_acc"] == 0.0 and "0% exact match" in text
+    probe = winner("rwkv7")["test"]["probe_masked_acc"]
+    assert f"{round(min(probe) * 100)}-{round(max(probe) * 100)}% per digit on numbers" in text
+    assert "0.69x" in text and "0.0571 against 0.0823 s" in text
+    speed = (ROOT / "benchmarks/RESULTS.md").read_text()
+    assert (
+        "| transformer | 0.1082 | 0.0823 | 1.32x |" in speed
+        and "| rwkv7 (seqlab's C++ ops) | 0.0566 | 0.0571 |" in speed
+    )
+    assert f"{0.0571 / 0.0823:.2f}x" == "0.69x"
+
+
+def test_the_demo_readme_tables_are_the_raw_files():
+    text = (ROOT / "docs/results/reverse_digits_cpu/README.md").read_text()
+    rows = table_rows(text, "| model | params | masked acc (1,000 test rows)")
+    for run in MODELS:
+        d = demo(run)
+        probe = pct(d["probe_masked_acc"]) if d["probe_masked_acc"] is not None else None
+        cells = rows[run]
+        assert cells[1:5] == [
+            f"{d['params']:,}",
+            pct(d["masked_acc"]),
+            pct(d["val100_masked_acc"]),
+            pct(d["exact_acc"]),
+        ]
+        assert cells[5] == probe or (probe is None and cells[5].startswith("n/a"))
+        assert cells[6].split(" ")[0] == f"{round(d['tokens_per_s']):,}"
+    rows = table_rows(text, "| model | lr | masked acc |")
+    for run in MODELS:
+        w = winner(run)
+        test, cells = w["test"], rows[run]
+        assert float(cells[1]) == float(w["settings"]["trainer.optimizer.lr"])
+        assert cells[2:6] == [
+            mean_std(test["masked_acc"]),
+            interval(test["masked_acc"]),
+            pct(statistics.fmean(test["masked_acc"][1:])),
+            mean_std(test["exact_acc"]),
+        ], run
+        assert cells[6] == (mean_std(test["probe_masked_acc"]) if test["probe_masked_acc"] else "n/a")
+        assert cells[7] == ", ".join(f"{v * 100:.2f}" for v in test["masked_acc"])
+
+
+@pytest.mark.parametrize("run", MODELS)
+def test_the_rate_each_recipe_run_uses_is_the_sweeps_winner(run):
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "recipes/reverse_digits_cpu.yaml").read_text())
+    lr = recipe["runs"][run]["trainer"]["optimizer"]["lr"]
+    assert lr == pytest.approx(float(winner(run)["settings"]["trainer.optimizer.lr"]))
+    assert re.search(r"\b1,300 steps x 32 rows\b", results_section())
+    assert recipe["trainer"]["max_steps"] == 1300 and recipe["task"]["init_args"]["batch_size"] == 32
