@@ -165,3 +165,27 @@ def test_the_cpu_recipe_fits_each_model_for_a_few_steps(run_seqlab, tmp_path):
         metrics = json.loads((tmp_path / "mqar_cpu" / run / "metrics.json").read_text())
         assert 0.0 <= metrics["query_acc"] <= 1.0 and metrics["steps"] == 4
     assert (tmp_path / "mqar_cpu" / "report.md").is_file()
+
+
+def test_the_results_readme_table_is_the_one_results_json_gives():
+    """docs/results/mqar_cpu/README.md quotes its table from results.json, rebuilt here by the
+    same code that wrote it (scripts/mqar_cpu_results.py): a hand edit to either shows up."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("mqar_cpu_results", root / "scripts" / "mqar_cpu_results.py")
+    results_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results_script)
+    docs = root / "docs" / "results" / "mqar_cpu"
+    results = json.loads((docs / "results.json").read_text())
+    # The selection is recomputed from the raw points, not read back from the file.
+    assert results_script.select(results["points"]) == results["selected"]
+    readme = (docs / "README.md").read_text()
+    assert f"{results_script.MARK}\n{results_script.table(results['selected'])}\n{results_script.MARK}" in readme
+    cells = {(s["model"], s["seq_len"], s["width"]) for s in results["selected"]}
+    assert (
+        len({m for m, _, _ in cells}) >= 3 and len({n for _, n, _ in cells}) >= 2 and len({w for _, _, w in cells}) >= 2
+    )
+    assert all(len(s["seeds"]) >= 2 for s in results["selected"])

@@ -11,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
@@ -21,8 +21,7 @@ from seqlab.commands._explain import explain
 from seqlab.errors import SeqlabError
 from seqlab.io import check_name
 from seqlab.model import Model
-from seqlab.recipe import add_to_path, class_paths, import_class, load_recipe, needs_folder
-from seqlab.summary import PROTOCOLS
+from seqlab.recipe import KNOWN_PROTOCOLS, add_to_path, class_paths, import_class, load_recipe, needs_folder
 from seqlab.task import Task
 from seqlab.trainer import Trainer, seed_everything
 
@@ -49,8 +48,9 @@ def add_recipe_flags(parser: ArgumentParser, print_config: bool = True) -> None:
         metavar="NAME",
         type=Optional[str],
         default=None,
-        help="Which weights each run's final test uses, as the recipe's `protocols:` declares it: "
-        + "; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items())
+        help="Which weights each run's final test uses, as the recipe's `protocols:` declares it "
+        "(uniform: also the same optimizer rules for every run): "
+        + "; ".join(f"{k}: {v}" for k, v in KNOWN_PROTOCOLS.items())
         + ". Default: the recipe's `protocol`, else best.",
     )
     if print_config:
@@ -66,6 +66,45 @@ def add_parallel_flag(parser: ArgumentParser) -> None:
         default=None,
         help="Train N runs at once, in child processes, one thread each (default: the recipe's `parallel`, else 1).",
     )
+
+
+def add_executor_flags(parser: ArgumentParser) -> None:
+    """``--executor local|ray``: where the runs of ``--parallel`` (and a sweep's points) train."""
+    parser.add_argument(
+        "--executor",
+        type=Literal["local", "ray"],
+        default="local",
+        help="local: child processes on this machine (--parallel at a time); ray: one Ray task per "
+        "run, on the cluster of --ray_address (needs `pip install 'seqlab[ray]'`).",
+    )
+    parser.add_argument(
+        "--ray_address",
+        metavar="HOST:PORT",
+        type=Optional[str],
+        default=None,
+        help="With --executor ray: join this Ray cluster (default: $RAY_ADDRESS; without either, a "
+        "local Ray is started for this command and stopped after it).",
+    )
+    parser.add_argument(
+        "--ray_num_cpus",
+        metavar="N",
+        type=int,
+        default=1,
+        help="With --executor ray: the CPUs each run's Ray task asks for, and the threads it trains on.",
+    )
+
+
+def check_executor_flags(args: Namespace) -> None:
+    """Ray's flags mean something only with ``--executor ray``; Ray must be installed for it."""
+    if args.executor != "ray":
+        if args.ray_address is not None or args.ray_num_cpus != 1:
+            raise SeqlabError("--ray_address and --ray_num_cpus need --executor ray; add it, or leave them out.")
+        return
+    if args.ray_num_cpus < 1:
+        raise SeqlabError(f"--ray_num_cpus expects a positive int (CPUs per run), got {args.ray_num_cpus!r}.")
+    from seqlab.ray_executor import require_ray
+
+    require_ray()  # before anything trains or is written
 
 
 def build_run_parser(command: str) -> ArgumentParser:

@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Optional
 
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import NonNegativeInt, restricted_string_type
 
 from seqlab.commands import Command, Invocation, echo
 from seqlab.commands._explain import explain
-from seqlab.commands._runs import Runs, add_parallel_flag, add_recipe_flags, dump_config, parse_runs
+from seqlab.commands._runs import (
+    Runs,
+    add_executor_flags,
+    add_parallel_flag,
+    add_recipe_flags,
+    check_executor_flags,
+    dump_config,
+    parse_runs,
+)
 from seqlab.commands.fit import child_command
 from seqlab.errors import SeqlabError
 from seqlab.interrupts import TrainingInterrupted
@@ -30,6 +39,7 @@ log = logging.getLogger("seqlab")
 def flags(parser: ArgumentParser) -> None:
     add_recipe_flags(parser, print_config=False)
     add_parallel_flag(parser)
+    add_executor_flags(parser)
     parser.add_argument(
         "--grid",
         metavar="[RUN:]KEY=v1,v2",
@@ -50,6 +60,23 @@ def flags(parser: ArgumentParser) -> None:
         help="NAME[:max|min]: the validation metric to select on (default: the task's own); without "
         ":max or :min, the metric's direction (loss, perplexity: min).",
     )
+    parser.add_argument(
+        "--test_seeds",
+        metavar="K",
+        type=NonNegativeInt,
+        default=0,
+        help="After the selection, train each run's winning setting at K more seeds that no grid point "
+        "used (base + --seeds, +1, ...) and report its test figures on those alone (default 0: the "
+        "report says its test figures come from the selection seeds).",
+    )
+    parser.add_argument(
+        "--prior_points",
+        metavar="RUN=N,...",
+        type=Optional[restricted_string_type("RunPoints", r"^[^=\s,]+=\d+(,[^=\s,]+=\d+)*$")],
+        default=None,
+        help="RUN=N[,RUN=N]: N points of tuning a run had before this sweep (e.g. an earlier lr sweep); "
+        "added to its tuning budget in the report and kept in the sweep's manifest.",
+    )
 
 
 def sweep(call: Invocation) -> int:
@@ -57,6 +84,7 @@ def sweep(call: Invocation) -> int:
 
     if call.args.seeds < 1:
         raise SeqlabError(f"--seeds expects a positive int (seeds per grid point), got {call.args.seeds!r}.")
+    check_executor_flags(call.args)
     runs = parse_runs(call.name, call.args, call.overrides)
     grids = parse_grid(call.args.grid, [spec.name for spec in runs.specs])
     # Every grid value must be a valid setting of its run: checked now, not in the 20th child.
@@ -69,7 +97,10 @@ def sweep(call: Invocation) -> int:
                 except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
                     raise explain(exc, f"--grid {key}={value}, run '{spec.name}'", call.name) from None
     name, mode = _metric(call.args.metric, runs)
-    root = Path(runs.specs[0].config.trainer.root_dir) / runs.experiment / "sweep"
+    # The experiment as the command line left it: --trainer.experiment NAME sweeps into NAME/sweep,
+    # so one recipe can hold several sweeps (e.g. one per sequence length).
+    experiment = str(runs.specs[0].config.trainer.experiment)
+    root = Path(runs.specs[0].config.trainer.root_dir) / experiment / "sweep"
     points = plan({spec.name: int(spec.config.trainer.seed) for spec in runs.specs}, grids, call.args.seeds)
     write_manifest(root, points, grids)
     jobs = []
@@ -78,7 +109,7 @@ def sweep(call: Invocation) -> int:
         if (folder / "metrics.json").is_file():
             continue  # finished: a sweep run again trains only what is missing
         resume = ["--ckpt_path", "last"] if (folder / "checkpoints").is_dir() else []
-        where = ["--trainer.experiment", f"{runs.experiment}/sweep", "--trainer.run_name", point.name]
+        where = ["--trainer.experiment", f"{experiment}/sweep", "--trainer.run_name", point.name]
         jobs.append((point.name, [*child_command(runs, point.run), *point.overrides(), *where, *resume]))
     log.info(
         "sweep: %d points, %d finished before, %d to train -> %s", len(points), len(points) - len(jobs), len(jobs), root
@@ -86,12 +117,37 @@ def sweep(call: Invocation) -> int:
     failed = None
     if jobs:
         try:
-            run_in_children(jobs, runs.parallel, shlex.join(["seqlab", "sweep", *call.argv]), echo=echo)
+            command = shlex.join(["seqlab", "sweep", *call.argv])  # what continues this sweep
+            if call.args.executor == "ray":
+                from seqlab.ray_executor import run_on_ray
+
+                # A point whose folder holds a checkpoint on its worker resumes there, as here.
+                at = [(label, argv, root / label) for label, argv in jobs]
+                run_on_ray(at, command, call.args.ray_address, call.args.ray_num_cpus, resume_saved=True, echo=echo)
+            else:
+                run_in_children(jobs, runs.parallel, command, echo=echo)
         except TrainingInterrupted:
             raise
         except SeqlabError as exc:  # a point that failed (e.g. diverged) must not hide the others
             failed = exc
-    for path in write_sweep_report(root, name, mode):
+    # The report: first the points tuning had before this sweep, then (--test_seeds K) the winners
+    # at K seeds no grid point used, trained by this same command (which then writes the report).
+    from seqlab.sweep import held_out_request, parse_prior_points, record_held_out, record_prior_points
+
+    if call.args.prior_points:
+        record_prior_points(root, parse_prior_points(call.args.prior_points.split(",")))
+    note = ""
+    if call.args.test_seeds > 0:
+        bases = {spec.name: int(spec.config.trainer.seed) for spec in runs.specs}
+        seeds, test_seeds = call.args.seeds, call.args.test_seeds
+        held, note = held_out_request(root, name, mode, bases, seeds, test_seeds, failed is not None)
+        if held is not None:
+            record_held_out(root, held["points"])
+            again = call.args.clone()
+            again.grid, again.seeds, again.test_seeds, again.runs = held["grid"], test_seeds, 0, ",".join(held["runs"])
+            overrides = [*call.overrides, "--trainer.seed", str(held["seed"])]
+            return sweep(Invocation(call.name, again, overrides, call.argv))
+    for path in write_sweep_report(root, name, mode, note):
         sys.stdout.write(f"{path}\n")
     if failed is not None:
         raise failed
