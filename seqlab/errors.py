@@ -6,6 +6,12 @@ with no traceback, so the message itself must say what was wrong and what to do.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: what a
+    one-sentence error quotes of a library's (often multi-line) exception."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class SeqlabError(Exception):
     """A problem caused by the user's input; its message is shown as is, without a traceback."""
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from seqlab.errors import SeqlabError
+from seqlab.errors import SeqlabError, first_line
 from seqlab.evaluation import inference_mode, to_numpy
 
 
@@ -82,7 +82,7 @@ def check_forward(task, model, run: str) -> None:
     except SeqlabError:
         raise  # already one sentence: a model's own check, or a signal (TrainingInterrupted) mid-forward
     except Exception as exc:  # noqa: BLE001  (Paddle raises many kinds; the message is the point)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise SeqlabError(f"run '{run}': the model cannot read the task's rows: {first}") from None
     if int(logits.shape[-1]) < task.vocab_size:
         raise SeqlabError(

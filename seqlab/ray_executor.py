@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlab.checkpoint.run_dir import LAST, LOCK_FILE, MARKER_FILE, checkpoint_file
-from seqlab.errors import SeqlabError
+from seqlab.errors import SeqlabError, first_line
 from seqlab.interrupts import TrainingInterrupted
 from seqlab.io import atomic_write_bytes
 from seqlab.ops._build import THREADS_FILE, available_cpus
@@ -287,7 +287,7 @@ def run_on_ray(
                 logging_level=logging.WARNING,
             )
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        first = first_line(exc).rstrip(".")
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise SeqlabError(
             f"could not start or join {where} ({first}); check --ray_address (or RAY_ADDRESS), "

@@ -18,7 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 import seqlab.callbacks
 from seqlab.commands._explain import explain
-from seqlab.errors import SeqlabError
+from seqlab.errors import SeqlabError, first_line
 from seqlab.io import check_name
 from seqlab.model import Model
 from seqlab.recipe import KNOWN_PROTOCOLS, add_to_path, class_paths, import_class, load_recipe, needs_folder
@@ -292,5 +292,5 @@ def _build(section: dict[str, Any], where: str):
     except SeqlabError as exc:
         raise SeqlabError(f"{where}: {exc}") from None
     except (ValueError, TypeError, AssertionError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        first = first_line(exc).rstrip(".")
         raise SeqlabError(f"{where}: {cls.__name__} rejected its settings: {first}; fix its init_args.") from None

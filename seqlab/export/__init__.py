@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from seqlab.errors import SeqlabError
+from seqlab.errors import SeqlabError, first_line
 from seqlab.evaluation import inference_mode
 from seqlab.export.graphs import Graph, graphs_of
 from seqlab.export.runtime import META, load_export
@@ -151,7 +151,7 @@ def export_model(
             except SeqlabError:
                 raise
             except Exception as exc:  # noqa: BLE001  (a runtime that rejects the graph, or fails running it)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 raise SeqlabError(
                     f"the exported graphs do not run in the {fmt} runtime: {first}; nothing was written."
                 ) from None
@@ -215,7 +215,7 @@ def _save_paddle(graph: Graph, folder: Path) -> None:
     except OSError:
         raise  # a full disk or a permission error is not a tracing failure: export_model says so
     except Exception as exc:  # dy2static's errors are long tracebacks; the first line says it
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise SeqlabError(f"Paddle could not trace the {graph.name} graph to a static program: {first}") from None
 
 
