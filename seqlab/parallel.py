@@ -152,19 +152,24 @@ def run_in_children(
         share.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    raise_for_outcome(received, [label for label, _ in failed], {code for _, code in failed}, resume)
+
+
+def raise_for_outcome(received: list[int], failed: list[str], codes: set[int], resume: str, saved: str = "") -> None:
+    """How a set of runs ended, for the command: a signal (every started run saved; exit with the
+    runs' own code when they agree), else the runs that failed, else nothing. ``saved`` says
+    where the checkpoints are when that is not here (e.g. " on its worker")."""
     if received:
-        codes = {code for _, code in failed}
         name = signal.Signals(received[0]).name
         raise TrainingInterrupted(
             received[0],
-            f"stopped by {name}; every started run saved its last checkpoint.",
+            f"stopped by {name}; every started run saved its last checkpoint{saved}.",
             resume,
             codes.pop() if len(codes) == 1 else None,
         )
     if failed:
-        labels = ", ".join(label for label, _ in failed)
         raise SeqlabError(
-            f"{labels} failed (their lines above say why); fix the cause and run the same "
+            f"{', '.join(failed)} failed (their lines above say why); fix the cause and run the same "
             f"command with --ckpt_path last to continue: {resume}"
         )
 

@@ -44,11 +44,10 @@ from typing import Any
 
 from seqlab.checkpoint.run_dir import LAST, LOCK_FILE, MARKER_FILE, checkpoint_file
 from seqlab.errors import SeqlabError, first_line
-from seqlab.interrupts import TrainingInterrupted
 from seqlab.io import atomic_write_bytes
 from seqlab.ops._build import THREADS_FILE, available_cpus
 from seqlab.parallel import _PARENT as PARENT_PID_VARIABLE
-from seqlab.parallel import relay_to_log
+from seqlab.parallel import raise_for_outcome, relay_to_log
 
 log = logging.getLogger(__name__)
 
@@ -372,17 +371,4 @@ def run_on_ray(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         ray.shutdown()  # a Ray started here stops; a joined cluster keeps running
-    if received:
-        name = signal.Signals(received[0]).name
-        raise TrainingInterrupted(
-            received[0],
-            f"stopped by {name}; every started run saved its last checkpoint on its worker.",
-            resume,
-            codes.pop() if len(codes) == 1 else None,
-        )
-    if failed:
-        labels = ", ".join(f"{label} ({why})" for label, why in failed)
-        raise SeqlabError(
-            f"{labels} failed (their lines above say why); fix the cause and run the same "
-            f"command with --ckpt_path last to continue: {resume}"
-        )
+    raise_for_outcome(received, [f"{label} ({why})" for label, why in failed], codes, resume, " on its worker")

@@ -92,18 +92,22 @@ STEP_TOKENS = Tensor("tokens", ["batch"], "int64")
 POSITION = Tensor("position", [1], "int64")
 
 
-# ---------------------------------------------------------------------------------------- RWKV-7
+class StepMethod(nn.Layer):
+    """A model's own step method as a graph, unchanged: ``(tokens [B], state) -> (logits, state)``.
 
+    For the models whose step already uses Paddle forms only and static shapes but the batch:
+    RWKV-7's ``step_plain`` (its Paddle form, not the fused C++ ``step``) and ``MLP.step``.
+    """
 
-class RWKV7Step(nn.Layer):
-    """RWKV-7's RNN step in Paddle forms (``step_plain``): token ``[B]``, state -> logits, state."""
-
-    def __init__(self, model: RWKV7):
+    def __init__(self, model: nn.Layer, method: str):
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
     def forward(self, tokens, state):
-        return self.model.step_plain(tokens, state)
+        return getattr(self.model, self.method)(tokens, state)
+
+
+# ---------------------------------------------------------------------------------------- RWKV-7
 
 
 class RWKV7Full(nn.Layer):
@@ -138,7 +142,7 @@ def _rwkv7_graphs(model: RWKV7, cache_len: int | None) -> list[Graph]:
         Graph("full", RWKV7Full(model), [TOKENS], [_logits(model.vocab_size)]),
         Graph(
             "step",
-            RWKV7Step(model),
+            StepMethod(model, "step_plain"),
             [STEP_TOKENS, state],
             [_step_logits(model.vocab_size), Tensor("new_state", state.shape, "float32")],
             {"state": f"{width} floats per sequence, constant in the sequence's length"},
@@ -395,17 +399,6 @@ class MLPFull(nn.Layer):
         return m.head(m.act(m.hidden(windows)))
 
 
-class MLPStep(nn.Layer):
-    """``MLP.step`` as it is (its shapes are all static but the batch)."""
-
-    def __init__(self, model: MLP):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, window):
-        return self.model.step(tokens, window)
-
-
 class LSTMStep(nn.Layer):
     """``LSTM.step`` with every layer's ``(h, c)`` in one ``[B, 2 * sum(hidden_sizes)]`` tensor
     (layer by layer, h then c), so a server carries one state whatever the stack."""
@@ -447,7 +440,7 @@ def _mlp_graphs(model: MLP, cache_len: int | None) -> list[Graph]:
         Graph("full", MLPFull(model), [TOKENS], [_logits(model.vocab_size)]),
         Graph(
             "step",
-            MLPStep(model),
+            StepMethod(model, "step"),
             [STEP_TOKENS, window],
             [_step_logits(model.vocab_size), Tensor("new_window", window.shape, "float32")],
         ),
