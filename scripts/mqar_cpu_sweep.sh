@@ -8,7 +8,7 @@
 #   * runs/mqar_cpu/budget4x/L64-w64: attention at 4x the steps, at the rate the sweep chose;
 #   * runs/mqar_cpu/learned_pos/L64-w64: the seed's Transformer (learned positions, as in
 #     Zoology's attention) at both rates, 2 seeds.
-#     bash scripts/mqar_cpu_sweep.sh            (about 1.5 hours on 2 cores; PARALLEL=1 for one)
+#     bash scripts/mqar_cpu_sweep.sh   (PARALLEL=1 for one core; wall times: docs/results/mqar_cpu/README.md)
 #     .venv/bin/python scripts/mqar_cpu_results.py   (the table, the plot and results.json)
 set -euo pipefail
 SEQLAB=${SEQLAB:-.venv/bin/seqlab}

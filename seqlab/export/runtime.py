@@ -36,9 +36,9 @@ class _PaddleGraph:
         config = inference.Config(str(folder / f"{name}.json"), str(folder / f"{name}.pdiparams"))
         config.disable_gpu()
         config.disable_glog_info()  # one line per optimisation pass otherwise
-        # oneDNN (on by default in the CPU build) made RWKV-7's step 6x slower at the seed's
-        # size (4.9 against 0.78 ms per token, one thread) and 2.5x at C = 256: its per-op
-        # set-up dominates small-batch graphs. benchmarks/RESULTS.md, "Export and serve".
+        # oneDNN (on by default in the CPU build) made RWKV-7's exported step several times
+        # slower at batch 1, where its per-op set-up dominates: the measurement is in
+        # benchmarks/RESULTS.md, "Export and serve".
         config.disable_mkldnn()
         if threads:
             config.set_cpu_math_library_num_threads(threads)
