@@ -28,6 +28,7 @@ def settings(model: str):
     return {
         "rwkv7": (AdamW(lr=6e-3, weight_decay=0.1), [cosine, GradientClip(max_norm=1.0)]),
         "transformer": (AdamW(lr=3.2e-2, weight_decay=0.01, decay_all=True), [cosine]),
+        "transformer_modern": (AdamW(lr=8e-3, weight_decay=0.1), [cosine, GradientClip(max_norm=1.0)]),
         "lstm": (AdamW(lr=4e-3, weight_decay=0.01, decay_all=True), [ConstantLR(), GradientClip(max_norm=1.0)]),
         "mlp": (AdamW(lr=4e-3, weight_decay=0.1), [cosine, GradientClip(max_norm=1.0)]),
     }[model]
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1300, help="optimizer steps per model")
     parser.add_argument("--batch-size", type=int, default=32, help="rows of 128 tokens per step")
     parser.add_argument("--root-dir", default="runs", help="runs go to ROOT_DIR/python_api/<model>")
-    parser.add_argument("--models", default="rwkv7,transformer,lstm,mlp", help="comma-separated")
+    parser.add_argument("--models", default="rwkv7,transformer,transformer_modern,lstm,mlp", help="comma-separated")
     parser.add_argument("--val-every", type=int, default=325, help="validate every N steps")
     args = parser.parse_args()
 

@@ -11,7 +11,11 @@
 #   RUNGS       token multiples (default "1 4 16"); LSTM_RUNGS those the LSTM takes (default "1 4")
 #   SEEDS       seeds per rung (default 3: the recipe's seed, +1, +2)
 #   BASE_STEPS  the recipe's steps at 1x (default 1300: recipes/reverse_digits_cpu.yaml)
-#   RECIPE, EXPERIMENT, PARALLEL, SEQLAB, and EXTRA (more options for every sweep)
+#   REUSE_X1    a sweep folder (e.g. runs/reverse_digits_cpu_uniform/sweep) whose points at the
+#               chosen rates and these seeds are the 1x rung already: the same settings, seeds and
+#               steps, and training is deterministic, so they are copied rather than trained again
+#   RECIPE, EXPERIMENT, PARALLEL, SEQLAB, and EXTRA (more options for every sweep); ROOT_DIR
+#               where the runs land (default runs; set it with EXTRA="--trainer.root_dir DIR")
 # Validation and checkpoints keep the recipe's interval, so a 16x run validates 64 times.
 set -euo pipefail
 SEQLAB=${SEQLAB:-.venv/bin/seqlab}
@@ -21,6 +25,7 @@ EXPERIMENT=${EXPERIMENT:-reverse_digits_cpu_ladder/$PROTOCOL}
 RUNGS=${RUNGS:-"1 4 16"}
 LSTM_RUNGS=${LSTM_RUNGS:-"1 4"}
 SEEDS=${SEEDS:-3}
+BASE_SEED=${BASE_SEED:-42}  # the recipe's trainer.seed
 BASE_STEPS=${BASE_STEPS:-1300}
 PARALLEL=${PARALLEL:-2}
 if [ -z "${LRS:-}" ]; then
@@ -37,6 +42,19 @@ for k in $RUNGS; do
     runs+=("$run") grid+=(--grid "$run:trainer.optimizer.lr=$lr")
   done
   [ ${#runs[@]} -gt 0 ] || continue
+  if [ "$k" = 1 ] && [ -n "${REUSE_X1:-}" ]; then
+    for pair in $LRS; do
+      run=${pair%%=*} lr=${pair#*=}
+      for ((i = 0; i < SEEDS; i++)); do
+        name="$run-lr=$lr-seed$((BASE_SEED + i))"
+        dest=${ROOT_DIR:-runs}/$EXPERIMENT/x1/sweep/$name
+        if [ -f "$REUSE_X1/$name/metrics.json" ] && [ ! -f "$dest/metrics.json" ]; then
+          mkdir -p "$(dirname "$dest")" && rm -rf "$dest" && cp -r "$REUSE_X1/$name" "$dest"
+          echo "ladder rung x1: $name copied from $REUSE_X1"
+        fi
+      done
+    done
+  fi
   start=$(date +%s)
   status=0
   "${seqlab[@]}" sweep --recipe "$RECIPE" --protocol "$PROTOCOL" --parallel "$PARALLEL" \

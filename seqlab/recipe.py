@@ -49,16 +49,13 @@ import yaml
 
 from seqlab.errors import SeqlabError
 from seqlab.io import check_name
-from seqlab.optim import UNIFORM_CLIP, UNIFORM_DESCRIPTION, UNIFORM_MIN_LR, UNIFORM_OPTIMIZER, UNIFORM_WARMUP
+from seqlab.optim import UNIFORM_CLIP, UNIFORM_MIN_LR, UNIFORM_OPTIMIZER, UNIFORM_WARMUP
 from seqlab.registry import MODELS, TASKS
-from seqlab.summary import PROTOCOLS
+from seqlab.summary import KNOWN_PROTOCOLS
 
 RUN_KEYS = ("task", "model", "trainer", "ckpt_path")
 DEFAULT_PROTOCOL = "best"
 UNIFORM = "uniform"
-#: Every protocol a recipe may choose: the two of :data:`seqlab.summary.PROTOCOLS`, which say which
-#: weights are tested, and ``uniform``, which also sets every run's optimizer rules (see below).
-KNOWN_PROTOCOLS = {**PROTOCOLS, UNIFORM: UNIFORM_DESCRIPTION}
 # The callbacks ``uniform`` replaces: seqlab's LR schedules and gradient clipping, by any of their names.
 _RULE_CALLBACKS = {"GradientClip", "ConstantLR", "CosineWarmupLR", "gradient_clip", "constant_lr", "cosine_warmup_lr"}
 # Keys of the recipe as a whole, and where each belongs when a run names it.
@@ -169,9 +166,8 @@ def uniform_rules(merged: dict[str, Any], where: str) -> dict[str, Any]:
     ``GradientClip(max_norm=1.0)`` then ``CosineWarmupLR(warmup_steps=0.05, min_lr=1e-6)``, and it
     is tested on its best checkpoint. The schedule comes last in the run's callbacks, so an
     override ``--trainer.callbacks.init_args.warmup_steps 0.1`` changes its warmup (jsonargparse
-    sets an ``init_args`` key on the list's last callback); ``seqlab sweep`` takes it as an
-    override (one sweep, i.e. one ``--trainer.experiment``, per value), not yet as a ``--grid`` key,
-    since its check of grid values parses the run with the default callbacks appended.
+    sets an ``init_args`` key on the list's last callback), and ``seqlab sweep`` takes it as a
+    ``--grid`` key (``--grid trainer.callbacks.init_args.warmup_steps=0,0.1``).
     """
     merged = copy.deepcopy(merged)
     trainer = merged.setdefault("trainer", {}) or {}

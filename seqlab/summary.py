@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from seqlab.optim import UNIFORM_DESCRIPTION
+
 
 @dataclass
 class Column:
@@ -125,6 +127,9 @@ PROTOCOLS = {
     "seed": "as in the seed: each run is tested on the weights the recipe's `protocols: seed` names for it "
     "(in recipes/reverse_digits.yaml the Transformer's best checkpoint, every other model's final weights)",
 }
+#: Every protocol a recipe may choose: the two above, which say which weights are tested, and
+#: ``uniform``, which also gives every run the same optimizer rules (:func:`seqlab.recipe.uniform_rules`).
+KNOWN_PROTOCOLS = {**PROTOCOLS, "uniform": UNIFORM_DESCRIPTION}
 
 
 @dataclass

@@ -108,3 +108,17 @@ def test_the_ladder_script_runs_one_sweep_per_rung(tmp_path):
         ("mlp", 1.0, 6 * 8 * 32),
         ("mlp", 2.0, 12 * 8 * 32),
     }
+    # A 1x rung that a sweep already holds is copied, not trained: the same settings and seeds.
+    env.update(
+        EXPERIMENT="tiny_ladder_again",
+        RUNGS="1",
+        REUSE_X1=str(ladder / "x1" / "sweep"),
+        ROOT_DIR=str(tmp_path / "runs"),
+    )
+    again = subprocess.run(
+        ["bash", str(ROOT / "scripts/reverse_digits_ladder.sh")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("copied from") == 4 and "4 finished before, 0 to train" in again.stderr, again.stderr
+    copied = tmp_path / "runs" / "tiny_ladder_again" / "x1" / "sweep" / "mlp-lr=3e-3-seed43" / "metrics.json"
+    assert copied.read_bytes() == (ladder / "x1/sweep/mlp-lr=3e-3-seed43/metrics.json").read_bytes()

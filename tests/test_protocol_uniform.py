@@ -2,12 +2,15 @@
 AdamW, decay 0.1 on exactly the matrices, global-norm clipping at 1.0, cosine with warmup, the
 best checkpoint. `protocol: seed`/`best` keep the seed's uneven rules."""
 
+import csv
+import os
+import subprocess
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 import yaml
-from tiny import MLP, tiny_recipe
+from tiny import MLP, SEQLAB, tiny_recipe
 
 from seqlab.callbacks.grad_clip import GradientClip
 from seqlab.callbacks.lr_schedule import ConstantLR, CosineWarmupLR
@@ -35,8 +38,8 @@ def built(recipe, protocol, *overrides):
 
 def test_every_model_of_the_cpu_recipe_gets_the_same_rules(tmp_path):
     runs = built(CPU, "uniform", "--trainer.root_dir", str(tmp_path))
-    assert set(runs) == {"rwkv7", "transformer", "lstm", "mlp"}
-    own_lr = {"lstm": 4e-3, "rwkv7": 6e-3, "transformer": 3.2e-2, "mlp": 4e-3}  # the recipe's, kept
+    assert set(runs) == {"rwkv7", "transformer", "transformer_modern", "lstm", "mlp"}
+    own_lr = {"lstm": 4e-3, "rwkv7": 6e-3, "transformer": 3.2e-2, "transformer_modern": 8e-3, "mlp": 4e-3}  # kept
     settings = set()
     for name, (_spec, model, trainer) in runs.items():
         config = trainer.optimizer_config
@@ -106,3 +109,32 @@ def test_uniform_is_a_known_protocol_and_its_rules_cannot_be_mixed():
         load_recipe(CPU).protocol("uniformm")
     with pytest.raises(SeqlabError, match="decay_all and decay_matrices"):
         AdamW(decay_all=True, decay_matrices=True)
+
+
+def test_a_sweep_takes_the_uniform_warmup_as_a_grid_key(tmp_path):
+    """Issue 26's second knob: `--grid trainer.callbacks.init_args.warmup_steps=...` under uniform
+    reaches each point's schedule, and a value the schedule refuses is refused before any point
+    trains (the check parses the run as its child does, before the default callbacks)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe({"mlp": MLP})))
+    base = [*SEQLAB, "sweep", "--recipe", str(path), "--protocol", "uniform", "--trainer.root_dir", str(tmp_path)]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    bad = subprocess.run(
+        [*base, "--grid", "trainer.callbacks.init_args.warmup_steps=0,abc"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "warmup_steps=abc" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "tiny").exists()
+    done = subprocess.run(
+        [*base, "--grid", "trainer.callbacks.init_args.warmup_steps=0,0.5"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    for value in (0, 0.5):
+        config = yaml.safe_load((tmp_path / f"tiny/sweep/mlp-warmup_steps={value}-seed42/config.yaml").read_text())
+        [schedule] = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("CosineWarmupLR")]
+        assert schedule["init_args"]["warmup_steps"] == value
+    # The first step's rate: the peak without warmup, 0 at the start of a warmup.
+    first = {}
+    for value in (0, 0.5):
+        rows = list(csv.DictReader(open(tmp_path / f"tiny/sweep/mlp-warmup_steps={value}-seed42/metrics.csv")))
+        first[value] = float(rows[0]["lr"])
+    assert first == {0: pytest.approx(3e-3), 0.5: 0.0}

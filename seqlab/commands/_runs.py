@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -144,6 +144,15 @@ class RunSpec:
     config: Namespace
     parser: ArgumentParser
     protocol: str = "best"
+    # The run's merged recipe settings, before the command line's options: what a child parses.
+    merged: dict[str, Any] = field(default_factory=dict)
+
+    def check_options(self, overrides: list[str]) -> None:
+        """Parse the run as a child ``seqlab fit`` of it would, with ``overrides`` after the recipe's
+        settings (raises jsonargparse's error). The default callbacks are not appended yet, so an
+        option on the list's last callback (``--trainer.callbacks.init_args.warmup_steps``) reaches
+        the run's own last callback, as in the child."""
+        self.parser.parse_args(["--config", yaml.safe_dump(self.merged, sort_keys=False), *overrides])
 
 
 @dataclass
@@ -182,7 +191,7 @@ def parse_runs(command: str, args: Namespace, overrides: list[str]) -> Runs:
             config = parser.parse_args(["--config", yaml.safe_dump(merged, sort_keys=False), *overrides])
         except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
             raise explain(exc, where, command) from None
-        specs.append(RunSpec(run, _with_default_callbacks(parser, config, where, command), parser, protocol))
+        specs.append(RunSpec(run, _with_default_callbacks(parser, config, where, command), parser, protocol, merged))
     _check_run_folders(specs, str(args.recipe))
     parallel = recipe.parallel(getattr(args, "parallel", None))
     return Runs(recipe.name, str(args.recipe), protocol, parallel, specs, list(overrides))

@@ -24,7 +24,6 @@ from seqlab.commands._runs import (
     add_parallel_flag,
     add_recipe_flags,
     check_executor_flags,
-    dump_config,
     parse_runs,
 )
 from seqlab.commands.fit import child_command
@@ -89,11 +88,10 @@ def sweep(call: Invocation) -> int:
     grids = parse_grid(call.args.grid, [spec.name for spec in runs.specs])
     # Every grid value must be a valid setting of its run: checked now, not in the 20th child.
     for spec in runs.specs:
-        data = dump_config(spec)
         for key, values in grids[spec.name].items():
             for value in values:
                 try:
-                    spec.parser.parse_args(["--config", data, f"--{key}", value])
+                    spec.check_options([*runs.overrides, f"--{key}", value])
                 except Exception as exc:  # jsonargparse's ArgumentError, or a type error inside it
                     raise explain(exc, f"--grid {key}={value}, run '{spec.name}'", call.name) from None
     name, mode = _metric(call.args.metric, runs)

@@ -6,9 +6,8 @@ import re
 from typing import Optional
 
 from seqlab import text
-from seqlab.optim import UNIFORM_DESCRIPTION
 from seqlab.report.runs import RunData
-from seqlab.summary import PROTOCOLS, ReportSpec
+from seqlab.summary import KNOWN_PROTOCOLS, ReportSpec
 
 _FACT_HEADERS = [
     "model",
@@ -139,4 +138,4 @@ def render_markdown(
 
 def _protocol_text(name: str) -> str:
     """What a protocol means; ``uniform`` (the same optimizer rules for every run) is seqlab.optim's."""
-    return {**PROTOCOLS, "uniform": UNIFORM_DESCRIPTION}.get(name, "unknown")
+    return KNOWN_PROTOCOLS.get(name, "unknown")

@@ -1,0 +1,253 @@
+"""Collect one digit-reversal sweep (issue 26) into docs/results/<name>/ and the README's table.
+
+    .venv/bin/python scripts/reverse_digits_results.py --sweep runs/reverse_digits_cpu_uniform/sweep \\
+        --out docs/results/reverse_digits_cpu_uniform --mark reverse-digits-uniform [--wall_s S]
+
+The sweep is a ``seqlab sweep --seeds 3 --test_seeds 3`` of recipes/reverse_digits_cpu.yaml: every
+model at 5 learning rates x 3 seeds (the selection seeds), then each model's winner at 3 more seeds
+(the held-out seeds). This script reads every point's ``metrics.json`` and the sweep's manifest,
+and writes
+
+* ``results.json``: every point (model, lr, seed, role, validation and test figures, params, state
+  size, wall time), the selection recomputed here from the points (the lr with the best mean
+  validation masked accuracy over the selection seeds; the test rows never choose anything), the
+  held-out figures with their t intervals, Welch's test for every pair of models, and the stage's
+  command, wall time and machine, so every figure below can be recomputed;
+* ``report.md``, ``sweep.png`` and ``sweep_results.json``: the sweep's own report, plot and
+  results.json, copied as ``seqlab sweep`` wrote them (the test checks that its winners are the
+  ones selected here);
+* the table and the pairs' lines between ``<!-- MARK -->`` markers, in the folder's README.md and
+  in the top-level README.md: tests/test_results_docs.py rebuilds both from the committed
+  results.json and fails when either was edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # seqlab's statistics, from this checkout
+
+from seqlab.report.stats import INTERVAL_METHOD, mean_interval, overlap, welch_test  # noqa: E402
+
+SELECT_ON = "masked_acc"  # the validation metric the sweep selects on (the task's primary)
+TEST_METRICS = ("masked_acc", "exact_acc", "probe_masked_acc", "probe_exact_acc")
+NAMES = {  # run name -> what the table calls it
+    "rwkv7": "rwkv7",
+    "transformer": "transformer",
+    "transformer_modern": "transformer_modern",
+    "lstm": "lstm",
+    "mlp": "mlp (our baseline)",
+}
+LR = "trainer.optimizer.lr"
+
+
+def collect(sweep: Path) -> list[dict]:
+    """Every finished point of the sweep: its settings, role and figures."""
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    held = set(manifest.get("held_out", []))
+    points = []
+    for name, info in manifest["points"].items():
+        path = sweep / name / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        points.append(
+            {
+                "point": name,
+                "model": info["run"],
+                "lr": float(info["settings"][LR]),
+                "settings": info["settings"],
+                "seed": int(info["seed"]),
+                "role": "held_out" if name in held else "selection",
+                "val": {SELECT_ON: m["val"][SELECT_ON]},
+                "test": {k: m.get(k) for k in TEST_METRICS},
+                "params": m["params"],
+                "state_size": m["state_size"],
+                "steps": m["steps"],
+                "wall_time_s": m["wall_time_s"],
+                "tokens_per_s": m["tokens_per_s"],
+            }
+        )
+    return points
+
+
+def select(points: list[dict]) -> list[dict]:
+    """Per model: the lr with the best mean validation accuracy over the seeds every lr of it
+    finished (the selection seeds), and its test figures on the held-out seeds."""
+    chosen = []
+    for model in dict.fromkeys(p["model"] for p in points):
+        mine = [p for p in points if p["model"] == model]
+        by_lr: dict[float, dict[int, dict]] = {}
+        for p in mine:
+            if p["role"] == "selection":
+                by_lr.setdefault(p["lr"], {})[p["seed"]] = p
+        seeds = sorted(set.intersection(*(set(s) for s in by_lr.values())))
+        val = {lr: statistics.fmean(runs[s]["val"][SELECT_ON] for s in seeds) for lr, runs in by_lr.items()}
+        lr = max(sorted(val), key=lambda x: val[x])  # the smallest lr wins an exact tie
+        held = sorted((p for p in mine if p["role"] == "held_out" and p["lr"] == lr), key=lambda p: p["seed"])
+        lrs = sorted(by_lr)
+        chosen.append(
+            {
+                "model": model,
+                "lr": lr,
+                "lr_text": next(p["settings"][LR] for p in mine if p["lr"] == lr),  # as the grid wrote it
+                "lrs_tried": lrs,
+                "at_grid_edge": lr in (lrs[0], lrs[-1]),
+                "val_mean_by_lr": {f"{x:g}": val[x] for x in lrs},
+                "selection_seeds": seeds,
+                "tuning_points": sum(1 for p in mine if p["role"] == "selection"),
+                "held_out_seeds": [p["seed"] for p in held],
+                "test": {k: _interval([p["test"][k] for p in held]) for k in TEST_METRICS},
+                "params": mine[0]["params"],
+                "state_size": mine[0]["state_size"],
+                "wall_time_s_median": statistics.median(p["wall_time_s"] for p in mine),
+            }
+        )
+    return sorted(chosen, key=lambda c: -(c["test"][SELECT_ON] or {}).get("mean", -1))
+
+
+def _interval(values: list) -> dict | None:
+    v = [x for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+    iv = mean_interval(v)
+    if iv is None:
+        return None
+    return {"n": iv.n, "mean": iv.mean, "std": iv.std, "lo": iv.lo, "hi": iv.hi, "values": v}
+
+
+def pairs(selected: list[dict]) -> list[dict]:
+    """Every pair of models on the held-out test masked accuracy: intervals' overlap and Welch's test."""
+    out = []
+    for i, a in enumerate(selected):
+        for b in selected[i + 1 :]:
+            va, vb = a["test"][SELECT_ON]["values"], b["test"][SELECT_ON]["values"]
+            w = welch_test(va, vb)
+            out.append(
+                {
+                    "a": a["model"],
+                    "b": b["model"],
+                    "overlap": overlap(mean_interval(va), mean_interval(vb)),
+                    "welch_p": None if w is None else w.p,
+                }
+            )
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def _ms(cell: dict | None, bold: bool = False) -> str:
+    if cell is None:
+        return "n/a"
+    text = f"{100 * cell['mean']:.2f}% ± {100 * cell['std']:.2f}" if cell["std"] is not None else _pct(cell["mean"])
+    return f"**{text}**" if bold else text
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+
+
+def table(selected: list[dict]) -> str:
+    """The markdown table (one row per model, best held-out test mean first) and a line per pair."""
+    first = selected[0]
+    rows = [
+        f"| model | params | state / sequence (floats) | chosen lr (of {len(first['lrs_tried'])}, 2x apart) | "
+        f"tuning budget (points) | val masked acc, seeds {_seeds(first['selection_seeds'])} | "
+        f"test masked acc, held-out seeds {_seeds(first['held_out_seeds'])}: mean ± sample std | "
+        "95% interval (t) | exact match¹ | probe: 61-80 digits | median s per run² |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, c in enumerate(selected):
+        acc = c["test"][SELECT_ON]
+        interval = "–" if acc is None or acc["lo"] is None else f"[{100 * acc['lo']:.2f}, {100 * acc['hi']:.2f}]"
+        edge = " (grid edge)" if c["at_grid_edge"] else ""
+        name = f"**{NAMES.get(c['model'], c['model'])}**" if i == 0 else NAMES.get(c["model"], c["model"])
+        rows.append(
+            f"| {name} | {c['params']:,} | {c['state_size']:,} | {c['lr_text']}{edge} | {c['tuning_points']} | "
+            f"{_pct(c['val_mean_by_lr'][format(c['lr'], 'g')])} | {_ms(acc, i == 0)} | {interval} | "
+            f"{_ms(c['test']['exact_acc'])} | {_ms(c['test']['probe_masked_acc'])} | "
+            f"{c['wall_time_s_median']:.0f} |"
+        )
+    lines = ["", "Pairs of models, test masked accuracy on the held-out seeds:", ""]
+    for p in pairs(selected):
+        verdict = "the 95% intervals overlap" if p["overlap"] else "the 95% intervals do not overlap"
+        test = "Welch's test undefined" if p["welch_p"] is None else f"Welch's p = {p['welch_p']:.2g}"
+        lines.append(f"- {p['a']} vs {p['b']}: {verdict}; {test}.")
+    return "\n".join(rows + lines)
+
+
+def update_readme(readme: Path, mark: str, text: str) -> None:
+    marker = f"<!-- {mark} -->"
+    body = readme.read_text()
+    head, first, rest = body.partition(marker)
+    _, second, tail = rest.partition(marker)
+    if not (first and second):
+        raise SystemExit(f"{readme}: no pair of {marker} markers to put the table between")
+    readme.write_text(f"{head}{marker}\n{text}\n{marker}{tail}")
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweep", type=Path, required=True, help="the sweep's folder, e.g. runs/<experiment>/sweep")
+    parser.add_argument("--out", type=Path, required=True, help="docs/results/<name>")
+    parser.add_argument("--mark", required=True, help="the README markers' name, e.g. reverse-digits-uniform")
+    parser.add_argument("--protocol", default="uniform", help="what the table's rules were (recorded)")
+    parser.add_argument("--command", default="", help="the sweep's command line (recorded)")
+    parser.add_argument("--wall_s", type=float, default=None, help="the stage's wall time (recorded)")
+    args = parser.parse_args()
+    points = collect(args.sweep)
+    if not points:
+        raise SystemExit(f"no finished sweep points under {args.sweep}")
+    selected = select(points)
+    missing = [c["model"] for c in selected if len(c["held_out_seeds"]) < 2]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)}: fewer than 2 held-out seeds finished; let the sweep end first")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "protocol": args.protocol,
+        "select_on": f"val {SELECT_ON} (max), mean over the selection seeds",
+        "interval_method": INTERVAL_METHOD,
+        "std": "sample (n-1)",
+        "stage": {
+            "command": args.command,
+            "wall_time_s": args.wall_s,
+            "runs_wall_time_s_sum": math.fsum(p["wall_time_s"] for p in points),
+            "machine": f"{_cpu()}, {len(os.sched_getaffinity(0))} cores",
+        },
+        "points": points,
+        "selected": selected,
+        "pairs": pairs(selected),
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    for name, copy in (("report.md", "report.md"), ("sweep.png", "sweep.png"), ("results.json", "sweep_results.json")):
+        if (args.sweep / name).is_file():
+            shutil.copyfile(args.sweep / name, args.out / copy)
+    text = table(selected)
+    for readme in (args.out / "README.md", ROOT / "README.md"):
+        if readme.is_file() and f"<!-- {args.mark} -->" in readme.read_text():
+            update_readme(readme, args.mark, text)
+    print(text)
+    print(f"{len(points)} points, {results['stage']['runs_wall_time_s_sum'] / 3600:.2f} run-hours (summed over points)")
+
+
+if __name__ == "__main__":
+    main()
