@@ -14,8 +14,9 @@
 #   REUSE_X1    a sweep folder (e.g. runs/reverse_digits_cpu_uniform/sweep) whose points at the
 #               chosen rates and these seeds are the 1x rung already: the same settings, seeds and
 #               steps, and training is deterministic, so they are copied rather than trained again
-#   RECIPE, EXPERIMENT, PARALLEL, SEQLAB, and EXTRA (more options for every sweep); ROOT_DIR
-#               where the runs land (default runs; set it with EXTRA="--trainer.root_dir DIR")
+#               (only points of this PROTOCOL and BASE_STEPS steps; the others are trained)
+#   ROOT_DIR    where the runs land (default runs)
+#   RECIPE, EXPERIMENT, PARALLEL, SEQLAB, PYTHON, and EXTRA (more options for every sweep)
 # Validation and checkpoints keep the recipe's interval, so a 16x run validates 64 times.
 set -euo pipefail
 SEQLAB=${SEQLAB:-.venv/bin/seqlab}
@@ -28,6 +29,8 @@ SEEDS=${SEEDS:-3}
 BASE_SEED=${BASE_SEED:-42}  # the recipe's trainer.seed
 BASE_STEPS=${BASE_STEPS:-1300}
 PARALLEL=${PARALLEL:-2}
+ROOT_DIR=${ROOT_DIR:-runs}
+PYTHON=${PYTHON:-.venv/bin/python}  # reads a copied point's metrics.json
 if [ -z "${LRS:-}" ]; then
   echo "set LRS to each model's chosen rate, e.g. LRS='rwkv7=6e-3 transformer=3.2e-2 lstm=4e-3 mlp=4e-3'" >&2
   exit 2
@@ -43,15 +46,22 @@ for k in $RUNGS; do
   done
   [ ${#runs[@]} -gt 0 ] || continue
   if [ "$k" = 1 ] && [ -n "${REUSE_X1:-}" ]; then
-    for pair in $LRS; do
-      run=${pair%%=*} lr=${pair#*=}
+    for run in "${runs[@]}"; do
+      lr=""
+      for pair in $LRS; do [ "${pair%%=*}" = "$run" ] && lr=${pair#*=}; done
       for ((i = 0; i < SEEDS; i++)); do
         name="$run-lr=$lr-seed$((BASE_SEED + i))"
-        dest=${ROOT_DIR:-runs}/$EXPERIMENT/x1/sweep/$name
-        if [ -f "$REUSE_X1/$name/metrics.json" ] && [ ! -f "$dest/metrics.json" ]; then
-          mkdir -p "$(dirname "$dest")" && rm -rf "$dest" && cp -r "$REUSE_X1/$name" "$dest"
-          echo "ladder rung x1: $name copied from $REUSE_X1"
+        source=$REUSE_X1/$name dest=$ROOT_DIR/$EXPERIMENT/x1/sweep/$name
+        [ -f "$source/metrics.json" ] && [ ! -f "$dest/metrics.json" ] || continue
+        # Only a point of this protocol and this many steps is the rung's point.
+        if ! "$PYTHON" -c 'import json, sys; m = json.load(open(sys.argv[1]))
+sys.exit(m["protocol"] != sys.argv[2] or m["steps"] != int(sys.argv[3]))' \
+          "$source/metrics.json" "$PROTOCOL" "$BASE_STEPS"; then
+          echo "ladder rung x1: $source is not a $PROTOCOL run of $BASE_STEPS steps; not copied" >&2
+          continue
         fi
+        mkdir -p "$(dirname "$dest")" && rm -rf "$dest" && cp -r "$source" "$dest"
+        echo "ladder rung x1: $name copied from $REUSE_X1"
       done
     done
   fi
@@ -59,7 +69,7 @@ for k in $RUNGS; do
   status=0
   "${seqlab[@]}" sweep --recipe "$RECIPE" --protocol "$PROTOCOL" --parallel "$PARALLEL" \
     --runs "$(IFS=,; echo "${runs[*]}")" --seeds "$SEEDS" "${grid[@]}" \
-    --trainer.experiment "$EXPERIMENT/x$k" --trainer.max_steps $((BASE_STEPS * k)) \
+    --trainer.experiment "$EXPERIMENT/x$k" --trainer.max_steps $((BASE_STEPS * k)) --trainer.root_dir "$ROOT_DIR" \
     "${extra[@]}" || status=$?
   echo "ladder rung x$k (${runs[*]}): $(( $(date +%s) - start )) s (exit $status)"
   [ "$status" = 0 ] || failed=1  # the other rungs still run; the script exits 1 at the end

@@ -17,8 +17,10 @@ and writes
   results.json, copied as ``seqlab sweep`` wrote them (the test checks that its winners are the
   ones selected here);
 * the table and the pairs' lines between ``<!-- MARK -->`` markers, in the folder's README.md and
-  in the top-level README.md: tests/test_results_docs.py rebuilds both from the committed
-  results.json and fails when either was edited by hand.
+  (unless ``--no_top_readme``) in the top-level README.md, and the validation accuracy at every lr
+  between ``<!-- MARK-lrs -->`` in the folder's README.md; a README without its markers is an
+  error. tests/test_results_docs.py rebuilds them from the committed results.json and fails when
+  one was edited by hand.
 """
 
 from __future__ import annotations
@@ -82,27 +84,34 @@ def collect(sweep: Path) -> list[dict]:
 
 def select(points: list[dict]) -> list[dict]:
     """Per model: the lr with the best mean validation accuracy over the seeds every lr of it
-    finished (the selection seeds), and its test figures on the held-out seeds."""
+    finished with a finite value (the selection seeds; all seeds when they share none), as
+    ``seqlab sweep`` selects (the first lr in grid order wins an exact tie), and its test figures
+    on the held-out seeds."""
     chosen = []
     for model in dict.fromkeys(p["model"] for p in points):
         mine = [p for p in points if p["model"] == model]
-        by_lr: dict[float, dict[int, dict]] = {}
+        other = sorted({k for p in mine for k in p["settings"]} - {LR})
+        if other:
+            raise SystemExit(f"{model}: the sweep varies {', '.join(other)} too; this script reads lr sweeps only")
+        by_lr: dict[float, dict[int, float]] = {}  # in the manifest's (grid) order
         for p in mine:
-            if p["role"] == "selection":
-                by_lr.setdefault(p["lr"], {})[p["seed"]] = p
-        seeds = sorted(set.intersection(*(set(s) for s in by_lr.values())))
-        val = {lr: statistics.fmean(runs[s]["val"][SELECT_ON] for s in seeds) for lr, runs in by_lr.items()}
-        lr = max(sorted(val), key=lambda x: val[x])  # the smallest lr wins an exact tie
+            value = p["val"][SELECT_ON]
+            if p["role"] == "selection" and isinstance(value, (int, float)) and math.isfinite(value):
+                by_lr.setdefault(p["lr"], {})[p["seed"]] = value
+        common = set.intersection(*(set(s) for s in by_lr.values()))
+        seeds = sorted(common or {seed for s in by_lr.values() for seed in s})
+        val = {lr: statistics.fmean(v for seed, v in runs.items() if seed in seeds) for lr, runs in by_lr.items()}
+        lr = max(val, key=lambda x: val[x])  # max keeps the first of equal values: grid order
         held = sorted((p for p in mine if p["role"] == "held_out" and p["lr"] == lr), key=lambda p: p["seed"])
         lrs = sorted(by_lr)
+        text = {p["lr"]: p["settings"][LR] for p in mine}  # each lr as the grid wrote it
         chosen.append(
             {
                 "model": model,
-                "lr": lr,
-                "lr_text": next(p["settings"][LR] for p in mine if p["lr"] == lr),  # as the grid wrote it
-                "lrs_tried": lrs,
+                "lr": text[lr],
+                "lrs_tried": [text[x] for x in lrs],
                 "at_grid_edge": lr in (lrs[0], lrs[-1]),
-                "val_mean_by_lr": {f"{x:g}": val[x] for x in lrs},
+                "val_mean_by_lr": {text[x]: val[x] for x in lrs},
                 "selection_seeds": seeds,
                 "tuning_points": sum(1 for p in mine if p["role"] == "selection"),
                 "held_out_seeds": [p["seed"] for p in held],
@@ -159,8 +168,13 @@ def _seeds(seeds: list[int]) -> str:
 def table(selected: list[dict]) -> str:
     """The markdown table (one row per model, best held-out test mean first) and a line per pair."""
     first = selected[0]
+    for key in ("selection_seeds", "held_out_seeds"):
+        if any(c[key] != first[key] for c in selected):
+            raise SystemExit(f"the models have different {key.replace('_', ' ')}; one header cannot name them")
+    ratios = {round(float(b) / float(a), 2) for c in selected for a, b in zip(c["lrs_tried"], c["lrs_tried"][1:])}
+    spacing = f", {ratios.pop():g}x apart" if len(ratios) == 1 else ""
     rows = [
-        f"| model | params | state / sequence (floats) | chosen lr (of {len(first['lrs_tried'])}, 2x apart) | "
+        f"| model | params | state / sequence (floats) | chosen lr (of {len(first['lrs_tried'])}{spacing}) | "
         f"tuning budget (points) | val masked acc, seeds {_seeds(first['selection_seeds'])} | "
         f"test masked acc, held-out seeds {_seeds(first['held_out_seeds'])}: mean ± sample std | "
         "95% interval (t) | exact match¹ | probe: 61-80 digits | median s per run² |",
@@ -172,8 +186,8 @@ def table(selected: list[dict]) -> str:
         edge = " (grid edge)" if c["at_grid_edge"] else ""
         name = f"**{NAMES.get(c['model'], c['model'])}**" if i == 0 else NAMES.get(c["model"], c["model"])
         rows.append(
-            f"| {name} | {c['params']:,} | {c['state_size']:,} | {c['lr_text']}{edge} | {c['tuning_points']} | "
-            f"{_pct(c['val_mean_by_lr'][format(c['lr'], 'g')])} | {_ms(acc, i == 0)} | {interval} | "
+            f"| {name} | {c['params']:,} | {c['state_size']:,} | {c['lr']}{edge} | {c['tuning_points']} | "
+            f"{_pct(c['val_mean_by_lr'][c['lr']])} | {_ms(acc, i == 0)} | {interval} | "
             f"{_ms(c['test']['exact_acc'])} | {_ms(c['test']['probe_masked_acc'])} | "
             f"{c['wall_time_s_median']:.0f} |"
         )
@@ -183,6 +197,19 @@ def table(selected: list[dict]) -> str:
         test = "Welch's test undefined" if p["welch_p"] is None else f"Welch's p = {p['welch_p']:.2g}"
         lines.append(f"- {p['a']} vs {p['b']}: {verdict}; {test}.")
     return "\n".join(rows + lines)
+
+
+def lr_table(selected: list[dict]) -> str:
+    """Markdown: each model's mean validation masked accuracy at every lr tried (selection seeds)."""
+    rows = ["| model | " + " | ".join(f"lr {i + 1}" for i in range(len(selected[0]["lrs_tried"]))) + " |"]
+    rows.append("|---|" + "---:|" * len(selected[0]["lrs_tried"]))
+    for c in selected:
+        cells = []
+        for lr in c["lrs_tried"]:
+            text = f"{lr}: {_pct(c['val_mean_by_lr'][lr])}"
+            cells.append(f"**{text}**" if lr == c["lr"] else text)
+        rows.append(f"| {NAMES.get(c['model'], c['model'])} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def update_readme(readme: Path, mark: str, text: str) -> None:
@@ -213,6 +240,7 @@ def main() -> None:
     parser.add_argument("--protocol", default="uniform", help="what the table's rules were (recorded)")
     parser.add_argument("--command", default="", help="the sweep's command line (recorded)")
     parser.add_argument("--wall_s", type=float, default=None, help="the stage's wall time (recorded)")
+    parser.add_argument("--no_top_readme", action="store_true", help="leave the top-level README.md alone")
     args = parser.parse_args()
     points = collect(args.sweep)
     if not points:
@@ -242,9 +270,15 @@ def main() -> None:
         if (args.sweep / name).is_file():
             shutil.copyfile(args.sweep / name, args.out / copy)
     text = table(selected)
-    for readme in (args.out / "README.md", ROOT / "README.md"):
-        if readme.is_file() and f"<!-- {args.mark} -->" in readme.read_text():
-            update_readme(readme, args.mark, text)
+    readme = args.out / "README.md"
+    if not readme.is_file():  # a first run: the folder's README starts as the two tables
+        readme.write_text(
+            f"<!-- {args.mark} -->\n<!-- {args.mark} -->\n\n<!-- {args.mark}-lrs -->\n<!-- {args.mark}-lrs -->\n"
+        )
+    update_readme(readme, args.mark, text)
+    update_readme(readme, f"{args.mark}-lrs", lr_table(selected))
+    if not args.no_top_readme:
+        update_readme(ROOT / "README.md", args.mark, text)
     print(text)
     print(f"{len(points)} points, {results['stage']['runs_wall_time_s_sum'] / 3600:.2f} run-hours (summed over points)")
 

@@ -80,8 +80,9 @@ def require_ray():
 
 class _Hub:
     """The runs' lines on their way to the submitting process, which takes them every 0.2 s. A Ray
-    actor (no CPU), created by :func:`run_on_ray`; tasks only send to it, never wait on it (a
-    task blocked in ``ray.get`` lends its CPU to the next task in Ray's queue)."""
+    actor (no CPU), created by :func:`run_on_ray`; while their run trains, tasks only send to it,
+    never wait on it (a task blocked in ``ray.get`` lends its CPU to the next task in Ray's queue);
+    they wait once, for their last lines, after the run has ended."""
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
@@ -174,7 +175,13 @@ def _unblock_signals() -> None:
 
 
 def _send_lines(label: str, stream, hub: Any) -> None:
-    """Relay the run's lines to the hub, a batch at most every 0.2 s (one call per line is slow)."""
+    """Relay the run's lines to the hub, a batch at most every 0.2 s (one call per line is slow).
+
+    The last call is waited for: an actor runs one caller's calls in the order they were made, so
+    once it returns every line is at the hub, before the task's result is (the task joins this
+    thread first), and the submitter's next ``take`` after that result has them all."""
+    import ray
+
     batch: list[str] = []
     sent = time.monotonic()
     for line in stream:
@@ -182,8 +189,7 @@ def _send_lines(label: str, stream, hub: Any) -> None:
         if time.monotonic() - sent >= 0.2:
             hub.say.remote(label, batch)
             batch, sent = [], time.monotonic()
-    if batch:
-        hub.say.remote(label, batch)
+    ray.get(hub.say.remote(label, batch))
 
 
 def _wait_for_lock(path: Path) -> None:
@@ -365,8 +371,7 @@ def run_on_ray(
                 code = code if code > 0 else 128 - code
                 codes.add(code)
                 failed.append((label, f"exit {code}"))
-        time.sleep(0.5)  # the last lines a task sent before it ended may still be on their way
-        show(ray.get(hub.take.remote()))
+        show(ray.get(hub.take.remote()))  # each task's last lines reached the hub before its result
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -82,7 +82,8 @@ def test_the_ladder_script_runs_one_sweep_per_rung(tmp_path):
         SEEDS="2",
         BASE_STEPS="6",
         EXPERIMENT="tiny_ladder",
-        EXTRA=f"--trainer.root_dir {tmp_path / 'runs'}",
+        ROOT_DIR=str(tmp_path / "runs"),
+        PYTHON=sys.executable,
     )
     result = subprocess.run(
         ["bash", str(ROOT / "scripts/reverse_digits_ladder.sh")], capture_output=True, text=True, env=env, timeout=600
@@ -109,12 +110,7 @@ def test_the_ladder_script_runs_one_sweep_per_rung(tmp_path):
         ("mlp", 2.0, 12 * 8 * 32),
     }
     # A 1x rung that a sweep already holds is copied, not trained: the same settings and seeds.
-    env.update(
-        EXPERIMENT="tiny_ladder_again",
-        RUNGS="1",
-        REUSE_X1=str(ladder / "x1" / "sweep"),
-        ROOT_DIR=str(tmp_path / "runs"),
-    )
+    env.update(EXPERIMENT="tiny_ladder_again", RUNGS="1", REUSE_X1=str(ladder / "x1" / "sweep"))
     again = subprocess.run(
         ["bash", str(ROOT / "scripts/reverse_digits_ladder.sh")], capture_output=True, text=True, env=env, timeout=600
     )
@@ -122,3 +118,12 @@ def test_the_ladder_script_runs_one_sweep_per_rung(tmp_path):
     assert again.stdout.count("copied from") == 4 and "4 finished before, 0 to train" in again.stderr, again.stderr
     copied = tmp_path / "runs" / "tiny_ladder_again" / "x1" / "sweep" / "mlp-lr=3e-3-seed43" / "metrics.json"
     assert copied.read_bytes() == (ladder / "x1/sweep/mlp-lr=3e-3-seed43/metrics.json").read_bytes()
+    # A point of another length (the 2x rung's, 12 steps) is not the 1x rung's: trained, not copied.
+    env.update(EXPERIMENT="tiny_ladder_other", LRS="mlp=3e-3", SEEDS="1", REUSE_X1=str(ladder / "x2" / "sweep"))
+    other = subprocess.run(
+        ["bash", str(ROOT / "scripts/reverse_digits_ladder.sh")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "copied from" not in other.stdout and "is not a uniform run of 6 steps; not copied" in other.stderr
+    trained = json.loads((tmp_path / "runs/tiny_ladder_other/x1/sweep/mlp-lr=3e-3-seed42/metrics.json").read_text())
+    assert trained["steps"] == 6
