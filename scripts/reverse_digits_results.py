@@ -83,35 +83,46 @@ def collect(sweep: Path) -> list[dict]:
 
 
 def select(points: list[dict]) -> list[dict]:
-    """Per model: the lr with the best mean validation accuracy over the seeds every lr of it
-    finished with a finite value (the selection seeds; all seeds when they share none), as
-    ``seqlab sweep`` selects (the first lr in grid order wins an exact tie), and its test figures
-    on the held-out seeds."""
+    """Per model: the setting with the best mean validation accuracy over the seeds every setting
+    of it finished with a finite value (the selection seeds; all seeds when they share none), as
+    ``seqlab sweep`` selects (the first setting in grid order wins an exact tie), and its test
+    figures on the held-out seeds."""
     chosen = []
     for model in dict.fromkeys(p["model"] for p in points):
         mine = [p for p in points if p["model"] == model]
-        other = sorted({k for p in mine for k in p["settings"]} - {LR})
-        if other:
-            raise SystemExit(f"{model}: the sweep varies {', '.join(other)} too; this script reads lr sweeps only")
-        by_lr: dict[float, dict[int, float]] = {}  # in the manifest's (grid) order
+        keys = list(dict.fromkeys(k for p in mine for k in p["settings"]))
+        varied = [k for k in keys if len({p["settings"].get(k) for p in mine}) > 1]
+        by_setting: dict[str, dict[int, float]] = {}  # label -> seed -> value, in grid order
+        setting_of: dict[str, dict] = {}
         for p in mine:
+            label = _label(p["settings"], varied)
+            setting_of[label] = p["settings"]
             value = p["val"][SELECT_ON]
             if p["role"] == "selection" and isinstance(value, (int, float)) and math.isfinite(value):
-                by_lr.setdefault(p["lr"], {})[p["seed"]] = value
-        common = set.intersection(*(set(s) for s in by_lr.values()))
-        seeds = sorted(common or {seed for s in by_lr.values() for seed in s})
-        val = {lr: statistics.fmean(v for seed, v in runs.items() if seed in seeds) for lr, runs in by_lr.items()}
-        lr = max(val, key=lambda x: val[x])  # max keeps the first of equal values: grid order
-        held = sorted((p for p in mine if p["role"] == "held_out" and p["lr"] == lr), key=lambda p: p["seed"])
-        lrs = sorted(by_lr)
-        text = {p["lr"]: p["settings"][LR] for p in mine}  # each lr as the grid wrote it
+                by_setting.setdefault(label, {})[p["seed"]] = value
+        common = set.intersection(*(set(s) for s in by_setting.values()))
+        seeds = sorted(common or {seed for s in by_setting.values() for seed in s})
+        val = {k: statistics.fmean(v for seed, v in runs.items() if seed in seeds) for k, runs in by_setting.items()}
+        best = max(val, key=lambda x: val[x])  # max keeps the first of equal values: grid order
+        setting = setting_of[best]
+        held = sorted(
+            (p for p in mine if p["role"] == "held_out" and p["settings"] == setting), key=lambda p: p["seed"]
+        )
+        edges = []
+        for key in varied:
+            tried = sorted({float(s[key]) for label, s in setting_of.items() if label in by_setting})
+            if float(setting[key]) in (tried[0], tried[-1]):
+                edges.append(key)
         chosen.append(
             {
                 "model": model,
-                "lr": text[lr],
-                "lrs_tried": [text[x] for x in lrs],
-                "at_grid_edge": lr in (lrs[0], lrs[-1]),
-                "val_mean_by_lr": {text[x]: val[x] for x in lrs},
+                "setting": setting,
+                "label": best,
+                "varied": varied,
+                "lr": setting[LR],
+                "tried": list(by_setting),
+                "at_grid_edge": edges,
+                "val_mean_by_setting": val,
                 "selection_seeds": seeds,
                 "tuning_points": sum(1 for p in mine if p["role"] == "selection"),
                 "held_out_seeds": [p["seed"] for p in held],
@@ -122,6 +133,13 @@ def select(points: list[dict]) -> list[dict]:
             }
         )
     return sorted(chosen, key=lambda c: -(c["test"][SELECT_ON] or {}).get("mean", -1))
+
+
+def _label(settings: dict, varied: list[str]) -> str:
+    """A setting as the tables name it: the lr alone in an lr sweep, else the swept keys' values."""
+    if varied == [LR] or not varied:
+        return settings[LR]
+    return ", ".join(f"{k.rsplit('.', 1)[-1]} {settings[k]}" for k in varied)
 
 
 def _interval(values: list) -> dict | None:
@@ -168,13 +186,17 @@ def _seeds(seeds: list[int]) -> str:
 def table(selected: list[dict]) -> str:
     """The markdown table (one row per model, best held-out test mean first) and a line per pair."""
     first = selected[0]
-    for key in ("selection_seeds", "held_out_seeds"):
+    for key in ("selection_seeds", "held_out_seeds", "varied"):
         if any(c[key] != first[key] for c in selected):
             raise SystemExit(f"the models have different {key.replace('_', ' ')}; one header cannot name them")
-    ratios = {round(float(b) / float(a), 2) for c in selected for a, b in zip(c["lrs_tried"], c["lrs_tried"][1:])}
-    spacing = f", {ratios.pop():g}x apart" if len(ratios) == 1 else ""
+    if first["varied"] in ([LR], []):
+        ratios = {round(float(b) / float(a), 2) for c in selected for a, b in zip(c["tried"], c["tried"][1:])}
+        spacing = f", {ratios.pop():g}x apart" if len(ratios) == 1 else ""
+        column = f"chosen lr (of {len(first['tried'])}{spacing})"
+    else:
+        column = f"chosen {', '.join(k.rsplit('.', 1)[-1] for k in first['varied'])} (of {len(first['tried'])}), at lr"
     rows = [
-        f"| model | params | state / sequence (floats) | chosen lr (of {len(first['lrs_tried'])}{spacing}) | "
+        f"| model | params | state / sequence (floats) | {column} | "
         f"tuning budget (points) | val masked acc, seeds {_seeds(first['selection_seeds'])} | "
         f"test masked acc, held-out seeds {_seeds(first['held_out_seeds'])}: mean ± sample std | "
         "95% interval (t) | exact match¹ | probe: 61-80 digits | median s per run² |",
@@ -184,10 +206,11 @@ def table(selected: list[dict]) -> str:
         acc = c["test"][SELECT_ON]
         interval = "–" if acc is None or acc["lo"] is None else f"[{100 * acc['lo']:.2f}, {100 * acc['hi']:.2f}]"
         edge = " (grid edge)" if c["at_grid_edge"] else ""
+        chosen = c["label"] if c["label"] == c["lr"] else f"{c['label']}, lr {c['lr']}"
         name = f"**{NAMES.get(c['model'], c['model'])}**" if i == 0 else NAMES.get(c["model"], c["model"])
         rows.append(
-            f"| {name} | {c['params']:,} | {c['state_size']:,} | {c['lr']}{edge} | {c['tuning_points']} | "
-            f"{_pct(c['val_mean_by_lr'][c['lr']])} | {_ms(acc, i == 0)} | {interval} | "
+            f"| {name} | {c['params']:,} | {c['state_size']:,} | {chosen}{edge} | {c['tuning_points']} | "
+            f"{_pct(c['val_mean_by_setting'][c['label']])} | {_ms(acc, i == 0)} | {interval} | "
             f"{_ms(c['test']['exact_acc'])} | {_ms(c['test']['probe_masked_acc'])} | "
             f"{c['wall_time_s_median']:.0f} |"
         )
@@ -199,15 +222,17 @@ def table(selected: list[dict]) -> str:
     return "\n".join(rows + lines)
 
 
-def lr_table(selected: list[dict]) -> str:
-    """Markdown: each model's mean validation masked accuracy at every lr tried (selection seeds)."""
-    rows = ["| model | " + " | ".join(f"lr {i + 1}" for i in range(len(selected[0]["lrs_tried"]))) + " |"]
-    rows.append("|---|" + "---:|" * len(selected[0]["lrs_tried"]))
+def settings_table(selected: list[dict]) -> str:
+    """Markdown: each model's mean validation masked accuracy at every setting tried (selection seeds)."""
+    width = max(len(c["tried"]) for c in selected)
+    rows = ["| model | " + " | ".join(f"setting {i + 1}" for i in range(width)) + " |"]
+    rows.append("|---|" + "---:|" * width)
     for c in selected:
         cells = []
-        for lr in c["lrs_tried"]:
-            text = f"{lr}: {_pct(c['val_mean_by_lr'][lr])}"
-            cells.append(f"**{text}**" if lr == c["lr"] else text)
+        for label in c["tried"]:
+            text = f"{label}: {_pct(c['val_mean_by_setting'][label])}"
+            cells.append(f"**{text}**" if label == c["label"] else text)
+        cells += [""] * (width - len(cells))
         rows.append(f"| {NAMES.get(c['model'], c['model'])} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -276,7 +301,7 @@ def main() -> None:
             f"<!-- {args.mark} -->\n<!-- {args.mark} -->\n\n<!-- {args.mark}-lrs -->\n<!-- {args.mark}-lrs -->\n"
         )
     update_readme(readme, args.mark, text)
-    update_readme(readme, f"{args.mark}-lrs", lr_table(selected))
+    update_readme(readme, f"{args.mark}-lrs", settings_table(selected))
     if not args.no_top_readme:
         update_readme(ROOT / "README.md", args.mark, text)
     print(text)
