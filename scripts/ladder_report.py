@@ -71,6 +71,7 @@ def collect(ladder: Path, metric: str) -> list[dict]:
             values = [float(v) for v in values if isinstance(v, (int, float)) and v == v]
             tokens = [training_tokens(path, s) for _, path, s in points]
             walls = [s.wall_time_s for _, _, s in points if s.wall_time_s is not None]
+            machines = sorted({s.machine or "not recorded" for _, _, s in points})
             iv = mean_interval(values)
             rows.append(
                 {
@@ -80,6 +81,7 @@ def collect(ladder: Path, metric: str) -> list[dict]:
                     "tokens": statistics.fmean(t for t in tokens if t is not None) if any(tokens) else None,
                     "wall_time_s": walls,
                     "mean_wall_time_s": statistics.fmean(walls) if walls else None,
+                    "machines": machines,  # wall times compare only within one machine
                     metric: None if iv is None else {**iv.to_dict(), "values": values},
                 }
             )
@@ -101,8 +103,8 @@ def write(ladder: Path, metric: str) -> list[Path]:
         f"std (n-1) and 95% interval ({INTERVAL_METHOD}), in percent; wall time is the mean per run on "
         "this machine.",
         "",
-        f"| model | rung | training tokens | seeds | {metric}: mean | sample std | 95% interval (t) | wall time per run (s) |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        f"| model | rung | training tokens | seeds | {metric}: mean | sample std | 95% interval (t) | wall time per run (s) | trained on |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["run"], r["rung"])):
         iv = r[metric] or {}
@@ -112,7 +114,7 @@ def write(ladder: Path, metric: str) -> list[Path]:
         wall = "—" if r["mean_wall_time_s"] is None else f"{r['mean_wall_time_s']:.0f}"
         lines.append(
             f"| {r['run']} | {r['rung']:g}x | {tokens} | {', '.join(map(str, r['seeds']))} | "
-            f"{_pct(iv.get('mean'))} | {_pct(iv.get('sample_std'))} | {interval} | {wall} |"
+            f"{_pct(iv.get('mean'))} | {_pct(iv.get('sample_std'))} | {interval} | {wall} | {'; '.join(r['machines'])} |"
         )
     lines += ["", "![accuracy against training tokens and wall-clock seconds](ladder.png)", ""]
     atomic_write_text(ladder / "ladder.md", "\n".join(lines))

@@ -16,6 +16,8 @@ and writes
 * ``report.md``, ``sweep.png`` and ``sweep_results.json``: the sweep's own report, plot and
   results.json, copied as ``seqlab sweep`` wrote them (the test checks that its winners are the
   ones selected here);
+* ``raw/``: the sweep's manifest and every finished point's ``metrics.json``, a sweep folder
+  that ``cp -r raw runs/<experiment>/sweep`` restores (nothing trained is needed again);
 * the table and the pairs' lines between ``<!-- MARK -->`` markers, in the folder's README.md and
   (unless ``--no_top_readme``) in the top-level README.md, and the validation accuracy at every lr
   between ``<!-- MARK-lrs -->`` in the folder's README.md; a README without its markers is an
@@ -28,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -50,6 +50,12 @@ NAMES = {  # run name -> what the table calls it
     "mlp": "mlp (our baseline)",
 }
 LR = "trainer.optimizer.lr"
+
+
+def prior_points(sweep: Path) -> dict[str, int]:
+    """The points each model was tuned with before this sweep (``seqlab sweep --prior_points``)."""
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    return {str(k): int(v) for k, v in (manifest.get("prior_points") or {}).items()}
 
 
 def collect(sweep: Path) -> list[dict]:
@@ -77,16 +83,19 @@ def collect(sweep: Path) -> list[dict]:
                 "steps": m["steps"],
                 "wall_time_s": m["wall_time_s"],
                 "tokens_per_s": m["tokens_per_s"],
+                "machine": m.get("machine"),  # None: trained before seqlab recorded it
             }
         )
     return points
 
 
-def select(points: list[dict]) -> list[dict]:
+def select(points: list[dict], prior: dict[str, int] | None = None) -> list[dict]:
     """Per model: the setting with the best mean validation accuracy over the seeds every setting
     of it finished with a finite value (the selection seeds; all seeds when they share none), as
     ``seqlab sweep`` selects (the first setting in grid order wins an exact tie), and its test
-    figures on the held-out seeds."""
+    figures on the held-out seeds. ``prior``: model -> points of tuning before this sweep, which
+    the tuning budget counts beside this sweep's selection points."""
+    prior = prior or {}
     chosen = []
     for model in dict.fromkeys(p["model"] for p in points):
         mine = [p for p in points if p["model"] == model]
@@ -124,7 +133,9 @@ def select(points: list[dict]) -> list[dict]:
                 "at_grid_edge": edges,
                 "val_mean_by_setting": val,
                 "selection_seeds": seeds,
-                "tuning_points": sum(1 for p in mine if p["role"] == "selection"),
+                "tuning_points_here": sum(1 for p in mine if p["role"] == "selection"),
+                "tuning_points_before": prior.get(model, 0),
+                "tuning_points": sum(1 for p in mine if p["role"] == "selection") + prior.get(model, 0),
                 "held_out_seeds": [p["seed"] for p in held],
                 "test": {k: _interval([p["test"][k] for p in held]) for k in TEST_METRICS},
                 "params": mine[0]["params"],
@@ -192,12 +203,12 @@ def table(selected: list[dict]) -> str:
     if first["varied"] in ([LR], []):
         ratios = {round(float(b) / float(a), 2) for c in selected for a, b in zip(c["tried"], c["tried"][1:])}
         spacing = f", {ratios.pop():g}x apart" if len(ratios) == 1 else ""
-        column = f"chosen lr (of {len(first['tried'])}{spacing})"
+        column = f"chosen lr (of the rates tried{spacing})"
     else:
-        column = f"chosen {', '.join(k.rsplit('.', 1)[-1] for k in first['varied'])} (of {len(first['tried'])}), at lr"
+        column = f"chosen {', '.join(k.rsplit('.', 1)[-1] for k in first['varied'])} (of the values tried), at lr"
     rows = [
         f"| model | params | state / sequence (floats) | {column} | "
-        f"tuning budget (points) | val masked acc, seeds {_seeds(first['selection_seeds'])} | "
+        f"tuning budget (points: here + before) | val masked acc, seeds {_seeds(first['selection_seeds'])} | "
         f"test masked acc, held-out seeds {_seeds(first['held_out_seeds'])}: mean ± sample std | "
         "95% interval (t) | exact match¹ | probe: 61-80 digits | median s per run² |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -205,11 +216,14 @@ def table(selected: list[dict]) -> str:
     for i, c in enumerate(selected):
         acc = c["test"][SELECT_ON]
         interval = "–" if acc is None or acc["lo"] is None else f"[{100 * acc['lo']:.2f}, {100 * acc['hi']:.2f}]"
+        if acc is not None and acc["hi"] is not None and acc["hi"] > 1:
+            interval += "³"  # the t interval passes 100%: the README's footnote says why
         edge = " (grid edge)" if c["at_grid_edge"] else ""
         chosen = c["label"] if c["label"] == c["lr"] else f"{c['label']}, lr {c['lr']}"
+        chosen += f" (of {len(c['tried'])})"
         name = f"**{NAMES.get(c['model'], c['model'])}**" if i == 0 else NAMES.get(c["model"], c["model"])
         rows.append(
-            f"| {name} | {c['params']:,} | {c['state_size']:,} | {chosen}{edge} | {c['tuning_points']} | "
+            f"| {name} | {c['params']:,} | {c['state_size']:,} | {chosen}{edge} | {_budget(c)} | "
             f"{_pct(c['val_mean_by_setting'][c['label']])} | {_ms(acc, i == 0)} | {interval} | "
             f"{_ms(c['test']['exact_acc'])} | {_ms(c['test']['probe_masked_acc'])} | "
             f"{c['wall_time_s_median']:.0f} |"
@@ -220,6 +234,11 @@ def table(selected: list[dict]) -> str:
         test = "Welch's test undefined" if p["welch_p"] is None else f"Welch's p = {p['welch_p']:.2g}"
         lines.append(f"- {p['a']} vs {p['b']}: {verdict}; {test}.")
     return "\n".join(rows + lines)
+
+
+def _budget(c: dict) -> str:
+    here, before = c["tuning_points_here"], c["tuning_points_before"]
+    return f"{here + before} ({here} + {before})" if before else str(here)
 
 
 def settings_table(selected: list[dict]) -> str:
@@ -237,6 +256,19 @@ def settings_table(selected: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def copy_raw(sweep: Path, raw: Path, points: list[dict]) -> None:
+    """The sweep's manifest and every finished point's metrics.json, as a sweep folder: copied to
+    runs/<experiment>/sweep, it is that sweep finished (``seqlab sweep`` skips every point there,
+    and the warmup and ladder scripts can reuse its points) on a machine that never trained it."""
+    if raw.exists():
+        shutil.rmtree(raw)
+    raw.mkdir(parents=True)
+    shutil.copyfile(sweep / "sweep.json", raw / "sweep.json")
+    for p in points:
+        (raw / p["point"]).mkdir()
+        shutil.copyfile(sweep / p["point"] / "metrics.json", raw / p["point"] / "metrics.json")
+
+
 def update_readme(readme: Path, mark: str, text: str) -> None:
     marker = f"<!-- {mark} -->"
     body = readme.read_text()
@@ -247,14 +279,13 @@ def update_readme(readme: Path, mark: str, text: str) -> None:
     readme.write_text(f"{head}{marker}\n{text}\n{marker}{tail}")
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def machines(points: list[dict]) -> dict[str, int]:
+    """Points per machine they trained on (metrics.json's ``machine``; "not recorded" before it was)."""
+    out: dict[str, int] = {}
+    for p in points:
+        key = p["machine"] or "not recorded"
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def main() -> None:
@@ -270,7 +301,7 @@ def main() -> None:
     points = collect(args.sweep)
     if not points:
         raise SystemExit(f"no finished sweep points under {args.sweep}")
-    selected = select(points)
+    selected = select(points, prior_points(args.sweep))
     missing = [c["model"] for c in selected if len(c["held_out_seeds"]) < 2]
     if missing:
         raise SystemExit(f"{', '.join(missing)}: fewer than 2 held-out seeds finished; let the sweep end first")
@@ -284,8 +315,9 @@ def main() -> None:
             "command": args.command,
             "wall_time_s": args.wall_s,
             "runs_wall_time_s_sum": math.fsum(p["wall_time_s"] for p in points),
-            "machine": f"{_cpu()}, {len(os.sched_getaffinity(0))} cores",
+            "machines": machines(points),
         },
+        "prior_points": prior_points(args.sweep),
         "points": points,
         "selected": selected,
         "pairs": pairs(selected),
@@ -294,6 +326,7 @@ def main() -> None:
     for name, copy in (("report.md", "report.md"), ("sweep.png", "sweep.png"), ("results.json", "sweep_results.json")):
         if (args.sweep / name).is_file():
             shutil.copyfile(args.sweep / name, args.out / copy)
+    copy_raw(args.sweep, args.out / "raw", points)
     text = table(selected)
     readme = args.out / "README.md"
     if not readme.is_file():  # a first run: the folder's README starts as the two tables

@@ -153,6 +153,8 @@ class RunSummary:
         protocol: the recipe's rule for which weights the final test uses (``best``, ``seed``).
         state_size: floats of inference state per sequence (``Model.state_size``), if reported.
         best_step, best_value, best_monitor: the best checkpoint's rule and result, if tested.
+        machine: where the run trained (:func:`seqlab.machine.describe`: CPU model, cores): the
+            same run gives other last bits on another CPU, and its wall time is this machine's.
         val: the last validation's metrics, by bare name: what sweeps select on (never the test).
         report: how the task asks its metrics to be shown (:class:`ReportSpec`), if it says.
         test: the test metrics, by bare name (``masked_acc``, ``loss``, ...).
@@ -176,6 +178,7 @@ class RunSummary:
     best_step: Optional[int] = None
     best_value: Optional[float] = None
     best_monitor: Optional[str] = None
+    machine: Optional[str] = None
     val: dict[str, float] = field(default_factory=dict)
     report: Optional[ReportSpec] = None
     test: dict[str, float] = field(default_factory=dict)

@@ -64,6 +64,7 @@ def test_ladder_report_from_files(tmp_path):
     assert four["mean_wall_time_s"] == pytest.approx(401.0)
     table = (tmp_path / "ladder.md").read_text()
     assert "| transformer | 4x | 21.3M | 42, 43, 44 | 85.00 | 5.00 |" in table
+    assert table.rstrip().splitlines()[-3].endswith("| not recorded |")  # the points name no machine
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
 
 
@@ -127,3 +128,13 @@ def test_the_ladder_script_runs_one_sweep_per_rung(tmp_path):
     assert "copied from" not in other.stdout and "is not a uniform run of 6 steps; not copied" in other.stderr
     trained = json.loads((tmp_path / "runs/tiny_ladder_other/x1/sweep/mlp-lr=3e-3-seed42/metrics.json").read_text())
     assert trained["steps"] == 6
+    # BASE_SEED moves every rung to other seeds (issue 26's ladder: the held-out seeds 45-47); the
+    # sweep trains at those seeds, so a reused point of that seed is the rung's point.
+    env.update(EXPERIMENT="tiny_ladder_seed", LRS="mlp=3e-3", SEEDS="1", BASE_SEED="43")
+    env.update(REUSE_X1=str(ladder / "x1" / "sweep"))
+    seeded = subprocess.run(
+        ["bash", str(ROOT / "scripts/reverse_digits_ladder.sh")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert seeded.returncode == 0, seeded.stderr[-3000:]
+    assert seeded.stdout.count("copied from") == 1 and "1 finished before, 0 to train" in seeded.stderr
+    assert (tmp_path / "runs/tiny_ladder_seed/x1/sweep/mlp-lr=3e-3-seed43/metrics.json").is_file()

@@ -65,7 +65,7 @@ def results_section():
 
 
 def test_the_readme_results_table_is_the_raw_files():
-    rows = table_rows(results_section(), "| model | params |")
+    rows = table_rows(results_section(), "| model | params | state / sequence (floats) | tokens/s in the demo")
     assert set(rows) == set(MODELS)
     for run in MODELS:
         d, w = demo(run), winner(run)
@@ -159,3 +159,61 @@ def test_the_rate_each_recipe_run_uses_is_the_sweeps_winner(run):
     assert lr == pytest.approx(float(winner(run)["settings"]["trainer.optimizer.lr"]))
     assert re.search(r"\b1,300 steps x 32 rows\b", results_section())
     assert recipe["trainer"]["max_steps"] == 1300 and recipe["task"]["init_args"]["batch_size"] == 32
+
+
+# ------------------------------------------------------------- issue 26: the uniform-protocol sweep
+UNIFORM = ROOT / "docs/results/reverse_digits_cpu_uniform"
+
+
+def _results_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reverse_digits_results", ROOT / "scripts/reverse_digits_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_uniform_sweep_tables_are_the_ones_its_results_json_gives():
+    """The README's headline table and docs/results/reverse_digits_cpu_uniform/README.md quote the
+    sweep's results.json, rebuilt here from its raw points by the code that wrote them."""
+    script = _results_script()
+    results = json.loads((UNIFORM / "results.json").read_text())
+    # The points are the raw metrics.json files; the selection and the pairs are recomputed from
+    # them, not read back from the file.
+    assert script.collect(UNIFORM / "raw") == results["points"]
+    assert script.prior_points(UNIFORM / "raw") == results["prior_points"]
+    assert script.select(results["points"], results["prior_points"]) == results["selected"]
+    assert script.pairs(results["selected"]) == results["pairs"]
+    mark = "<!-- reverse-digits-uniform -->"
+    table = script.table(results["selected"])
+    for readme in (ROOT / "README.md", UNIFORM / "README.md"):
+        assert f"{mark}\n{table}\n{mark}" in readme.read_text(), readme
+    lrs = "<!-- reverse-digits-uniform-lrs -->"
+    assert f"{lrs}\n{script.settings_table(results['selected'])}\n{lrs}" in (UNIFORM / "README.md").read_text()
+    # seqlab sweep's own report chose the same winners as the script (two implementations agree).
+    own = json.loads((UNIFORM / "sweep_results.json").read_text())
+    assert {m["run"]: m["settings"]["trainer.optimizer.lr"] for m in own["models"]} == {
+        c["model"]: c["lr"] for c in results["selected"]
+    }
+    assert results["protocol"] == "uniform" and all(p["test"]["masked_acc"] is not None for p in results["points"])
+
+
+def test_the_uniform_sweep_meets_issue_26s_bar():
+    """>= 3 seeds at every grid point of every model, 5 rates 1.5-2x apart, selection seeds apart
+    from the test seeds, every model of the CPU recipe (transformer_modern included)."""
+    results = json.loads((UNIFORM / "results.json").read_text())
+    assert {c["model"] for c in results["selected"]} == {"rwkv7", "transformer", "transformer_modern", "lstm", "mlp"}
+    for c in results["selected"]:
+        assert c["varied"] == ["trainer.optimizer.lr"], c["model"]
+        lrs = [float(x) for x in c["tried"]]
+        assert len(lrs) >= 5 and all(1.5 <= b / a <= 2.0 + 1e-9 for a, b in zip(lrs, lrs[1:])), c["model"]
+        for lr in c["tried"]:
+            seeds = {
+                p["seed"]
+                for p in results["points"]
+                if p["model"] == c["model"] and p["settings"]["trainer.optimizer.lr"] == lr and p["role"] == "selection"
+            }
+            assert len(seeds) >= 3 and seeds == set(c["selection_seeds"]), (c["model"], lr)
+        assert len(c["held_out_seeds"]) >= 3 and not set(c["held_out_seeds"]) & set(c["selection_seeds"])
+        assert c["test"]["masked_acc"]["n"] == len(c["held_out_seeds"])

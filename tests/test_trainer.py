@@ -1,6 +1,7 @@
 """The Trainer: hook order, exact resume, metrics.json, checkpoint safety."""
 
 import json
+import os
 
 import pytest
 from support import LossRecorder, StopAt
@@ -158,6 +159,10 @@ def test_metrics_json_and_best_checkpoint(tmp_path):
     assert metrics["params"] == small_mlp().num_parameters()
     assert metrics["tokens_per_s"] > 0 and metrics["wall_time_s"] > 0
     assert metrics["masked_acc"] == test_metrics["test/masked_acc"]
+    # Where it trained: the CPU's model name and the cores this process may use.
+    from seqlab.machine import cpu_name
+
+    assert metrics["machine"].startswith(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores")
     best = load_checkpoint(tmp_path / "exp/mlp/checkpoints/best.safetensors")
     assert best["step"] == metrics["best_step"]
     assert best["meta"]["best_value"] == pytest.approx(metrics["best_value"])

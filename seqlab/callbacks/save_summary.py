@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from seqlab.callback import Callback
 from seqlab.io import atomic_write_text
+from seqlab.machine import describe as describe_machine
 from seqlab.registry import MODELS
 from seqlab.summary import RunSummary
 
@@ -49,6 +50,7 @@ def build_summary(trainer, model, metrics: dict[str, float]) -> RunSummary:
         best_step=int(meta.get("best_step", tested.get("step"))) if best else None,
         best_value=float(meta["best_value"]) if best and "best_value" in meta else None,
         best_monitor=meta.get("monitor") if best and "best_value" in meta else None,
+        machine=describe_machine(),
         val={key.split("/", 1)[-1]: float(value) for key, value in trainer.last_val_metrics.items()},
         report=trainer.task.report_spec(),
         # Bare metric names (masked_acc, loss, ...) are what reports and scripts read.
