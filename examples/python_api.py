@@ -28,7 +28,7 @@ def settings(model: str):
     return {
         "rwkv7": (AdamW(lr=6e-3, weight_decay=0.1), [cosine, GradientClip(max_norm=1.0)]),
         "transformer": (AdamW(lr=3.2e-2, weight_decay=0.01, decay_all=True), [cosine]),
-        "transformer_modern": (AdamW(lr=8e-3, weight_decay=0.1), [cosine, GradientClip(max_norm=1.0)]),
+        "transformer_modern": (AdamW(lr=1.6e-2, weight_decay=0.1), [cosine, GradientClip(max_norm=1.0)]),
         "lstm": (AdamW(lr=4e-3, weight_decay=0.01, decay_all=True), [ConstantLR(), GradientClip(max_norm=1.0)]),
         "mlp": (AdamW(lr=4e-3, weight_decay=0.1), [cosine, GradientClip(max_norm=1.0)]),
     }[model]

@@ -161,6 +161,17 @@ def test_the_rate_each_recipe_run_uses_is_the_sweeps_winner(run):
     assert recipe["trainer"]["max_steps"] == 1300 and recipe["task"]["init_args"]["batch_size"] == 32
 
 
+def test_the_modern_transformers_rate_in_the_recipe_is_the_uniform_sweeps_choice():
+    """transformer_modern has no seed's-rules sweep: the recipe takes the uniform sweep's rate."""
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "recipes/reverse_digits_cpu.yaml").read_text())
+    results = json.loads((ROOT / "docs/results/reverse_digits_cpu_uniform/results.json").read_text())
+    [chosen] = [c for c in results["selected"] if c["model"] == "transformer_modern"]
+    lr = recipe["runs"]["transformer_modern"]["trainer"]["optimizer"]["lr"]
+    assert lr == pytest.approx(float(chosen["lr"]))
+
+
 # ------------------------------------------------------------- issue 26: the uniform-protocol sweep
 UNIFORM = ROOT / "docs/results/reverse_digits_cpu_uniform"
 
