@@ -10,7 +10,13 @@ and writes into ``LADDER``:
   machine (right), one line per model, the intervals as error bars;
 - ``ladder.json``: every figure above and the per-seed values behind it.
 
-    .venv/bin/python scripts/ladder_report.py runs/reverse_digits_cpu_ladder/uniform [--metric masked_acc]
+    .venv/bin/python scripts/ladder_report.py runs/reverse_digits_cpu_ladder/uniform [--metric masked_acc] \
+        [--out docs/results/reverse_digits_cpu_ladder]
+
+With ``--out``, the rungs' raw files (each rung's manifest, each finished point's metrics.json and
+config.yaml) are copied to ``OUT/raw`` first and the three files are built from that copy into
+``OUT``, so the committed figures come from committed files (tests/test_results_docs.py rebuilds
+them).
 
 Training tokens are steps x batch_size x (seq_len - 1), from each point's resolved config (the
 figure the recipe's "5.3M tokens" counts); a point without a config falls back to
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -92,18 +99,11 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:.2f}"
 
 
-def write(ladder: Path, metric: str) -> list[Path]:
-    rows = collect(ladder, metric)
-    if not rows:
-        raise SystemExit(f"{ladder}: no finished rung (x<k>/sweep/ with metrics.json files); run the ladder first.")
+def table(rows: list[dict], metric: str) -> str:
+    """The markdown table: one row per model and rung."""
     lines = [
-        f"# Budget ladder: {ladder}",
-        "",
-        f"Test `{metric}` per model and rung (a multiple of the recipe's training tokens). Mean, sample "
-        f"std (n-1) and 95% interval ({INTERVAL_METHOD}), in percent; wall time is the mean per run on "
-        "this machine.",
-        "",
-        f"| model | rung | training tokens | seeds | {metric}: mean | sample std | 95% interval (t) | wall time per run (s) | trained on |",
+        f"| model | rung | training tokens | seeds | {metric}: mean | sample std | 95% interval (t) | "
+        "wall time per run (s) | trained on |",
         "|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["run"], r["rung"])):
@@ -114,16 +114,60 @@ def write(ladder: Path, metric: str) -> list[Path]:
         wall = "—" if r["mean_wall_time_s"] is None else f"{r['mean_wall_time_s']:.0f}"
         lines.append(
             f"| {r['run']} | {r['rung']:g}x | {tokens} | {', '.join(map(str, r['seeds']))} | "
-            f"{_pct(iv.get('mean'))} | {_pct(iv.get('sample_std'))} | {interval} | {wall} | {'; '.join(r['machines'])} |"
+            f"{_pct(iv.get('mean'))} | {_pct(iv.get('sample_std'))} | {interval} | {wall} | "
+            f"{'; '.join(r['machines'])} |"
         )
-    lines += ["", "![accuracy against training tokens and wall-clock seconds](ladder.png)", ""]
-    atomic_write_text(ladder / "ladder.md", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def write(ladder: Path, metric: str, out: Path | None = None, title: str | None = None) -> list[Path]:
+    """ladder.md, ladder.json and ladder.png from the rungs under ``ladder``, into ``out`` (default
+    ``ladder`` itself)."""
+    out = out or ladder
+    rows = collect(ladder, metric)
+    if not rows:
+        raise SystemExit(f"{ladder}: no finished rung (x<k>/sweep/ with metrics.json files); run the ladder first.")
+    lines = [
+        f"# Budget ladder: {title or ladder}",
+        "",
+        f"Test `{metric}` per model and rung (a multiple of the recipe's training tokens). Mean, sample "
+        f"std (n-1) and 95% interval ({INTERVAL_METHOD}), in percent; wall time is the mean per run on "
+        "the machine the last column names (metrics.json's `machine`; wall times compare only within one).",
+        "",
+        table(rows, metric),
+        "",
+        "![accuracy against training tokens and wall-clock seconds](ladder.png)",
+        "",
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "ladder.md", "\n".join(lines))
     atomic_write_text(
-        ladder / "ladder.json",
+        out / "ladder.json",
         json.dumps({"metric": metric, "interval_method": INTERVAL_METHOD, "rows": rows}, indent=2) + "\n",
     )
-    _plot(rows, metric, ladder / "ladder.png")
-    return [ladder / "ladder.md", ladder / "ladder.json", ladder / "ladder.png"]
+    _plot(rows, metric, out / "ladder.png")
+    return [out / "ladder.md", out / "ladder.json", out / "ladder.png"]
+
+
+def copy_raw(ladder: Path, raw: Path) -> None:
+    """Each rung's manifest and every finished point's metrics.json and config.yaml, in the same
+    layout (``raw/x<k>/sweep/...``): the report is rebuilt from them, and a ladder run again
+    after ``cp -r raw/* runs/<ladder>/`` trains only the points that are missing."""
+    if raw.exists():
+        shutil.rmtree(raw)
+    for manifest in sorted(ladder.glob("x*/sweep/sweep.json")):
+        if not RUNG.fullmatch(manifest.parent.parent.name):
+            continue
+        dest = raw / manifest.parent.relative_to(ladder)
+        dest.mkdir(parents=True)
+        shutil.copyfile(manifest, dest / "sweep.json")
+        for name in json.loads(manifest.read_text())["points"]:
+            point = manifest.parent / name
+            if (point / RunSummary.FILENAME).is_file():
+                (dest / name).mkdir()
+                for file in (RunSummary.FILENAME, "config.yaml"):
+                    if (point / file).is_file():
+                        shutil.copyfile(point / file, dest / name / file)
 
 
 def _plot(rows: list[dict], metric: str, path: Path) -> None:
@@ -157,8 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("ladder", type=Path, help="the ladder's folder, e.g. runs/reverse_digits_cpu_ladder/uniform")
     parser.add_argument("--metric", default="masked_acc", help="the test metric to plot (default masked_acc)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="a folder to commit (e.g. docs/results/reverse_digits_cpu_ladder): the rungs' raw files go "
+        "to OUT/raw and the report is built from that copy",
+    )
     args = parser.parse_args(argv)
-    for path in write(args.ladder, args.metric):
+    source = args.ladder
+    if args.out is not None:
+        copy_raw(args.ladder, args.out / "raw")
+        source = args.out / "raw"
+    for path in write(source, args.metric, args.out, title=str(args.ladder)):
         sys.stdout.write(f"{path}\n")
     return 0
 

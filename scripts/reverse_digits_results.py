@@ -219,8 +219,7 @@ def table(selected: list[dict]) -> str:
         if acc is not None and acc["hi"] is not None and acc["hi"] > 1:
             interval += "³"  # the t interval passes 100%: the README's footnote says why
         edge = " (grid edge)" if c["at_grid_edge"] else ""
-        chosen = c["label"] if c["label"] == c["lr"] else f"{c['label']}, lr {c['lr']}"
-        chosen += f" (of {len(c['tried'])})"
+        chosen = f"{c['label']} (of {len(c['tried'])})" + ("" if c["label"] == c["lr"] else f", lr {c['lr']}")
         name = f"**{NAMES.get(c['model'], c['model'])}**" if i == 0 else NAMES.get(c["model"], c["model"])
         rows.append(
             f"| {name} | {c['params']:,} | {c['state_size']:,} | {chosen}{edge} | {_budget(c)} | "

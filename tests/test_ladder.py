@@ -138,3 +138,37 @@ def test_the_ladder_script_runs_one_sweep_per_rung(tmp_path):
     assert seeded.returncode == 0, seeded.stderr[-3000:]
     assert seeded.stdout.count("copied from") == 1 and "1 finished before, 0 to train" in seeded.stderr
     assert (tmp_path / "runs/tiny_ladder_seed/x1/sweep/mlp-lr=3e-3-seed43/metrics.json").is_file()
+
+
+def test_ladder_report_out_copies_the_raw_files_and_builds_from_them(tmp_path):
+    """--out: the rungs' manifests and finished points go to OUT/raw, and the report is built from
+    that copy (what a commit holds), equal to the one built from the runs themselves."""
+    runs = tmp_path / "runs"
+    for k in ("1", "4"):
+        sweep = runs / f"x{k}" / "sweep"
+        points = {
+            f"mlp-seed{42 + i}": _point(
+                sweep, f"mlp-seed{42 + i}", "mlp", 42 + i, 6 * int(k), 0.3 + i / 10, 5.0 * int(k)
+            )
+            for i in range(2)
+        }
+        points["mlp-seed44"] = {"run": "mlp", "settings": {}, "seed": 44}  # planned, not finished
+        (sweep / "sweep.json").write_text(json.dumps({"grids": {}, "points": points}))
+        (sweep / "mlp-seed42" / "checkpoints").mkdir()  # not copied: only metrics.json and config.yaml
+    out = tmp_path / "docs"
+    ladder_report.main([str(runs), "--out", str(out)])
+    ladder_report.main([str(runs)])
+    assert json.loads((out / "ladder.json").read_text()) == json.loads((runs / "ladder.json").read_text())
+    copied = sorted(p.relative_to(out / "raw").as_posix() for p in (out / "raw").rglob("*") if p.is_file())
+    assert copied == [
+        f"x{k}/sweep/{f}"
+        for k in ("1", "4")
+        for f in (
+            "mlp-seed42/config.yaml",
+            "mlp-seed42/metrics.json",
+            "mlp-seed43/config.yaml",
+            "mlp-seed43/metrics.json",
+            "sweep.json",
+        )
+    ]
+    assert (out / "ladder.md").read_text().startswith(f"# Budget ladder: {runs}\n")

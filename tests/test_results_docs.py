@@ -228,3 +228,35 @@ def test_the_uniform_sweep_meets_issue_26s_bar():
             assert len(seeds) >= 3 and seeds == set(c["selection_seeds"]), (c["model"], lr)
         assert len(c["held_out_seeds"]) >= 3 and not set(c["held_out_seeds"]) & set(c["selection_seeds"])
         assert c["test"]["masked_acc"]["n"] == len(c["held_out_seeds"])
+
+
+def test_the_headlines_prose_figures_are_its_results_json():
+    """Every figure the headline's bullets quote, recomputed from the uniform sweep's points."""
+    results = json.loads((UNIFORM / "results.json").read_text())
+    by = {c["model"]: c for c in results["selected"]}
+
+    def held(run, metric="masked_acc"):
+        return [p["test"][metric] for p in results["points"] if p["role"] == "held_out" and p["model"] == run]
+
+    text = results_section()
+    text = " ".join(text[: text.index("### The seed's rules beside it")].split())
+    modern, rwkv = held("transformer_modern"), held("rwkv7")
+    assert f"leads: {statistics.fmean(modern) * 100:.1f}% per digit on the held-out seeds" in text
+    assert f"{statistics.fmean(held('transformer_modern', 'exact_acc')) * 100:.1f}% of the numbers exactly right" in text
+    assert f"{statistics.fmean(held('transformer_modern', 'probe_masked_acc')) * 100:.1f}% per digit on numbers" in text
+    assert max(held("transformer_modern", "probe_exact_acc")) == 0.0 and "(61-80 digits; none of them exactly right)" in text
+    assert f"RWKV-7 follows at {statistics.fmean(rwkv) * 100:.1f}%" in text
+    assert f"Welch's test gives p = {welch_test(modern, rwkv).p:.2g} for that gap; the 95% intervals overlap" in text
+    assert by["transformer_modern"]["test"]["masked_acc"]["hi"] > by["rwkv7"]["test"]["masked_acc"]["lo"]
+    seed_tf = held("transformer")
+    assert f"reaches {statistics.fmean(seed_tf) * 100:.1f}% under these rules" in text
+    gap = (statistics.fmean(modern) - statistics.fmean(seed_tf)) * 100
+    assert f"is {round(gap)} points higher" in text
+    assert by["transformer"]["tried"] == by["transformer_modern"]["tried"]  # "the same grid of rates"
+    mlp_val = by["mlp"]["val_mean_by_setting"].values()
+    assert (math.floor(min(mlp_val) * 100), math.floor(max(mlp_val) * 100)) == (35, 36)
+    assert "stays at 35-36% at every rate" in text
+    assert round(statistics.fmean(held("lstm")) * 100) == 11 and "the LSTM (877,452 parameters) at 11%" in text
+    others = [p["welch_p"] for p in results["pairs"] if {p["a"], p["b"]} != {"transformer_modern", "rwkv7"}]
+    assert max(others) <= 0.003 and not any(p["overlap"] for p in results["pairs"] if p["welch_p"] in others)
+    assert "(Welch's p ≤ 0.003)" in text or "Welch's p ≤ 0.003)" in text
