@@ -260,3 +260,13 @@ def test_the_headlines_prose_figures_are_its_results_json():
     others = [p["welch_p"] for p in results["pairs"] if {p["a"], p["b"]} != {"transformer_modern", "rwkv7"}]
     assert max(others) <= 0.003 and not any(p["overlap"] for p in results["pairs"] if p["welch_p"] in others)
     assert "(Welch's p ≤ 0.003)" in text or "Welch's p ≤ 0.003)" in text
+
+
+def test_the_seed_sections_pointers_to_the_uniform_sweep_are_its_figures():
+    results = json.loads((UNIFORM / "results.json").read_text())
+    [tf] = [c for c in results["selected"] if c["model"] == "transformer"]
+    text = " ".join(results_section().split())
+    assert f"reached {tf['test']['masked_acc']['mean'] * 100:.1f}% on the held-out seeds, at {tf['lr']};" in text
+    seed_rate = winner("transformer")["settings"]["trainer.optimizer.lr"]
+    assert float(seed_rate) == 3.2e-2 and f"its best rate here, {seed_rate}, gave" in text
+    assert f"gave {tf['val_mean_by_setting'][seed_rate] * 100:.1f}% on validation there" in text
