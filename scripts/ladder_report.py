@@ -208,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a folder to commit (e.g. docs/results/reverse_digits_cpu_ladder): the rungs' raw files go "
         "to OUT/raw and the report is built from that copy",
     )
+    parser.add_argument(
+        "--mark",
+        default=None,
+        help="with --out: put the table between <!-- MARK --> markers in OUT/README.md and the top-level README.md",
+    )
     args = parser.parse_args(argv)
     source = args.ladder
     if args.out is not None:
@@ -215,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         source = args.out / "raw"
     for path in write(source, args.metric, args.out, title=str(args.ladder)):
         sys.stdout.write(f"{path}\n")
+    if args.mark and args.out is not None:
+        from reverse_digits_results import update_readme  # scripts/: the one marker writer
+
+        text = table(collect(source, args.metric), args.metric)
+        for readme in (args.out / "README.md", Path(__file__).resolve().parents[1] / "README.md"):
+            update_readme(readme, args.mark, text)
     return 0
 
 
