@@ -242,9 +242,14 @@ def test_the_headlines_prose_figures_are_its_results_json():
     text = " ".join(text[: text.index("### The seed's rules beside it")].split())
     modern, rwkv = held("transformer_modern"), held("rwkv7")
     assert f"leads: {statistics.fmean(modern) * 100:.1f}% per digit on the held-out seeds" in text
-    assert f"{statistics.fmean(held('transformer_modern', 'exact_acc')) * 100:.1f}% of the numbers exactly right" in text
+    assert (
+        f"{statistics.fmean(held('transformer_modern', 'exact_acc')) * 100:.1f}% of the numbers exactly right" in text
+    )
     assert f"{statistics.fmean(held('transformer_modern', 'probe_masked_acc')) * 100:.1f}% per digit on numbers" in text
-    assert max(held("transformer_modern", "probe_exact_acc")) == 0.0 and "(61-80 digits; none of them exactly right)" in text
+    assert (
+        max(held("transformer_modern", "probe_exact_acc")) == 0.0
+        and "(61-80 digits; none of them exactly right)" in text
+    )
     assert f"RWKV-7 follows at {statistics.fmean(rwkv) * 100:.1f}%" in text
     assert f"Welch's test gives p = {welch_test(modern, rwkv).p:.2g} for that gap; the 95% intervals overlap" in text
     assert by["transformer_modern"]["test"]["masked_acc"]["hi"] > by["rwkv7"]["test"]["masked_acc"]["lo"]
