@@ -185,28 +185,34 @@ def _results_script():
     return module
 
 
-def test_the_uniform_sweep_tables_are_the_ones_its_results_json_gives():
-    """The README's headline table and docs/results/reverse_digits_cpu_uniform/README.md quote the
-    sweep's results.json, rebuilt here from its raw points by the code that wrote them."""
+@pytest.mark.parametrize(
+    "folder, mark",
+    [
+        ("reverse_digits_cpu_uniform", "reverse-digits-uniform"),
+        ("reverse_digits_cpu_uniform_warmup", "reverse-digits-warmup"),
+    ],
+)
+def test_the_sweep_tables_are_the_ones_their_results_json_gives(folder, mark):
+    """The README's headline and warmup tables, and the tables of their docs/results/ folders,
+    quote each sweep's results.json, rebuilt here from its raw points by the code that wrote them."""
     script = _results_script()
-    results = json.loads((UNIFORM / "results.json").read_text())
+    out = ROOT / "docs/results" / folder
+    results = json.loads((out / "results.json").read_text())
     # The points are the raw metrics.json files; the selection and the pairs are recomputed from
     # them, not read back from the file.
-    assert script.collect(UNIFORM / "raw") == results["points"]
-    assert script.prior_points(UNIFORM / "raw") == results["prior_points"]
+    assert script.collect(out / "raw") == results["points"]
+    assert script.prior_points(out / "raw") == results["prior_points"]
     assert script.select(results["points"], results["prior_points"]) == results["selected"]
     assert script.pairs(results["selected"]) == results["pairs"]
-    mark = "<!-- reverse-digits-uniform -->"
+    assert script.machines(results["points"]) == results["stage"]["machines"]
     table = script.table(results["selected"])
-    for readme in (ROOT / "README.md", UNIFORM / "README.md"):
-        assert f"{mark}\n{table}\n{mark}" in readme.read_text(), readme
-    lrs = "<!-- reverse-digits-uniform-lrs -->"
-    assert f"{lrs}\n{script.settings_table(results['selected'])}\n{lrs}" in (UNIFORM / "README.md").read_text()
+    for readme in (ROOT / "README.md", out / "README.md"):
+        assert f"<!-- {mark} -->\n{table}\n<!-- {mark} -->" in readme.read_text(), readme
+    lrs = f"<!-- {mark}-lrs -->"
+    assert f"{lrs}\n{script.settings_table(results['selected'])}\n{lrs}" in (out / "README.md").read_text()
     # seqlab sweep's own report chose the same winners as the script (two implementations agree).
-    own = json.loads((UNIFORM / "sweep_results.json").read_text())
-    assert {m["run"]: m["settings"]["trainer.optimizer.lr"] for m in own["models"]} == {
-        c["model"]: c["lr"] for c in results["selected"]
-    }
+    own = json.loads((out / "sweep_results.json").read_text())
+    assert {m["run"]: m["settings"] for m in own["models"]} == {c["model"]: c["setting"] for c in results["selected"]}
     assert results["protocol"] == "uniform" and all(p["test"]["masked_acc"] is not None for p in results["points"])
 
 
@@ -275,3 +281,50 @@ def test_the_seed_sections_pointers_to_the_uniform_sweep_are_its_figures():
     seed_rate = winner("transformer")["settings"]["trainer.optimizer.lr"]
     assert float(seed_rate) == 3.2e-2 and f"its best rate here, {seed_rate}, gave" in text
     assert f"gave {tf['val_mean_by_setting'][seed_rate] * 100:.1f}% on validation there" in text
+
+
+def test_the_warmup_sections_prose_figures_are_its_results_json():
+    warm = json.loads((ROOT / "docs/results/reverse_digits_cpu_uniform_warmup/results.json").read_text())
+    uni = json.loads((UNIFORM / "results.json").read_text())
+    key = "trainer.callbacks.init_args.warmup_steps"
+    by = {c["model"]: c for c in warm["selected"]}
+
+    def val(run, w):
+        return by[run]["val_mean_by_setting"][f"warmup_steps {w}"] * 100
+
+    def points(run, w, role, where="test"):
+        found = [p for p in warm["points"] if p["model"] == run and p["settings"][key] == w and p["role"] == role]
+        return {p["seed"]: (p["val"] if where == "val" else p["test"])["masked_acc"] for p in found}
+
+    text = results_section()
+    text = " ".join(
+        text[text.index("### The second knob: warmup") : text.index("### The seed's rules beside it")].split()
+    )
+    assert [c["model"] for c in warm["selected"] if c["setting"][key] == "0.05"] == [
+        "transformer_modern",
+        "rwkv7",
+        "mlp",
+        "lstm",
+    ]  # "four of the five keep the default"
+    assert (
+        f"falls from {val('transformer_modern', '0.05'):.1f}% to {val('transformer_modern', '0'):.1f}% on validation"
+        in text
+    )
+    assert f"RWKV-7 from {val('rwkv7', '0.05'):.1f}% to {val('rwkv7', '0'):.1f}%" in text
+    assert all(abs(val(r, "0.1") - val(r, "0.05")) <= 0.4 for r in ("transformer_modern", "rwkv7"))
+    assert f"({val('transformer', '0.05'):.1f}% at 0.05, {val('transformer', '0.4'):.1f}% at 0.4)" in text
+    s05, s04 = points("transformer", "0.05", "selection", "val"), points("transformer", "0.4", "selection", "val")
+    assert (
+        f"seed 42: {s05[42] * 100:.1f}% at 0.05, {s04[42] * 100:.1f}% at 0.4; seed 44: {s05[44] * 100:.1f}%, {s04[44] * 100:.1f}%"
+        in text
+    )
+    held04 = list(points("transformer", "0.4", "held_out").values())
+    [tf] = [c for c in uni["selected"] if c["model"] == "transformer"]
+    held05 = tf["test"]["masked_acc"]["values"]
+    assert f"warmup 0.4 gives {statistics.fmean(held04) * 100:.1f}% ± {statistics.stdev(held04) * 100:.1f}" in text
+    assert (
+        f"against the headline's {statistics.fmean(held05) * 100:.1f}% at 0.05 (Welch's p = {welch_test(held04, held05).p:.2f})"
+        in text
+    )
+    for w in ("0.1", "0.2"):
+        assert f"{statistics.fmean(points('transformer', w, 'held_out').values()) * 100:.1f}%" in text
