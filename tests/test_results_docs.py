@@ -328,3 +328,24 @@ def test_the_warmup_sections_prose_figures_are_its_results_json():
     )
     for w in ("0.1", "0.2"):
         assert f"{statistics.fmean(points('transformer', w, 'held_out').values()) * 100:.1f}%" in text
+
+
+def test_the_warmup_sweeps_copied_points_are_the_headline_sweeps_files():
+    """Warmup 0.05 at the chosen rate is the headline sweep's point, copied byte for byte; the one
+    retrained as a check (RWKV-7, seed 42) ran on another CPU and differs in the last bits."""
+    warm = ROOT / "docs/results/reverse_digits_cpu_uniform_warmup/raw"
+    copied = 0
+    for point in sorted(warm.glob("*-warmup_steps=0.05-seed*")):
+        source = UNIFORM / "raw" / point.name.replace("-warmup_steps=0.05", "")
+        assert source.is_dir(), point.name
+        same = (point / "metrics.json").read_bytes() == (source / "metrics.json").read_bytes()
+        assert same == (point.name != "rwkv7-lr=6e-3-warmup_steps=0.05-seed42"), point.name
+        copied += same
+    assert copied == 26
+    check = json.loads((warm / "rwkv7-lr=6e-3-warmup_steps=0.05-seed42/metrics.json").read_text())
+    first = json.loads((UNIFORM / "raw/rwkv7-lr=6e-3-seed42/metrics.json").read_text())
+    assert abs(check["masked_acc"] - first["masked_acc"]) < 3e-5 and check["val"] != first["val"]
+    assert "machine" not in first and check["machine"].startswith("Intel(R) Xeon(R)")
+    assert f"({check['val']['masked_acc'] * 100:.2f}% against {first['val']['masked_acc'] * 100:.2f}%)" in " ".join(
+        results_section().split()
+    )
