@@ -5,9 +5,11 @@ Reads the rungs that scripts/reverse_digits_ladder.sh leaves, ``LADDER/x<k>/swee
 and writes into ``LADDER``:
 
 - ``ladder.md``: per model and rung, the training tokens, the seeds, the test metric's mean,
-  sample std and Student t 95% interval (seqlab.report.stats), and the mean wall time per run;
-- ``ladder.png``: the metric against training tokens (left) and wall-clock seconds on this
-  machine (right), one line per model, the intervals as error bars;
+  sample std and Student t 95% interval (seqlab.report.stats), the means of exact match and the
+  61-80-digit probe, and the mean wall time per run;
+- ``ladder.png``: the metric against training tokens (left) and wall-clock seconds per run
+  (right; the machine of each point is in the table), one line per model, the intervals as
+  error bars;
 - ``ladder.json``: every figure above and the per-seed values behind it.
 
     .venv/bin/python scripts/ladder_report.py runs/reverse_digits_cpu_ladder/uniform [--metric masked_acc] \
@@ -41,6 +43,10 @@ from seqlab.report.stats import INTERVAL_METHOD, mean_interval
 from seqlab.summary import RunSummary
 
 RUNG = re.compile(r"x(\d+(?:\.\d+)?)")
+# Besides the metric with its interval, the table gives the mean of these test figures: whether the
+# numbers come out whole (exact match) and how far the model goes past its training lengths (the
+# 61-80-digit probe; NaN for a model with learned positions, which has none).
+ALSO = ("exact_acc", "probe_masked_acc")
 
 
 def training_tokens(point: Path, summary: RunSummary) -> float | None:
@@ -55,8 +61,13 @@ def training_tokens(point: Path, summary: RunSummary) -> float | None:
     return None
 
 
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and v == v]
+
+
 def collect(ladder: Path, metric: str) -> list[dict]:
-    """One row per (model, rung): its finished points' tokens, wall times and test ``metric``."""
+    """One row per (model, rung): its finished points' tokens, wall times and test ``metric`` (with
+    its interval), and the means of the ``ALSO`` figures."""
     rows = []
     rungs = sorted(
         (p for p in ladder.iterdir() if p.is_dir() and RUNG.fullmatch(p.name)), key=lambda p: float(p.name[1:])
@@ -74,8 +85,8 @@ def collect(ladder: Path, metric: str) -> list[dict]:
                 )
         for run, points in by_run.items():
             points.sort(key=lambda p: p[0])
-            values = [s.test.get(metric) for _, _, s in points]
-            values = [float(v) for v in values if isinstance(v, (int, float)) and v == v]
+            values = _finite(s.test.get(metric) for _, _, s in points)
+            also = {name: _finite(s.test.get(name) for _, _, s in points) for name in ALSO if name != metric}
             tokens = [training_tokens(path, s) for _, path, s in points]
             walls = [s.wall_time_s for _, _, s in points if s.wall_time_s is not None]
             machines = sorted({s.machine or "not recorded" for _, _, s in points})
@@ -90,6 +101,9 @@ def collect(ladder: Path, metric: str) -> list[dict]:
                     "mean_wall_time_s": statistics.fmean(walls) if walls else None,
                     "machines": machines,  # wall times compare only within one machine
                     metric: None if iv is None else {**iv.to_dict(), "values": values},
+                    "also": {
+                        name: {"mean": statistics.fmean(v) if v else None, "values": v} for name, v in also.items()
+                    },
                 }
             )
     return rows
@@ -103,8 +117,9 @@ def table(rows: list[dict], metric: str) -> str:
     """The markdown table: one row per model and rung."""
     lines = [
         f"| model | rung | training tokens | seeds | {metric}: mean | sample std | 95% interval (t) | "
-        "wall time per run (s) | trained on |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---|",
+        + "".join(f"{name}: mean | " for name in ALSO if name != metric)
+        + "wall time per run (s) | trained on |",
+        "|---|---:|---:|---|---:|---:|---:|" + "---:|" * sum(name != metric for name in ALSO) + "---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["run"], r["rung"])):
         iv = r[metric] or {}
@@ -114,7 +129,9 @@ def table(rows: list[dict], metric: str) -> str:
         wall = "—" if r["mean_wall_time_s"] is None else f"{r['mean_wall_time_s']:.0f}"
         lines.append(
             f"| {r['run']} | {r['rung']:g}x | {tokens} | {', '.join(map(str, r['seeds']))} | "
-            f"{_pct(iv.get('mean'))} | {_pct(iv.get('sample_std'))} | {interval} | {wall} | "
+            f"{_pct(iv.get('mean'))} | {_pct(iv.get('sample_std'))} | {interval} | "
+            + "".join(f"{_pct(also['mean'])} | " for also in r.get("also", {}).values())
+            + f"{wall} | "
             f"{'; '.join(r['machines'])} |"
         )
     return "\n".join(lines)
@@ -131,7 +148,10 @@ def write(ladder: Path, metric: str, out: Path | None = None, title: str | None 
         f"# Budget ladder: {title or ladder}",
         "",
         f"Test `{metric}` per model and rung (a multiple of the recipe's training tokens). Mean, sample "
-        f"std (n-1) and 95% interval ({INTERVAL_METHOD}), in percent; wall time is the mean per run on "
+        f"std (n-1) and 95% interval ({INTERVAL_METHOD}), in percent; then the mean of "
+        + ", ".join(f"`{name}`" for name in ALSO if name != metric)
+        + " (— where no seed has it: the Transformer's learned positions stop at 129, so it has no probe); "
+        "wall time is the mean per run on "
         "the machine the last column names (metrics.json's `machine`; wall times compare only within one).",
         "",
         table(rows, metric),
@@ -172,6 +192,14 @@ def copy_raw(ladder: Path, raw: Path) -> None:
 
 def _plot(rows: list[dict], metric: str, path: Path) -> None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
+    # An accuracy cannot leave [0, 1], but a t interval on 3 seeds can: the bars are drawn clipped
+    # (the table gives the interval as computed).
+    bounded = metric.endswith("acc")
+
+    def clip(x: float) -> float:
+        return min(max(x, 0.0), 1.0) if bounded else x
 
     fig = Figure(figsize=(12, 5))
     axes = fig.subplots(1, 2, sharey=True)
@@ -182,17 +210,23 @@ def _plot(rows: list[dict], metric: str, path: Path) -> None:
             if not pts:
                 continue
             ys = [r[metric]["mean"] for r in pts]
-            err = [
-                [m - (r[metric]["ci"][0] if r[metric]["ci"][0] is not None else m) for m, r in zip(ys, pts)],
-                [(r[metric]["ci"][1] if r[metric]["ci"][1] is not None else m) - m for m, r in zip(ys, pts)],
-            ]
+            lo = [clip(r[metric]["ci"][0]) if r[metric]["ci"][0] is not None else m for m, r in zip(ys, pts)]
+            hi = [clip(r[metric]["ci"][1]) if r[metric]["ci"][1] is not None else m for m, r in zip(ys, pts)]
+            err = [[m - x for m, x in zip(ys, lo)], [x - m for m, x in zip(ys, hi)]]
             ax.errorbar([r[x_key] for r in pts], ys, yerr=err, marker="o", capsize=4, linewidth=2, label=run)
-    for ax, label in zip(axes, ("training tokens", "wall-clock seconds per run (this machine)")):
+    for ax, label in zip(
+        axes, ("training tokens (rung)", "wall-clock seconds per run (the table names each rung's CPU)")
+    ):
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(True, linestyle="--", alpha=0.5)
-    axes[0].set_ylabel(f"test {metric} (mean, 95% t interval)")
-    axes[0].legend()
+    # One tick per rung, named by its tokens and multiple, instead of log-scale decades.
+    rungs = {r["rung"]: r["tokens"] for r in rows if r["tokens"] is not None}
+    axes[0].xaxis.set_minor_locator(NullLocator())
+    axes[0].set_xticks(list(rungs.values()), [f"{t / 1e6:.1f}M ({k:g}x)" for k, t in rungs.items()])
+    interval = "95% t interval" + (", clipped to [0, 1]" if bounded else "")
+    axes[0].set_ylabel(f"test {metric} (mean, {interval})")
+    axes[0].legend(loc="center right")
     fig.suptitle(f"Budget ladder: test {metric} against training budget")
     save_figure(fig, path)
 

@@ -3,10 +3,12 @@
 # CPU recipe's tokens (the LSTM 1x and 4x), 3 seeds each. Each rung is its own sweep,
 # runs/<EXPERIMENT>/x<k>/sweep; a sweep run again trains only the points that are missing, so this
 # script resumes (run it again after an interruption, or rung by rung: RUNGS="16").
-#     LRS="rwkv7=6e-3 transformer=4e-3 lstm=8e-3 mlp=3.2e-2" BASE_SEED=45 \
-#       WARMUPS="rwkv7=0.05 transformer=0.1 lstm=0.05 mlp=0" \
+#     LRS="rwkv7=6e-3 transformer=4e-3 transformer_modern=1.6e-2 lstm=8e-3 mlp=3.2e-2" BASE_SEED=45 \
+#       WARMUPS="rwkv7=0.05 transformer=0.4 transformer_modern=0.05 lstm=0.05 mlp=0.05" \
 #       REUSE_X1=runs/reverse_digits_cpu_uniform_warmup/sweep bash scripts/reverse_digits_ladder.sh
-#     .venv/bin/python scripts/ladder_report.py runs/reverse_digits_cpu_ladder/uniform
+#     .venv/bin/python scripts/ladder_report.py runs/reverse_digits_cpu_ladder/uniform \
+#       --out docs/results/reverse_digits_cpu_ladder --mark reverse-digits-ladder
+# (the settings issue 26's ladder ran with: docs/results/reverse_digits_cpu_ladder/README.md)
 # Settings (environment):
 #   LRS         RUN=LR pairs: each model's chosen rate (from the sweep's report); the models run
 #   WARMUPS     RUN=FRACTION pairs (optional): each model's chosen warmup (uniform protocol's

@@ -31,7 +31,7 @@ def _point(sweep, name, run, seed, steps, acc, wall):
         tested_checkpoint="best",
         tested_step=steps,
         wall_time_s=wall,
-        test={"masked_acc": acc},
+        test={"masked_acc": acc, "exact_acc": acc / 2, "probe_masked_acc": float("nan")},
     )
     (sweep / name / RunSummary.FILENAME).write_text(summary.to_json())
     (sweep / name / "config.yaml").write_text(
@@ -65,6 +65,11 @@ def test_ladder_report_from_files(tmp_path):
     table = (tmp_path / "ladder.md").read_text()
     assert "| transformer | 4x | 21.3M | 42, 43, 44 | 85.00 | 5.00 |" in table
     assert table.rstrip().splitlines()[-3].endswith("| not recorded |")  # the points name no machine
+    # exact match's mean beside the interval; the probe is NaN on every seed (no probe): a dash
+    assert (
+        four["also"]["exact_acc"]["mean"] == pytest.approx(0.425) and four["also"]["probe_masked_acc"]["values"] == []
+    )
+    assert "| 42.50 | — | 401 | not recorded |" in table
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
 
 

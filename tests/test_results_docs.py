@@ -349,3 +349,168 @@ def test_the_warmup_sweeps_copied_points_are_the_headline_sweeps_files():
     assert f"({check['val']['masked_acc'] * 100:.2f}% against {first['val']['masked_acc'] * 100:.2f}%)" in " ".join(
         results_section().split()
     )
+
+
+LADDER = ROOT / "docs/results/reverse_digits_cpu_ladder"
+
+
+def _ladder_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ladder_report", ROOT / "scripts/ladder_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_ladder_table_is_its_raw_files():
+    """ladder.json and the table in both READMEs, rebuilt from the committed raw points by the code
+    that wrote them; every rung issue 26 asks for is there with 3 held-out seeds, each point at its
+    model's chosen setting of the headline and warmup sweeps."""
+    script = _ladder_script()
+    ladder = json.loads((LADDER / "ladder.json").read_text())
+    rows = script.collect(LADDER / "raw", ladder["metric"])
+    assert rows == ladder["rows"]
+    table = script.table(rows, ladder["metric"])
+    mark = "<!-- reverse-digits-ladder -->"
+    for readme in (ROOT / "README.md", LADDER / "README.md"):
+        assert f"{mark}\n{table}\n{mark}" in readme.read_text(), readme
+    rungs = {(r["run"], r["rung"]): r for r in rows}
+    expected = {(run, k) for run in ("rwkv7", "transformer", "transformer_modern", "mlp") for k in (1.0, 4.0, 16.0)}
+    assert set(rungs) == expected | {("lstm", 1.0), ("lstm", 4.0)}
+    for (run, k), r in rungs.items():
+        assert r["seeds"] == [45, 46, 47] and r["tokens"] == k * 1300 * 32 * 128, (run, k)
+    chosen = {
+        c["model"]: c["setting"]
+        for c in json.loads((ROOT / "docs/results/reverse_digits_cpu_uniform_warmup/results.json").read_text())[
+            "selected"
+        ]
+    }
+    for manifest in LADDER.glob("raw/x*/sweep/sweep.json"):
+        for name, point in json.loads(manifest.read_text())["points"].items():
+            assert point["settings"] == chosen[point["run"]], name
+    # The command the ladder's README gives names those settings.
+    readme = (LADDER / "README.md").read_text()
+    for var, key in (("LRS", "trainer.optimizer.lr"), ("WARMUPS", "trainer.callbacks.init_args.warmup_steps")):
+        pairs = dict(pair.split("=") for pair in re.search(rf'^{var}="([^"]*)"', readme, re.M).group(1).split())
+        assert pairs == {run: setting[key] for run, setting in chosen.items()}, var
+
+
+def test_the_ladders_1x_rung_is_the_warmup_sweeps_held_out_points():
+    """REUSE_X1: the 1x rung is copied, not retrained; its metrics.json files are the warmup sweep's
+    held-out points byte for byte (the same settings, seeds and steps)."""
+    warm = ROOT / "docs/results/reverse_digits_cpu_uniform_warmup/raw"
+    points = sorted((LADDER / "raw/x1/sweep").glob("*-seed4[5-7]"))
+    assert len(points) == 15
+    for point in points:
+        assert (point / "metrics.json").read_bytes() == (warm / point.name / "metrics.json").read_bytes(), point.name
+
+
+def test_the_ladder_sections_prose_figures_are_its_raw_files():
+    """Every figure the ladder's bullets quote, recomputed from ladder.json and the raw points."""
+    ladder = json.loads((LADDER / "ladder.json").read_text())
+    rows = {(r["run"], r["rung"]): r for r in ladder["rows"]}
+
+    def acc(run, k):
+        return rows[(run, k)]["masked_acc"]
+
+    def also(run, k, name):
+        return rows[(run, k)]["also"][name]
+
+    def p1(x):
+        return f"{x * 100:.1f}%"
+
+    text = results_section()
+    text = " ".join(text[text.index("### The budget ladder") : text.index("### The seed's rules beside it")].split())
+    tf = [p1(acc("transformer", k)["mean"]) for k in (1.0, 4.0)]
+    assert f"{tf[0]} at 1x, {tf[1]} at 4x, {acc('transformer', 16.0)['mean'] * 100:.2f}% at 16x" in text
+    exact16 = also("transformer", 16.0, "exact_acc")
+    assert f"where {p1(exact16['mean'])} of its numbers come out exactly right" in text
+    assert f"(every seed ≥ {math.floor(min(exact16['values']) * 1000) / 10:.1f}%)" in text
+    four = {r: acc(r, 4.0) for r in ("transformer", "transformer_modern", "rwkv7", "mlp", "lstm")}
+    assert max(four, key=lambda r: four[r]["mean"]) == "transformer"
+    sixteen = {r: acc(r, 16.0)["mean"] for r in ("transformer", "transformer_modern", "rwkv7", "mlp")}
+    assert max(sixteen, key=sixteen.get) == "transformer"  # the LSTM has no 16x rung
+    headline = " ".join(results_section().split())
+    assert (
+        "at 4x and at 16x the tokens, the seed's Transformer has the highest mean of the models run there" in headline
+    )
+    assert four["transformer"]["ci"][0] < four["rwkv7"]["ci"][1]  # the intervals overlap at 4x
+    p4 = welch_test(four["transformer"]["values"], four["rwkv7"]["values"]).p
+    assert f"(RWKV-7 {p1(four['rwkv7']['mean'])}, Welch's p = {p4:.2g}; the intervals overlap)" in text
+    assert all(acc(r, 16.0)["mean"] > 0.99 for r in ("transformer", "transformer_modern", "rwkv7"))
+    tf16, tm16, rw16 = (acc(r, 16.0) for r in ("transformer", "transformer_modern", "rwkv7"))
+    assert tf16["ci"][0] > tm16["ci"][1] and tf16["ci"][0] < rw16["ci"][1]  # apart; overlapping
+    assert f"modern sibling ({tm16['mean'] * 100:.2f}%;" in text
+    assert f"Welch's p = {welch_test(tf16['values'], tm16['values']).p:.2g})" in text
+    assert (
+        f"in the mean ({rw16['mean'] * 100:.2f}%; the intervals overlap, p = {welch_test(tf16['values'], rw16['values']).p:.2g})"
+        in text
+    )
+    assert (
+        f"Transformer {p1(exact16['mean'])}, modern Transformer {p1(also('transformer_modern', 16.0, 'exact_acc')['mean'])}, "
+        f"RWKV-7 {p1(also('rwkv7', 16.0, 'exact_acc')['mean'])}" in text
+    )
+    assert (
+        f"the modern Transformer reaches {p1(also('transformer_modern', 16.0, 'probe_masked_acc')['mean'])} per digit, "
+        f"RWKV-7 {p1(also('rwkv7', 16.0, 'probe_masked_acc')['mean'])}" in text
+    )
+    probe_exact = [
+        json.loads(m.read_text())["probe_exact_acc"]
+        for run in ("transformer_modern", "rwkv7")
+        for m in (LADDER / "raw/x16/sweep").glob(f"{run}-lr=*/metrics.json")
+    ]
+    assert len(probe_exact) == 6 and f"({round(min(probe_exact) * 100)}-{round(max(probe_exact) * 100)}%)" in text
+    assert ", ".join(p1(acc("rwkv7", k)["mean"]) for k in (1.0, 4.0, 16.0)) in text
+    tm4 = acc("transformer_modern", 4.0)["values"]
+    assert (
+        f"from {p1(acc('transformer_modern', 1.0)['mean'])} to {p1(acc('transformer_modern', 4.0)['mean'])} at 4x"
+        in text
+    )
+    assert (
+        f"seed 47 stays at {p1(tm4[2])} there (the other two {min(tm4[:2]) * 100:.1f}-{max(tm4[:2]) * 100:.1f}%)"
+        in text
+    )
+    assert min(tm16["values"]) >= 0.995 and "99.8% on every seed" in text
+    mlp = [acc("mlp", k)["mean"] for k in (1.0, 4.0, 16.0)]
+    assert {round(m * 100) for m in mlp} == {36} and "The MLP stays at 36% at every budget" in text
+    lstm = [p1(acc("lstm", k)["mean"]) for k in (1.0, 4.0)]
+    assert f"The LSTM goes from {lstm[0]} to {lstm[1]} at 4x" in text
+    assert acc("lstm", 4.0)["ci"][0] < acc("lstm", 1.0)["ci"][1] and "(the two intervals overlap)" in text
+    w45, w46, w47 = rows[("lstm", 4.0)]["wall_time_s"]
+    assert f"its {w47:,.0f} s is neither" in " ".join((LADDER / "README.md").read_text().split())
+    assert f"seeds 45 and 46 took {w45:,.0f} s and {w46:,.0f} s" in " ".join((LADDER / "README.md").read_text().split())
+    wall = {r: rows[(r, 4.0)]["mean_wall_time_s"] for r in ("transformer", "rwkv7", "transformer_modern")}
+    assert f"reaches {tf[1]} in {wall['transformer']:.0f} s at 4x" in text
+    assert f"RWKV-7 has {p1(acc('rwkv7', 4.0)['mean'])} after {wall['rwkv7']:.0f} s" in text
+    assert (
+        f"the modern Transformer {p1(acc('transformer_modern', 4.0)['mean'])} after {wall['transformer_modern']:.0f} s"
+        in text
+    )
+    w16 = [f"{rows[(r, 16.0)]['mean_wall_time_s']:,.0f} s" for r in ("transformer", "rwkv7", "transformer_modern")]
+    assert f"at 16x the runs took {w16[0]}, {w16[1]} and {w16[2]}" in text
+    # The ladder's own README repeats these bullets word for word.
+    bullets = text[text.index("- The seed's Transformer catches up") :]
+    assert bullets in " ".join((LADDER / "README.md").read_text().split())
+    # The seed's-rules README points to the ladder with the same figures.
+    old = " ".join((ROOT / "docs/results/reverse_digits_cpu/README.md").read_text().split())
+    assert f"under the uniform rules: {tf[1]} at 4x, {acc('transformer', 16.0)['mean'] * 100:.2f}% at 16x" in old
+    assert f"the ladder's LSTM reaches {lstm[1]}." in old
+
+
+def test_the_not_run_yet_estimate_is_the_headlines_wall_times():
+    """~2.9 core-hours: 4 models x (5 rates x 3 seeds + 3 held-out seeds) x the model's median
+    seconds per run in the headline sweep."""
+    results = json.loads((UNIFORM / "results.json").read_text())
+    median = {
+        run: statistics.median(p["wall_time_s"] for p in results["points"] if p["model"] == run)
+        for run in ("lstm", "transformer", "rwkv7", "mlp")
+    }
+    hours = sum(18 * s for s in median.values()) / 3600
+    text = " ".join(results_section().split())
+    section = text[text.index("### Not run yet") :]
+    assert f"CPU estimate: ~{hours:.1f} core-hours" in section
+    assert (
+        f"LSTM {median['lstm']:.0f}, Transformer {median['transformer']:.0f}, RWKV-7 {median['rwkv7']:.0f}, MLP {median['mlp']:.0f}"
+        in section
+    )
