@@ -49,6 +49,11 @@ RUNG = re.compile(r"x(\d+(?:\.\d+)?)")
 ALSO = ("exact_acc", "probe_masked_acc")
 
 
+def _also(metric: str) -> list[str]:
+    """The ALSO figures besides ``metric`` (which has its own columns)."""
+    return [name for name in ALSO if name != metric]
+
+
 def training_tokens(point: Path, summary: RunSummary) -> float | None:
     config = point / "config.yaml"
     if config.is_file():
@@ -86,7 +91,7 @@ def collect(ladder: Path, metric: str) -> list[dict]:
         for run, points in by_run.items():
             points.sort(key=lambda p: p[0])
             values = _finite(s.test.get(metric) for _, _, s in points)
-            also = {name: _finite(s.test.get(name) for _, _, s in points) for name in ALSO if name != metric}
+            also = {name: _finite(s.test.get(name) for _, _, s in points) for name in _also(metric)}
             tokens = [training_tokens(path, s) for _, path, s in points]
             walls = [s.wall_time_s for _, _, s in points if s.wall_time_s is not None]
             machines = sorted({s.machine or "not recorded" for _, _, s in points})
@@ -117,9 +122,9 @@ def table(rows: list[dict], metric: str) -> str:
     """The markdown table: one row per model and rung."""
     lines = [
         f"| model | rung | training tokens | seeds | {metric}: mean | sample std | 95% interval (t) | "
-        + "".join(f"{name}: mean | " for name in ALSO if name != metric)
+        + "".join(f"{name}: mean | " for name in _also(metric))
         + "wall time per run (s) | trained on |",
-        "|---|---:|---:|---|---:|---:|---:|" + "---:|" * sum(name != metric for name in ALSO) + "---:|---|",
+        "|---|---:|---:|---|---:|---:|---:|" + "---:|" * len(_also(metric)) + "---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["run"], r["rung"])):
         iv = r[metric] or {}
@@ -149,7 +154,7 @@ def write(ladder: Path, metric: str, out: Path | None = None, title: str | None 
         "",
         f"Test `{metric}` per model and rung (a multiple of the recipe's training tokens). Mean, sample "
         f"std (n-1) and 95% interval ({INTERVAL_METHOD}), in percent; then the mean of "
-        + ", ".join(f"`{name}`" for name in ALSO if name != metric)
+        + ", ".join(f"`{name}`" for name in _also(metric))
         + " (— where no seed has it: the Transformer's learned positions stop at 129, so it has no probe); "
         "wall time is the mean per run on "
         "the machine the last column names (metrics.json's `machine`; wall times compare only within one).",

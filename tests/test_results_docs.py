@@ -176,10 +176,11 @@ def test_the_modern_transformers_rate_in_the_recipe_is_the_uniform_sweeps_choice
 UNIFORM = ROOT / "docs/results/reverse_digits_cpu_uniform"
 
 
-def _results_script():
+def _script(name):
+    """scripts/<name>.py as a module: the code that wrote the committed files rebuilds them."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("reverse_digits_results", ROOT / "scripts/reverse_digits_results.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -196,7 +197,7 @@ def _results_script():
 def test_the_sweep_tables_are_the_ones_their_results_json_gives(folder, mark):
     """The README's headline and warmup tables, and the tables of their docs/results/ folders,
     quote each sweep's results.json, rebuilt here from its raw points by the code that wrote them."""
-    script = _results_script()
+    script = _script("reverse_digits_results")
     out = ROOT / "docs/results" / folder
     results = json.loads((out / "results.json").read_text())
     # The points are the raw metrics.json files; the selection and the pairs are recomputed from
@@ -364,20 +365,11 @@ def test_the_warmup_sweeps_copied_points_are_the_headline_sweeps_files():
 LADDER = ROOT / "docs/results/reverse_digits_cpu_ladder"
 
 
-def _ladder_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ladder_report", ROOT / "scripts/ladder_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_ladder_table_is_its_raw_files():
     """ladder.json and the table in both READMEs, rebuilt from the committed raw points by the code
     that wrote them; every rung issue 26 asks for is there with 3 held-out seeds, each point at its
     model's chosen setting of the headline and warmup sweeps."""
-    script = _ladder_script()
+    script = _script("ladder_report")
     ladder = json.loads((LADDER / "ladder.json").read_text())
     rows = script.collect(LADDER / "raw", ladder["metric"])
     assert rows == ladder["rows"]
